@@ -1,0 +1,308 @@
+"""The `codequarry` command line.
+
+Exit codes: 0 success, 1 failure, 2 bad usage or config. Errors are one line on stderr;
+set CODEQUARRY_DEBUG=1 for a traceback. Heavy modules are imported inside the commands
+that need them, so `codequarry search` asking a running daemon starts quickly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from codequarry import __version__
+from codequarry.config import Settings, add_project, load_settings, remove_project
+from codequarry.errors import CodequarryError, DaemonNotRunning, UsageError
+
+Handler = Callable[[argparse.Namespace, Settings], int]
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help(sys.stderr)
+        sys.exit(2)
+    from codequarry.logs import configure_logging
+
+    configure_logging(args.log_level, json=None)
+    try:
+        settings = load_settings(args.config)
+        sys.exit(args.handler(args, settings))
+    except CodequarryError as exc:
+        _fail(str(exc), exc.exit_code)
+    except KeyboardInterrupt:
+        _fail("interrupted", 130)
+    except Exception as exc:
+        if os.environ.get("CODEQUARRY_DEBUG"):
+            raise
+        _fail(f"internal error: {type(exc).__name__}: {exc} (set CODEQUARRY_DEBUG=1 for a traceback)", 1)
+
+
+def _fail(message: str, code: int) -> None:
+    print(f"codequarry: error: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+# ---- parser ---------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", type=Path, default=None, metavar="FILE",
+                        help="config file (default: $CODEQUARRY_CONFIG, else "
+                             "$XDG_CONFIG_HOME/codequarry/config.toml)")
+    common.add_argument("--log-level", default="warning",
+                        choices=["debug", "info", "warning", "error"], help="log verbosity (stderr)")
+    parser = argparse.ArgumentParser(
+        prog="codequarry", parents=[common],
+        description="Always-fresh local semantic code search. Index repositories into PostgreSQL "
+                    "(pgvector + full-text), search them from the shell or any MCP client.")
+    parser.add_argument("--version", action="version", version=f"codequarry {__version__}")
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    def command(name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, parents=[common], help=help_text, description=help_text)
+        p.set_defaults(handler=handler)
+        return p
+
+    p = command("index", cmd_index, "Index a repository now (registering it if needed) and "
+                "wait until every file is searchable; only changed files are re-read.")
+    p.add_argument("path", type=Path, help="repository directory")
+    p.add_argument("--project", help="project id (default: derived from the directory name)")
+    _add_globs(p)
+
+    p = command("search", cmd_search, "Search indexed code by meaning and by words.")
+    p.add_argument("query")
+    p.add_argument("--project", action="append", default=[], metavar="ID",
+                   help="project to search (repeatable; default: all projects)")
+    p.add_argument("--mode", choices=["hybrid", "semantic", "lexical"], default="hybrid")
+    p.add_argument("--language", action="append", default=[], help="only this language (repeatable)")
+    p.add_argument("--path", dest="path_glob", metavar="GLOB",
+                   help="only paths matching this glob, e.g. 'src/**' or '*.py'")
+    p.add_argument("--limit", type=int, default=10, help="number of results, 1-50 (default 10)")
+    p.add_argument("--json", action="store_true", help="print JSON: {results, freshness}")
+
+    p = command("status", cmd_status, "Show each project's files, chunks, vector coverage and "
+                "pending work, and whether the daemon runs.")
+    p.add_argument("--project", help="only this project")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = command("add", cmd_add, "Register a repository in the config file (the daemon picks it up).")
+    p.add_argument("path", type=Path)
+    p.add_argument("--project", help="project id (default: derived from the directory name)")
+    _add_globs(p)
+
+    p = command("remove", cmd_remove, "Unregister a project; its index is kept unless --purge.")
+    p.add_argument("project")
+    p.add_argument("--purge", action="store_true", help="also delete the project's indexed data")
+
+    p = command("verify", cmd_verify, "Check that a project's index equals a fresh index of its "
+                "tree (exit 1 and list differences if not).")
+    p.add_argument("--project", required=True)
+
+    p = command("daemon", cmd_daemon, "Run the daemon in the foreground: watch every registered "
+                "repository, keep its index fresh, serve MCP on a unix socket.")
+    p.add_argument("--log-file", type=Path, help="log to this file instead of stderr")
+
+    command("mcp", cmd_mcp, "Bridge MCP over stdio to the running daemon (for MCP client configs: "
+            '{"command": "codequarry", "args": ["mcp"]}).')
+
+    command("init", cmd_init, "Write a starter config file (refuses to overwrite one).")
+
+    p = command("service", cmd_service, "Install, remove or inspect the login service "
+                "(systemd user unit on Linux, launchd agent on macOS).")
+    p.add_argument("action", choices=["install", "uninstall", "status"])
+    p.add_argument("--dry-run", action="store_true", help="print what would be written and run")
+
+    p = command("eval", cmd_eval, "Measure retrieval quality on labelled queries (JSONL): MRR@10, "
+                "Recall@1/5/10 and nDCG@10 per search mode.")
+    p.add_argument("qrels", type=Path, help='JSONL lines: {"query": ..., "relevant": [{"path", '
+                   '"start_line", "end_line"}]}')
+    p.add_argument("--project", action="append", default=[], metavar="ID")
+    p.add_argument("--mode", action="append", choices=["hybrid", "semantic", "lexical"], default=[])
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--worst", type=int, default=5, help="show this many worst queries")
+    return parser
+
+
+def _add_globs(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--include", action="append", default=[], metavar="GLOB",
+                   help="only index files matching this glob (repeatable)")
+    p.add_argument("--exclude", action="append", default=[], metavar="GLOB",
+                   help="never index files matching this glob (repeatable)")
+
+
+def derive_project_id(path: Path) -> str:
+    name = re.sub(r"[^a-z0-9]+", "-", path.resolve().name.lower()).strip("-")
+    return name[:50].strip("-") or "project"
+
+
+# ---- commands -------------------------------------------------------------------------
+
+
+def cmd_add(args: argparse.Namespace, settings: Settings) -> int:
+    project = add_project(settings.config_path, args.project or derive_project_id(args.path),
+                          args.path, args.include, args.exclude)
+    print(f"registered {project.id} -> {project.path} in {settings.config_path}", file=sys.stderr)
+    return 0
+
+
+def cmd_remove(args: argparse.Namespace, settings: Settings) -> int:
+    removed = remove_project(settings.config_path, args.project)
+    print(f"unregistered {removed.id} ({removed.path})", file=sys.stderr)
+    if args.purge:
+        import anyio
+
+        from codequarry.store.db import Store
+
+        async def purge() -> bool:
+            store = await Store.open(settings)
+            try:
+                return await store.drop_project(removed.id)
+            finally:
+                await store.close()
+
+        if anyio.run(purge):
+            print(f"deleted the indexed data of {removed.id}", file=sys.stderr)
+    return 0
+
+
+def cmd_index(args: argparse.Namespace, settings: Settings) -> int:
+    from codequarry.client import DaemonClient
+
+    project_id = args.project or derive_project_id(args.path)
+    project = add_project(settings.config_path, project_id, args.path, args.include, args.exclude)
+    settings = load_settings(settings.config_path)
+    client = DaemonClient(settings.socket_path)
+    if client.running():
+        from codequarry.console import follow_daemon_index
+
+        return follow_daemon_index(client, project.id, str(project.path))
+    from codequarry.oneshot import index_here
+
+    return index_here(settings, settings.config.project(project.id))
+
+
+def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
+    from codequarry.client import DaemonClient
+    from codequarry.models import validate_project_id
+
+    for project in args.project:
+        validate_project_id(project)
+    if not 1 <= args.limit <= 50:
+        raise UsageError(f"--limit must be between 1 and 50, got {args.limit}")
+    body = {"query": args.query, "projects": args.project, "mode": args.mode,
+            "languages": args.language, "path_glob": args.path_glob, "limit": args.limit}
+    try:
+        answer = DaemonClient(settings.socket_path).post("/api/search", body)
+    except DaemonNotRunning:
+        answer = _search_here(settings, body)
+    if args.json:
+        print(json.dumps(answer, indent=2))
+    else:
+        from codequarry.console import print_results
+
+        print_results(answer)
+    return 0
+
+
+def _search_here(settings: Settings, body: dict[str, Any]) -> Any:
+    import anyio
+
+    from codequarry.runtime import open_runtime
+    from codequarry.search import SearchRequest
+
+    request = SearchRequest(body["query"], tuple(body["projects"]), body["mode"],
+                            tuple(body["languages"]), body["path_glob"], body["limit"]).validate()
+
+    async def run() -> Any:
+        async with open_runtime(settings) as runtime:
+            model_id = None
+            if request.mode != "lexical":
+                try:
+                    await runtime.embedder.start()
+                    model_id = runtime.embedder.model_id
+                except CodequarryError as exc:
+                    print(f"codequarry: warning: {exc}; lexical results only", file=sys.stderr)
+            response = await runtime.searcher.search(request, model_id)
+            return response.to_json()
+
+    return anyio.run(run)
+
+
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    from codequarry.client import DaemonClient
+    from codequarry.console import print_status
+    from codequarry.models import validate_project_id
+    from codequarry.oneshot import status_here
+
+    try:
+        answer = DaemonClient(settings.socket_path).get("/api/status")
+    except DaemonNotRunning:
+        answer = status_here(settings)
+    if args.project:
+        validate_project_id(args.project)
+        answer["projects"] = [p for p in answer["projects"] if p["project"] == args.project]
+        if not answer["projects"]:
+            raise UsageError(f"unknown project {args.project!r}")
+    if args.json:
+        print(json.dumps(answer, indent=2))
+    else:
+        print_status(answer)
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
+    from codequarry.verify import verify_project
+
+    problems = verify_project(settings, settings.config.project(args.project))
+    for problem in problems[:50]:
+        print(problem)
+    if problems:
+        print(f"codequarry: {len(problems)} difference(s) between the index of {args.project} and "
+              "its tree", file=sys.stderr)
+        return 1
+    print(f"{args.project}: the index equals a fresh index of the tree", file=sys.stderr)
+    return 0
+
+
+def cmd_daemon(args: argparse.Namespace, settings: Settings) -> int:
+    from codequarry.logs import configure_logging
+    from codequarry.service import run_daemon
+
+    level = args.log_level if args.log_level != "warning" else "info"
+    configure_logging(level, args.log_file)
+    return run_daemon(settings)
+
+
+def cmd_mcp(args: argparse.Namespace, settings: Settings) -> int:
+    from codequarry.bridge import run_bridge
+
+    return run_bridge(settings)
+
+
+def cmd_init(args: argparse.Namespace, settings: Settings) -> int:
+    from codequarry.units import write_starter_config
+
+    path = write_starter_config(settings.config_path)
+    print(f"wrote {path}; register repositories with: codequarry add PATH --project ID", file=sys.stderr)
+    return 0
+
+
+def cmd_service(args: argparse.Namespace, settings: Settings) -> int:
+    from codequarry.units import service_command
+
+    return service_command(args.action, settings, dry_run=args.dry_run)
+
+
+def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
+    from codequarry.evaluation import run_eval_command
+
+    return run_eval_command(settings, args.qrels, args.project, args.mode or None, args.json, args.worst)

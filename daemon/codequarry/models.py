@@ -1,0 +1,199 @@
+"""Plain frozen records that cross module lines. A leaf module (stdlib only).
+
+Store rows never leave store/; these are what the rest of the package sees.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+from codequarry.errors import InvalidProjectId
+
+PROJECT_ID_RULE = "lowercase letters, digits and single inner hyphens, 1-50 characters"
+_PROJECT_ID = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
+
+
+def validate_project_id(project_id: str) -> str:
+    """Return `project_id` unchanged if it is valid, else raise InvalidProjectId."""
+    if len(project_id) > 50 or not _PROJECT_ID.fullmatch(project_id):
+        raise InvalidProjectId(f"invalid project id {project_id!r}: use {PROJECT_ID_RULE}")
+    return project_id
+
+
+class ChangeKind(enum.StrEnum):
+    CREATED = "created"
+    MODIFIED = "modified"
+    DELETED = "deleted"
+    RENAMED = "renamed"
+
+
+class Lane(enum.IntEnum):
+    """Work priority: live edits overtake the cold backlog (lower value goes first)."""
+
+    LIVE = 0
+    BACKLOG = 1
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeEvent:
+    """One detected change to one path of a project, as persisted in change_events."""
+
+    project: str
+    path: str
+    kind: ChangeKind
+    detected_at: datetime
+    processed_at: datetime | None = None
+    error: str | None = None
+    previous_path: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """A span of a file that is searched and embedded as one unit (lines are 1-based)."""
+
+    start_line: int
+    end_line: int
+    content: str
+    language: str
+    symbol: str | None = None
+    kind: str = "block"
+    content_hash: str = ""  # hash of the embedding text: the embedding cache key
+
+
+@dataclass(frozen=True, slots=True)
+class EmbeddingBatch:
+    """What one call to an embedder cost, recorded in embedding_metadata."""
+
+    model_id: str
+    model_name: str
+    model_version: str
+    dims: int
+    count: int
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class Freshness:
+    pending_files: int
+    vector_coverage: float
+    last_indexed_change: datetime | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "pending_files": self.pending_files,
+            "vector_coverage": round(self.vector_coverage, 4),
+            "last_indexed_change": _iso(self.last_indexed_change),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class SearchHit:
+    project: str
+    path: str
+    start_line: int
+    end_line: int
+    symbol: str | None
+    kind: str
+    language: str
+    score: float
+    snippet: str
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class SearchResponse:
+    results: list[SearchHit]
+    freshness: Freshness
+    mode: str
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "results": [hit.to_json() for hit in self.results],
+            "freshness": self.freshness.to_json(),
+            "mode": self.mode,
+            "notes": self.notes,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectStatus:
+    project: str
+    path: str
+    files: int
+    skipped_files: int
+    chunks: int
+    vector_coverage: float
+    pending_files: int
+    pending_events: int
+    last_event_at: datetime | None
+    last_indexed_change: datetime | None
+    index_lag_seconds: float
+    errors: list[str]
+    model_id: str | None
+    watching: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["vector_coverage"] = round(self.vector_coverage, 4)
+        data["last_event_at"] = _iso(self.last_event_at)
+        data["last_indexed_change"] = _iso(self.last_indexed_change)
+        data["index_lag_seconds"] = round(self.index_lag_seconds, 3)
+        return data
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment else None
+
+
+@dataclass(frozen=True, slots=True)
+class FileStat:
+    """What a cheap stat says about a file; the content hash decides only when this differs."""
+
+    path: str  # relative to the project root, "/"-separated
+    size: int
+    mtime_ns: int
+    skip_reason: str | None = None  # set when the file is known unindexable without reading it
+
+
+@dataclass(frozen=True, slots=True)
+class IndexedFile:
+    """The store's memory of one file, compared against a fresh stat to detect changes."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    content_hash: str | None
+    skip_reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class SearchText:
+    """Code-aware words of one chunk for full-text search, by weight: symbol > path > body."""
+
+    symbol: str
+    path: str
+    body: str
+
+
+@dataclass(frozen=True, slots=True)
+class FileUpdate:
+    """The new state of one file, written with its chunks in one transaction.
+
+    `search_texts` runs parallel to `chunks`. A skipped file has a reason and no chunks.
+    """
+
+    path: str
+    size: int
+    mtime_ns: int
+    content_hash: str
+    language: str | None = None
+    skip_reason: str | None = None
+    chunks: tuple[Chunk, ...] = ()
+    search_texts: tuple[SearchText, ...] = ()

@@ -1,0 +1,76 @@
+"""Commands that do their work in the CLI process when no daemon is running."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+import anyio
+
+from codequarry.config import ProjectConfig, Settings
+from codequarry.console import IndexProgress
+from codequarry.errors import EmbedderUnavailable
+from codequarry.runtime import open_runtime, status_report
+from codequarry.store.db import Store
+
+EMBEDDER_GIVE_UP_SECONDS = 60.0
+
+
+def index_here(settings: Settings, config: ProjectConfig) -> int:
+    """Index one project and wait until every chunk has a vector; 1 if the embedder fails."""
+    from codequarry.daemon_lock import IndexLock
+
+    with IndexLock(settings.lock_path, "index"):
+        return anyio.run(_index, settings, config)
+
+
+async def _index(settings: Settings, config: ProjectConfig) -> int:
+    async with open_runtime(settings) as runtime:
+        indexer = runtime.indexer
+        project = await indexer.add_project(config)
+        started = time.monotonic()
+        failure: str | None = None
+        with IndexProgress(project.id, enabled=sys.stderr.isatty()) as progress:
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(indexer.run)
+                queued = await indexer.reconcile(project.id)
+                error_since: float | None = None
+                while True:
+                    await anyio.sleep(0.2)
+                    chunks, embedded = await project.store.vector_counts()
+                    progress.update(indexer.progress.files_done, indexer.progress.files_total,
+                                    embedded, chunks)
+                    if indexer.idle() and indexer.embedding_settled():
+                        break
+                    if indexer.embedder_error:
+                        error_since = error_since or time.monotonic()
+                        waited = time.monotonic() - error_since
+                        if indexer.idle() and (indexer.embedder_fatal or waited > EMBEDDER_GIVE_UP_SECONDS):
+                            failure = indexer.embedder_error
+                            break
+                    else:
+                        error_since = None
+                tasks.cancel_scope.cancel()
+        await project.store.analyze()
+        chunks, embedded = await project.store.vector_counts()
+        counts = await project.store.counts()
+    seconds = time.monotonic() - started
+    print(f"{config.id}: {counts.files} files ({counts.skipped_files} skipped), {chunks} chunks, "
+          f"{embedded} with vectors; {queued} changed files; {indexer.progress.embedded} embeddings "
+          f"computed, {indexer.progress.reused} reused; {seconds:.1f}s", file=sys.stderr)
+    if failure:
+        raise EmbedderUnavailable(f"{failure}; the lexical index is complete, vectors are "
+                                  "missing (run index again when the embedder is back)")
+    return 0
+
+
+def status_here(settings: Settings) -> dict[str, Any]:
+    async def run() -> dict[str, Any]:
+        store = await Store.open(settings)
+        try:
+            return await status_report(settings, store)
+        finally:
+            await store.close()
+
+    return anyio.run(run)

