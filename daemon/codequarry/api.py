@@ -75,7 +75,8 @@ class DaemonApi:
             events.extend(await store.recent_changes(limit))
         events.sort(key=lambda e: e.detected_at, reverse=True)
         return {"changes": [
-            {"project": e.project, "path": e.path, "kind": str(e.kind), "detected_at": e.detected_at.isoformat(),
+            {"project": e.project, "path": e.path, "kind": str(e.kind),
+             "detected_at": e.detected_at.isoformat(),
              "processed_at": e.processed_at.isoformat() if e.processed_at else None,
              "error": e.error, "previous_path": e.previous_path} for e in events[:limit]]}
 

@@ -12,9 +12,9 @@ import os
 import sys
 from typing import Any
 
+from codequarry.client import CWD_HEADER, DaemonClient
 from codequarry.config import Settings
 from codequarry.errors import DaemonNotRunning
-from codequarry.client import CWD_HEADER, DaemonClient
 
 
 def run_bridge(settings: Settings) -> int:
@@ -24,21 +24,33 @@ def run_bridge(settings: Settings) -> int:
             f"no codequarry daemon answers on {path}; start one with `codequarry daemon` "
             "(or `codequarry service install` to start it at login)")
     import anyio
-    import httpx2
-    from fastmcp.client.transports import StreamableHttpTransport
-    from fastmcp.server import create_proxy
 
-    def over_socket(headers: dict[str, str] | None = None, timeout: Any = None, auth: Any = None,
-                    **kwargs: Any) -> httpx2.AsyncClient:
-        return httpx2.AsyncClient(transport=httpx2.AsyncHTTPTransport(uds=str(path)), headers=headers,
-                                  auth=auth, timeout=timeout or httpx2.Timeout(30.0, read=300.0), **kwargs)
-
-    transport = StreamableHttpTransport("http://localhost/mcp", httpx_client_factory=over_socket,
-                                        headers={CWD_HEADER: os.getcwd()})
-    proxy = create_proxy(transport, name="codequarry")
-    from codequarry.logs import quiet_fastmcp_logging
-
-    quiet_fastmcp_logging()
-    sys.stdout.flush()
-    anyio.run(lambda: proxy.run_stdio_async(show_banner=False))
+    anyio.run(_forward, str(path))
     return 0
+
+
+async def _forward(socket_path: str) -> None:
+    """Pass MCP messages through unchanged: stdin -> daemon, daemon -> stdout. The SDK's
+    transports handle framing, the session id and server-sent events on each side."""
+    import anyio
+    import httpx2
+    from mcp.client.streamable_http import streamable_http_client
+    from mcp.server.stdio import stdio_server
+
+    http = httpx2.AsyncClient(transport=httpx2.AsyncHTTPTransport(uds=socket_path),
+                              headers={CWD_HEADER: os.getcwd()},
+                              timeout=httpx2.Timeout(30.0, read=300.0))
+    async with (http, stdio_server() as (from_client, to_client),
+                streamable_http_client("http://localhost/mcp", http_client=http) as (from_daemon, to_daemon)):
+
+        async def pump(source: Any, sink: Any) -> None:
+            async for message in source:
+                if isinstance(message, Exception):
+                    print(f"codequarry mcp: {message}", file=sys.stderr)
+                    continue
+                await sink.send(message)
+            tasks.cancel_scope.cancel()  # one side closed: the session is over
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(pump, from_client, to_daemon)
+            tasks.start_soon(pump, from_daemon, to_client)

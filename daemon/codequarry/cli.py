@@ -289,7 +289,7 @@ def cmd_mcp(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_init(args: argparse.Namespace, settings: Settings) -> int:
-    from codequarry.units import write_starter_config
+    from codequarry.config import write_starter_config
 
     path = write_starter_config(settings.config_path)
     print(f"wrote {path}; register repositories with: codequarry add PATH --project ID", file=sys.stderr)

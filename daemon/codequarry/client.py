@@ -54,7 +54,8 @@ class DaemonClient:
             response = connection.getresponse()
             data = json.loads(response.read() or b"null")
         except (ConnectionRefusedError, FileNotFoundError) as exc:
-            raise DaemonNotRunning(f"the daemon does not answer on {self.socket_path} ({exc.strerror})") from None
+            raise DaemonNotRunning(
+                f"the daemon does not answer on {self.socket_path} ({exc.strerror})") from None
         except (OSError, http.client.HTTPException, ValueError) as exc:
             raise CodequarryError(f"talking to the daemon failed: {exc}") from None
         finally:

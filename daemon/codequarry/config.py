@@ -307,3 +307,27 @@ def remove_project(config_path: Path, project_id: str) -> ProjectConfig:
         parse_config(new_text, config_path)
         _write_atomically(config_path, new_text)
     return removed
+
+
+STARTER_CONFIG = """\
+# codequarry configuration. Every key is documented in config.example.toml.
+# Register repositories with `codequarry add PATH --project ID`; the daemon picks them up.
+
+[embedder]
+kind = "local"          # "local" (default, no setup) | "ollama" | "openai"
+
+[index]
+max_file_bytes = 1000000
+exclude = []            # globs never indexed in any project, e.g. ["*.min.js"]
+"""
+
+
+def write_starter_config(path: Path) -> Path:
+    """Write a starter config; refuses to overwrite an existing file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with open(path, "x", encoding="utf-8") as handle:
+            handle.write(STARTER_CONFIG)
+    except FileExistsError:
+        raise UsageError(f"{path} already exists; edit it, or remove it first") from None
+    return path

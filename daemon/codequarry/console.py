@@ -56,8 +56,8 @@ def follow_daemon_index(client: DaemonClient, project: str, path: str) -> int:
                 progress.update(files, files + status["pending_files"],
                                 round(status["vector_coverage"] * status["chunks"]), status["chunks"])
                 if status["pending_files"] == 0 and status["pending_events"] == 0 and (
-                        status["vector_coverage"] >= 1.0 or status["errors"][:1] and
-                        status["errors"][0].startswith("embedder")):
+                        status["vector_coverage"] >= 1.0 or (status["errors"][:1] and
+                        status["errors"][0].startswith("embedder"))):
                     break
             time.sleep(0.3)
     print(f"{project}: {status['files']} files, {status['chunks']} chunks, "

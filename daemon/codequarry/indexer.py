@@ -234,7 +234,7 @@ class Indexer:
         """Stop taking new work and wait for the batches in flight (the caller bounds this)."""
         self.stopping = True
         self._wake_embedder()
-        while self._busy or self._embedding:
+        while self._busy or self._embedding:  # noqa: ASYNC110 (two counters, polled briefly)
             await anyio.sleep(0.05)
 
     async def chunk_worker(self) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hmac
 import json
-import logging
 import os
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -20,20 +19,20 @@ from urllib.parse import urlsplit
 os.environ.setdefault("FASTMCP_SHOW_SERVER_BANNER", "false")
 os.environ.setdefault("FASTMCP_CHECK_FOR_UPDATES", "off")
 
-from fastmcp import Context, FastMCP  # noqa: E402
-from fastmcp.exceptions import ToolError  # noqa: E402
-from fastmcp.server.dependencies import get_http_headers  # noqa: E402
-from pydantic import Field  # noqa: E402
-from starlette.datastructures import Headers  # noqa: E402
-from starlette.middleware import Middleware  # noqa: E402
-from starlette.requests import Request  # noqa: E402
-from starlette.responses import JSONResponse  # noqa: E402
-from starlette.types import ASGIApp, Receive, Scope, Send  # noqa: E402
+from fastmcp import Context, FastMCP
+from fastmcp.exceptions import ToolError
+from fastmcp.server.dependencies import get_http_headers
+from pydantic import Field
+from starlette.datastructures import Headers
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from codequarry.api import DaemonApi  # noqa: E402
-from codequarry.client import CWD_HEADER  # noqa: E402
-from codequarry.errors import CodequarryError, UsageError  # noqa: E402
-from codequarry.logs import get_logger  # noqa: E402
+from codequarry.api import DaemonApi
+from codequarry.client import CWD_HEADER
+from codequarry.errors import CodequarryError, UsageError
+from codequarry.logs import get_logger
 
 log = get_logger(__name__)
 

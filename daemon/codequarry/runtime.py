@@ -38,9 +38,10 @@ def chunk_budget(settings: Settings, embedder: Embedder) -> Budget:
 
 
 @asynccontextmanager
-async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
+async def open_runtime(settings: Settings, embedder: Embedder | None = None) -> AsyncIterator[Runtime]:
+    """`embedder` replaces the configured one (tests use a deterministic fake)."""
     store = await Store.open(settings)
-    embedder = create_embedder(settings.config.embedder)
+    embedder = embedder or create_embedder(settings.config.embedder)
     try:
         indexer = Indexer(settings, store, embedder, Chunker(chunk_budget(settings, embedder)))
         yield Runtime(settings, store, embedder, indexer, Searcher(store, embedder))

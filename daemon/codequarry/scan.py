@@ -17,12 +17,12 @@ from codequarry.ignore import IgnoreRules
 from codequarry.models import FileStat
 
 # Extensions that are never text; skipped without opening the file.
-BINARY_EXTENSIONS = frozenset(
+BINARY_EXTENSIONS = frozenset((
     ".png .jpg .jpeg .gif .bmp .ico .webp .tif .tiff .psd .pdf .zip .gz .tgz .bz2 .xz .zst .7z"
     " .rar .jar .war .whl .egg .so .dylib .dll .exe .o .a .lib .obj .class .pyc .pyo .wasm"
     " .mp3 .mp4 .wav .flac .ogg .mov .avi .mkv .webm .ttf .otf .woff .woff2 .eot .sqlite"
-    " .db .bin .dat .pkl .npy .npz .onnx .pt .parquet .arrow .DS_Store".split()
-)
+    " .db .bin .dat .pkl .npy .npz .onnx .pt .parquet .arrow"
+).split())
 SNIFF_BYTES = 8192
 MAX_LINE_CHARS = 20_000  # longer lines mean minified or generated text
 

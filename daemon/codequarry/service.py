@@ -26,6 +26,7 @@ from anyio.abc import TaskGroup
 from codequarry import __version__
 from codequarry.config import ProjectConfig, Settings, load_settings
 from codequarry.daemon_lock import IndexLock
+from codequarry.embedding import Embedder
 from codequarry.errors import CodequarryError, DaemonRunning
 from codequarry.logs import get_logger
 from codequarry.runtime import Runtime, open_runtime
@@ -45,8 +46,9 @@ class _UnixServer(uvicorn.Server):
 
 
 class Daemon:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, embedder: Embedder | None = None) -> None:
         self.settings = settings
+        self._embedder = embedder
         self.started_at = time.time()
         self.ready = anyio.Event()
         self.runtime: Runtime | None = None
@@ -59,7 +61,8 @@ class Daemon:
     def info(self) -> dict[str, Any]:
         runtime = self.runtime
         return {"running": True, "pid": os.getpid(), "version": __version__,
-                "socket": str(self.settings.socket_path), "uptime_seconds": round(time.time() - self.started_at),
+                "socket": str(self.settings.socket_path),
+                "uptime_seconds": round(time.time() - self.started_at),
                 "model": runtime.indexer.model_id if runtime else None,
                 "embedder_error": runtime.indexer.embedder_error if runtime else None,
                 "watching": sorted(self._watchers)}
@@ -70,7 +73,7 @@ class Daemon:
     # ---- lifespan ------------------------------------------------------------------
 
     async def serve(self) -> None:
-        async with open_runtime(self.settings) as runtime:
+        async with open_runtime(self.settings, self._embedder) as runtime:
             self.runtime = runtime
             async with anyio.create_task_group() as tasks:
                 self._tasks = tasks
@@ -109,7 +112,8 @@ class Daemon:
             if current[0] == config:
                 return
             self.stop_project(config.id)
-        assert self.runtime is not None and self._tasks is not None
+        assert self.runtime is not None
+        assert self._tasks is not None
         try:
             project = await self.runtime.indexer.add_project(config)
         except Exception as exc:
@@ -161,7 +165,7 @@ class Daemon:
         self.settings = fresh
         for project_id in sorted(set(before) - set(after)):
             self.stop_project(project_id)
-        for project_id, config in sorted(after.items()):
+        for _, config in sorted(after.items()):
             await self.start_project(config)
 
     async def _housekeeping(self) -> None:

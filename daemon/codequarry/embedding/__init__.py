@@ -17,7 +17,8 @@ def create_embedder(config: EmbedderConfig) -> Embedder:
     if config.kind == "openai":
         from codequarry.embedding.openai_compat import OpenAIEmbedder
 
-        assert config.model and config.url  # enforced by EmbedderConfig
+        assert config.model is not None  # both enforced by EmbedderConfig
+        assert config.url is not None
         return OpenAIEmbedder(config.model, config.url, config.dims, config.api_key_env,
                               config.batch_size, config.timeout_seconds, config.max_retries)
     from codequarry.embedding.local import LocalEmbedder

@@ -51,7 +51,8 @@ class Embedder(Protocol):
 def normalise(vectors: Vectors) -> Vectors:
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     norms[norms == 0] = 1.0
-    return (vectors / norms).astype(np.float32)
+    normalised: Vectors = (vectors / norms).astype(np.float32)
+    return normalised
 
 
 def check_shape(vectors: Vectors, count: int, dims: int, model: str) -> Vectors:

@@ -33,12 +33,14 @@ def locate_verified(distribution: str, relative: str, sha256: str) -> Path:
     try:
         path = Path(str(importlib.metadata.distribution(distribution).locate_file(relative)))
     except importlib.metadata.PackageNotFoundError:
-        raise ModelFileError(f"package {distribution!r} is not installed (pip install {distribution})") from None
+        raise ModelFileError(
+            f"package {distribution!r} is not installed (pip install {distribution})") from None
     if not path.is_file():
         raise ModelFileError(f"{path} is missing; reinstall {distribution}")
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     if digest != sha256:
-        raise ModelFileError(f"{path} has sha256 {digest[:16]}…, expected {sha256[:16]}…; reinstall {distribution}")
+        raise ModelFileError(
+            f"{path} has sha256 {digest[:16]}…, expected {sha256[:16]}…; reinstall {distribution}")
     return path
 
 

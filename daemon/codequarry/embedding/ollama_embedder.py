@@ -69,7 +69,8 @@ class OllamaEmbedder:
             response = await with_retries(call, what=self._where("embed"), retries=self.retries,
                                           is_transient=_transient)
         except ollama.ResponseError as exc:
-            raise EmbedderUnavailable(f"{self._where('embed')}: HTTP {exc.status_code}: {exc.error}") from None
+            raise EmbedderUnavailable(
+                f"{self._where('embed')}: HTTP {exc.status_code}: {exc.error}") from None
         return np.asarray(response.embeddings, dtype=np.float32).reshape(len(response.embeddings), -1)
 
     async def _embed_checked(self, texts: list[str]) -> Vectors:
@@ -90,4 +91,4 @@ class OllamaEmbedder:
         return [len(text) // 4 + 1 for text in texts]
 
     async def aclose(self) -> None:
-        await self._client.close()
+        await self._client.close()  # type: ignore[no-untyped-call]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -205,10 +206,9 @@ def create_engine(url: str) -> AsyncEngine:
 
     @event.listens_for(engine.sync_engine, "connect")
     def _register_vector(dbapi_connection: Any, _record: Any) -> None:
-        try:
+        # a new database has no vector type yet: the first migration creates it
+        with contextlib.suppress(ValueError):
             dbapi_connection.run_async(register_vector)
-        except ValueError:
-            pass  # a new database: the extension is created by the first migration
 
     return engine
 

@@ -54,6 +54,15 @@ class EmbeddedPostgres:
         log.debug("embedded_postgres_attached", pgdata=str(self.pgdata), pid=info.pid)
         return f"postgresql+asyncpg://postgres@/postgres?host={quote(str(info.socket_dir), safe='')}"
 
+    def url(self, database: str = "postgres") -> str:
+        """A postgresql:// DSN of the running server (for tests and tools)."""
+        info = self._server.get_postmaster_info()
+        return f"postgresql://postgres@/{database}?host={quote(str(info.socket_dir), safe='')}"
+
+    def psql(self, command: str) -> str:
+        result: str = self._server.psql(command)
+        return result
+
     def stop(self) -> None:
         """Detach; the server shuts down if no other process uses it."""
         if self._server is not None:

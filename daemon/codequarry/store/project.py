@@ -110,7 +110,7 @@ class ProjectStore:
             rows = await conn.execute(text(
                 f"SELECT content_hash, start_line, end_line, embedding IS NOT NULL FROM {self.s}.chunks "
                 "WHERE path = :p ORDER BY ordinal"), {"p": path})
-            return [tuple(row) for row in rows]  # type: ignore[misc]
+            return [(row[0], row[1], row[2], row[3]) for row in rows]
 
     # ---- change events ---------------------------------------------------------------
 
@@ -177,7 +177,8 @@ class ProjectStore:
                     f"INSERT INTO {self.s}.files (path, size, mtime_ns, content_hash, language, "
                     "skip_reason, chunk_count, indexed_at) VALUES (:path, :size, :mtime_ns, :hash, "
                     ":language, :skip, :count, :now) ON CONFLICT (path) DO UPDATE SET "
-                    "size = EXCLUDED.size, mtime_ns = EXCLUDED.mtime_ns, content_hash = EXCLUDED.content_hash, "
+                    "size = EXCLUDED.size, mtime_ns = EXCLUDED.mtime_ns, "
+                    "content_hash = EXCLUDED.content_hash, "
                     "language = EXCLUDED.language, skip_reason = EXCLUDED.skip_reason, "
                     "chunk_count = EXCLUDED.chunk_count, indexed_at = EXCLUDED.indexed_at"),
                     [{"path": u.path, "size": u.size, "mtime_ns": u.mtime_ns, "hash": u.content_hash,
@@ -276,7 +277,7 @@ class ProjectStore:
             "FROM unnest(CAST(:hashes AS text[]), CAST(:vectors AS vector[])) AS v(hash, embedding) "
             "WHERE c.content_hash = v.hash AND c.embedding IS NULL"),
             {"hashes": list(vectors), "vectors": [PgVector(v) for v in vectors.values()]})
-        updated = int(result.rowcount or 0)  # type: ignore[attr-defined]
+        updated = int(result.rowcount or 0)
         await conn.execute(text(f"UPDATE {self.s}.stats SET embedded = embedded + :n"), {"n": updated})
         return updated
 

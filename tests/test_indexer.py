@@ -1,0 +1,404 @@
+"""The incremental indexer against a real PostgreSQL: what changes is re-chunked, what
+did not change embeds nothing, and vectors are reused by content."""
+
+from __future__ import annotations
+
+import inspect
+import shutil
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import anyio
+import pytest
+from sqlalchemy import text
+
+from codequarry.chunking import embedding_text
+from codequarry.config import Settings
+from codequarry.errors import EmbedderUnavailable
+from codequarry.indexer import Project
+from codequarry.models import ChangeKind, Chunk
+from codequarry.runtime import Runtime, open_runtime
+from codequarry.search import SearchRequest
+
+from .conftest import write_files
+from .fakes import HashEmbedder
+
+PY = {
+    "pkg/geometry.py": "import math\n\n\ndef torus_volume(major, minor):\n"
+                       "    return 2 * math.pi ** 2 * major * minor ** 2\n\n\n"
+                       "class Shape:\n    def area(self):\n        return 0\n",
+    "pkg/util.py": "def parse_config(path):\n    \"\"\"Read a config file.\"\"\"\n"
+                   "    return open(path).read()\n",
+    "README.md": "# Demo\n\nA small demo repository.\n",
+}
+
+
+async def index(runtime: Runtime, project: str) -> None:
+    """Run the workers until the project is fully chunked and embedded."""
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(runtime.indexer.run)
+        await runtime.indexer.reconcile(project)
+        await until(lambda: runtime.indexer.idle() and runtime.indexer.embedding_settled(), within=60)
+        tasks.cancel_scope.cancel()
+
+
+async def until(condition: Callable[[], bool | Awaitable[bool]], within: float = 20,
+                interval: float = 0.02) -> None:
+    """Poll `condition` (sync or async) until it holds; TimeoutError after `within` seconds."""
+    with anyio.fail_after(within):
+        while True:
+            result = condition()
+            if await result if inspect.isawaitable(result) else result:
+                return
+            await anyio.sleep(interval)
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    return write_files(tmp_path / "repo", PY)
+
+
+@pytest.fixture
+def settings(make_settings, repo: Path) -> Settings:
+    return make_settings([{"id": "demo", "path": str(repo)}])
+
+
+async def test_second_index_of_an_unchanged_tree_embeds_nothing(
+        settings: Settings, hash_embedder: HashEmbedder) -> None:
+    async with open_runtime(settings, hash_embedder) as runtime:
+        project = await runtime.indexer.add_project(settings.config.project("demo"))
+        await index(runtime, "demo")
+        first = len(hash_embedder.embedded_texts)
+        chunks, embedded = await project.store.vector_counts()
+        assert first > 0
+        assert chunks == embedded
+        await index(runtime, "demo")
+        assert len(hash_embedder.embedded_texts) == first
+        assert await runtime.indexer.reconcile("demo") == 0
+
+
+# ---- incremental behaviour ------------------------------------------------------------
+
+SHAPES = '''import math
+
+
+def torus_volume(major_radius, minor_radius):
+    """Volume of a torus with the given major and minor radius."""
+    area = math.pi * minor_radius ** 2
+    circumference = 2 * math.pi * major_radius
+    return area * circumference
+
+
+def sphere_area(radius):
+    """Surface area of a sphere of the given radius."""
+    squared = radius * radius
+    return 4 * math.pi * squared
+
+
+def cube_volume(side):
+    """Volume of a cube whose edges all have length side."""
+    squared = side * side
+    return squared * side
+'''
+SHAPES_EDITED = SHAPES.replace("4 * math.pi * squared", "4.0 * math.pi * squared  # exact")
+
+
+@asynccontextmanager
+async def workers(runtime: Runtime) -> AsyncIterator[None]:
+    """The indexer's workers running in the background for the duration of the block."""
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(runtime.indexer.run)
+        yield
+        tasks.cancel_scope.cancel()
+
+
+async def settle(runtime: Runtime) -> None:
+    """Wait until the queue is empty and the embed worker has nothing left to do."""
+    await until(lambda: runtime.indexer.idle() and runtime.indexer.embedding_settled(), within=30)
+
+
+def chunk_spy(runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record every path the runtime's (real) chunker is asked to chunk."""
+    chunked: list[str] = []
+    original = runtime.indexer.chunker.chunk_file
+
+    def chunk_file(path: str, text: str) -> tuple[str, list[Chunk]]:
+        chunked.append(path)
+        return original(path, text)
+
+    monkeypatch.setattr(runtime.indexer.chunker, "chunk_file", chunk_file)
+    return chunked
+
+
+async def chunk_paths(project: Project) -> set[str]:
+    async with project.store.engine.connect() as conn:
+        rows = await conn.execute(text(f"SELECT DISTINCT path FROM {project.store.s}.chunks"))
+        return {row.path for row in rows}
+
+
+async def test_editing_one_function_rechunks_only_that_file_and_embeds_only_the_changed_chunk(
+        settings: Settings, repo: Path, hash_embedder: HashEmbedder,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    write_files(repo, {"pkg/shapes.py": SHAPES})
+    async with open_runtime(settings, hash_embedder) as runtime:
+        project = await runtime.indexer.add_project(settings.config.project("demo"))
+        await index(runtime, "demo")
+        chunker = runtime.indexer.chunker
+        old_hashes = {c.content_hash for c in chunker.chunk_file("pkg/shapes.py", SHAPES)[1]}
+        new_chunks = chunker.chunk_file("pkg/shapes.py", SHAPES_EDITED)[1]
+        changed = [embedding_text(c) for c in new_chunks if c.content_hash not in old_hashes]
+        assert len(changed) == 1  # sphere_area only; torus_volume and cube_volume are unchanged
+        chunked = chunk_spy(runtime, monkeypatch)
+        before = len(hash_embedder.embedded_texts)
+
+        (repo / "pkg/shapes.py").write_text(SHAPES_EDITED)
+        await index(runtime, "demo")
+
+        assert chunked == ["pkg/shapes.py"]
+        assert hash_embedder.embedded_texts[before:] == changed
+        stored = await project.store.file_chunks("pkg/shapes.py")
+        assert [row[0] for row in stored] == [c.content_hash for c in new_chunks]
+        assert all(has_vector for *_, has_vector in stored)
+        assert await project.store.consistency_problems() == []
+
+
+async def test_renaming_a_file_embeds_nothing_and_forgets_the_old_path(
+        settings: Settings, repo: Path, hash_embedder: HashEmbedder) -> None:
+    async with open_runtime(settings, hash_embedder) as runtime:
+        project = await runtime.indexer.add_project(settings.config.project("demo"))
+        await index(runtime, "demo")
+        old_chunks = await project.store.file_chunks("pkg/util.py")
+        before = len(hash_embedder.embedded_texts)
+
+        (repo / "pkg/util.py").rename(repo / "pkg/config_reader.py")
+        await index(runtime, "demo")
+
+        assert len(hash_embedder.embedded_texts) == before
+        assert "pkg/util.py" not in await project.store.indexed_files()
+        assert "pkg/util.py" not in await chunk_paths(project)
+        assert await project.store.file_chunks("pkg/config_reader.py") == old_chunks  # with vectors
+        assert await project.store.consistency_problems() == []
+
+
+async def test_deleting_a_file_removes_its_file_row_and_chunks(
+        settings: Settings, repo: Path, hash_embedder: HashEmbedder) -> None:
+    async with open_runtime(settings, hash_embedder) as runtime:
+        project = await runtime.indexer.add_project(settings.config.project("demo"))
+        await index(runtime, "demo")
+        (repo / "README.md").unlink()
+        await index(runtime, "demo")
+        assert set(await project.store.indexed_files()) == {"pkg/geometry.py", "pkg/util.py"}
+        assert await chunk_paths(project) == {"pkg/geometry.py", "pkg/util.py"}
+        assert await project.store.consistency_problems() == []
+        assert await project.store.pending_event_paths() == []
+
+
+async def test_reverting_an_edit_embeds_nothing(
+        settings: Settings, repo: Path, hash_embedder: HashEmbedder) -> None:
+    write_files(repo, {"pkg/shapes.py": SHAPES})
+    async with open_runtime(settings, hash_embedder) as runtime:
+        project = await runtime.indexer.add_project(settings.config.project("demo"))
+        await index(runtime, "demo")
+        original = await project.store.file_chunks("pkg/shapes.py")
+        (repo / "pkg/shapes.py").write_text(SHAPES_EDITED)
+        await index(runtime, "demo")
+        after_edit = len(hash_embedder.embedded_texts)
+        assert await project.store.file_chunks("pkg/shapes.py") != original
+
+        (repo / "pkg/shapes.py").write_text(SHAPES)
+        await index(runtime, "demo")
+
+        assert len(hash_embedder.embedded_texts) == after_edit
+        assert await project.store.file_chunks("pkg/shapes.py") == original
+
+
+async def test_the_same_files_in_a_second_project_embed_nothing(
+        make_settings, repo: Path, tmp_path: Path, hash_embedder: HashEmbedder) -> None:
+    copy = shutil.copytree(repo, tmp_path / "copy")
+    settings = make_settings([{"id": "demo", "path": str(repo)}, {"id": "demo-copy", "path": str(copy)}])
+    async with open_runtime(settings, hash_embedder) as runtime:
+        await runtime.indexer.add_project(settings.config.project("demo"))
+        await index(runtime, "demo")
+        before = len(hash_embedder.embedded_texts)
+        other = await runtime.indexer.add_project(settings.config.project("demo-copy"))
+        await index(runtime, "demo-copy")
+        assert len(hash_embedder.embedded_texts) == before
+        chunks, embedded = await other.store.vector_counts()
+        assert chunks == embedded > 0
+        assert set(await other.store.indexed_files()) == set(PY)
+
+
+async def test_a_deleted_directory_removes_every_file_under_it(
+        settings: Settings, repo: Path, hash_embedder: HashEmbedder) -> None:
+    write_files(repo, {"pkg/sub/deep.py": "def deep():\n    return 1\n", "pkgx/near.py": "X = 1\n"})
+    async with open_runtime(settings, hash_embedder) as runtime:
+        project = await runtime.indexer.add_project(settings.config.project("demo"))
+        await index(runtime, "demo")
+        assert len(await project.store.indexed_files(prefix="pkg/")) == 3
+        shutil.rmtree(repo / "pkg")
+        async with workers(runtime):  # the watcher reports one event for the directory
+            await runtime.indexer.notify("demo", [("pkg", ChangeKind.DELETED)])
+            await settle(runtime)
+        assert set(await project.store.indexed_files()) == {"README.md", "pkgx/near.py"}
+        assert await chunk_paths(project) == {"README.md", "pkgx/near.py"}
+        assert await project.store.consistency_problems() == []
+
+
+async def test_binary_non_utf8_and_too_large_files_are_recorded_as_skipped_with_reasons(
+        make_settings, repo: Path, hash_embedder: HashEmbedder) -> None:
+    settings = make_settings([{"id": "demo", "path": str(repo)}], index={"max_file_bytes": 300})
+    (repo / "logo.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(40)))
+    (repo / "blob.txt").write_bytes(b"header\x00\x01\x02 binary payload\n")
+    (repo / "latin1.txt").write_bytes("café crème brûlée\n".encode("latin-1"))
+    (repo / "big.py").write_text("VALUE = 1\n" * 40)  # 400 bytes
+    async with open_runtime(settings, hash_embedder) as runtime:
+        project = await runtime.indexer.add_project(settings.config.project("demo"))
+        await index(runtime, "demo")
+        files = await project.store.indexed_files()
+        counts = await project.store.counts()
+        chunked = await chunk_paths(project)
+    reasons = {path: f.skip_reason for path, f in files.items() if f.skip_reason}
+    assert reasons["logo.png"] == "binary file type"
+    assert reasons["blob.txt"] == "binary content"
+    assert reasons["latin1.txt"].startswith("not UTF-8 text")
+    assert reasons["big.py"].startswith("larger than max_file_bytes")
+    assert set(reasons) == {"logo.png", "blob.txt", "latin1.txt", "big.py"}
+    assert counts.skipped_files == 4
+    assert counts.files == len(PY)
+    assert chunked == set(PY)
+
+
+async def test_gitignored_and_excluded_files_are_not_indexed(
+        make_settings, repo: Path, hash_embedder: HashEmbedder) -> None:
+    write_files(repo, {
+        ".gitignore": "build/\n*.log\n!keep.log\n",
+        "pkg/.gitignore": "generated_*.py\n",
+        ".git/info/exclude": "local_notes.md\n",
+        ".git/config": "[core]\n",
+        "build/out.py": "def built():\n    pass\n",
+        "debug.log": "noise\n",
+        "keep.log": "kept on purpose\n",
+        "pkg/generated_api.py": "def generated():\n    pass\n",
+        "local_notes.md": "private\n",
+        "node_modules/dep/index.js": "module.exports = 1\n",
+    })
+    settings = make_settings([{"id": "demo", "path": str(repo), "exclude": ["README.md"]}])
+    async with open_runtime(settings, hash_embedder) as runtime:
+        project = await runtime.indexer.add_project(settings.config.project("demo"))
+        await index(runtime, "demo")
+        indexed = set(await project.store.indexed_files())
+    assert indexed == {".gitignore", "pkg/.gitignore", "keep.log", "pkg/geometry.py", "pkg/util.py"}
+
+
+async def test_lexical_search_finds_a_file_before_its_vectors_exist_and_vectors_fill_in_later(
+        settings: Settings, hash_embedder: HashEmbedder) -> None:
+    hash_embedder.fail_with = EmbedderUnavailable("embedding server is down")
+    async with open_runtime(settings, hash_embedder) as runtime:
+        project = await runtime.indexer.add_project(settings.config.project("demo"))
+        indexer = runtime.indexer
+        async with workers(runtime):
+            await indexer.reconcile("demo")
+            await until(lambda: indexer.idle() and indexer.embedder_error is not None)
+            assert indexer.embedder_error == "embedding server is down"
+            assert indexer.model_id is None
+            response = await runtime.searcher.search(
+                SearchRequest("torus_volume", ("demo",), "lexical"), indexer.model_id)
+            assert response.results[0].path == "pkg/geometry.py"
+            assert response.freshness.vector_coverage < 1.0
+            assert (await project.store.vector_counts())[1] == 0
+
+            hash_embedder.fail_with = None  # the server is back: vectors fill in behind
+            await until(lambda: indexer.embedding_settled() and indexer.embedder_error is None,
+                        within=30)
+            chunks, embedded = await project.store.vector_counts()
+            assert chunks == embedded > 0
+            response = await runtime.searcher.search(
+                SearchRequest("torus volume major minor", ("demo",), "semantic"), indexer.model_id)
+            assert response.freshness.vector_coverage == 1.0
+            assert response.results[0].path == "pkg/geometry.py"
+
+
+async def test_a_live_edit_is_chunked_before_most_of_the_backlog(
+        settings: Settings, repo: Path, hash_embedder: HashEmbedder) -> None:
+    backlog = {f"bulk/module_{i:03}.py": f"def function_{i}(value):\n    return value + {i}\n"
+               for i in range(200)}
+    write_files(repo, backlog)
+    async with open_runtime(settings, hash_embedder) as runtime:
+        project = await runtime.indexer.add_project(settings.config.project("demo"))
+        async with workers(runtime):
+            assert await runtime.indexer.reconcile("demo") == len(backlog) + len(PY)
+            async def backlog_started() -> bool:
+                return bool(await project.store.indexed_files(prefix="bulk/"))
+
+            async def live_indexed() -> bool:
+                return bool(await project.store.indexed_files(["live.py"]))
+
+            await until(backlog_started, interval=0.005)  # the cold index is under way
+            write_files(repo, {"live.py": "def saved_just_now():\n    return 'fresh'\n"})
+            await runtime.indexer.notify("demo", [("live.py", ChangeKind.CREATED)])
+            await until(live_indexed, interval=0.005)
+            backlog_done = len(await project.store.indexed_files(prefix="bulk/"))
+    assert backlog_done < len(backlog) / 2
+
+
+async def test_a_dropped_database_connection_during_a_batch_puts_its_paths_back(
+        settings: Settings, repo: Path, hash_embedder: HashEmbedder) -> None:
+    edited = PY["pkg/util.py"].replace("Read a config file.", "Read a TOML config file.")
+    async with open_runtime(settings, hash_embedder) as runtime:
+        project = await runtime.indexer.add_project(settings.config.project("demo"))
+        await index(runtime, "demo")
+        async with workers(runtime):
+            async with runtime.store.engine.connect() as blocker:
+                # writes to chunks now wait for this lock; reads do not
+                await blocker.execute(text(f"LOCK TABLE {project.store.s}.chunks IN SHARE MODE"))
+                (repo / "pkg/util.py").write_text(edited)
+                await runtime.indexer.notify("demo", [("pkg/util.py", ChangeKind.MODIFIED)])
+                waiting: list[int] = []
+
+                async def writer_waits_for_the_lock() -> bool:
+                    # a fresh connection each time: pg_stat_activity is snapshotted per transaction
+                    async with runtime.store.engine.connect() as conn:
+                        waiting[:] = (await conn.execute(text(
+                            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                            "AND wait_event_type = 'Lock' AND query LIKE 'DELETE FROM%'"))).scalars()
+                    return bool(waiting)
+
+                await until(writer_waits_for_the_lock, within=10)
+                terminated = (await blocker.execute(text("SELECT pg_terminate_backend(:pid)"),
+                                                    {"pid": waiting[0]})).scalar()
+                assert terminated is True
+                await blocker.rollback()
+            async def edit_indexed() -> bool:
+                return (await project.store.indexed_files(["pkg/util.py"]))["pkg/util.py"].size == len(edited)
+
+            await until(edit_indexed)  # retried after the worker's back-off, with no new event
+            await settle(runtime)
+        assert await project.store.consistency_problems() == []
+        assert await project.store.pending_event_paths() == []
+        assert (await project.store.counts()).recent_errors == []
+
+
+async def test_a_chunker_exception_costs_only_that_file(
+        settings: Settings, hash_embedder: HashEmbedder, monkeypatch: pytest.MonkeyPatch) -> None:
+    async with open_runtime(settings, hash_embedder) as runtime:
+        project = await runtime.indexer.add_project(settings.config.project("demo"))
+        original = runtime.indexer.chunker.chunk_file
+
+        def chunk_file(path: str, text: str) -> tuple[str, list[Chunk]]:
+            if path == "pkg/util.py":
+                raise RecursionError("maximum recursion depth exceeded")
+            return original(path, text)
+
+        monkeypatch.setattr(runtime.indexer.chunker, "chunk_file", chunk_file)
+        await index(runtime, "demo")
+        files = await project.store.indexed_files()
+        counts = await project.store.counts()
+        chunked = await chunk_paths(project)
+    reason = files["pkg/util.py"].skip_reason
+    assert reason is not None
+    assert reason.startswith("chunker error")
+    assert "RecursionError" in reason
+    assert files["pkg/geometry.py"].skip_reason is None
+    assert chunked == {"pkg/geometry.py", "README.md"}
+    assert (counts.files, counts.skipped_files) == (2, 1)

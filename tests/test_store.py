@@ -1,0 +1,301 @@
+"""The store against a real PostgreSQL + pgvector: migrations, one schema per project,
+transactional writes with exact counters, the shared embedding cache, model switches,
+change events and the consistency check."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator, Callable
+
+import numpy as np
+import pytest
+from sqlalchemy import text
+
+from codequarry.chunking import Chunker, embedding_text, search_text
+from codequarry.config import Settings
+from codequarry.errors import UnknownProject
+from codequarry.models import ChangeKind, FileUpdate
+from codequarry.scan import content_hash
+from codequarry.store.db import Store
+from codequarry.store.project import Filters, ProjectStore
+
+from .fakes import HashEmbedder
+
+CHUNKER = Chunker()
+
+GEOMETRY = (
+    "import math\n\n\n"
+    "def torus_volume(major, minor):\n    return 2 * math.pi ** 2 * major * minor ** 2\n\n\n"
+    "def sphere_area(radius):\n    return 4 * math.pi * radius ** 2\n"
+)
+UTIL = "def parse_config(path):\n    \"\"\"Read a config file.\"\"\"\n    return open(path).read()\n"
+README = "# Demo\n\nA small demo repository about shapes.\n"
+
+
+def update(path: str, source: str, mtime_ns: int = 1) -> FileUpdate:
+    """A FileUpdate as the indexer builds it: real tree-sitter chunks and search words."""
+    language, chunks = CHUNKER.chunk_file(path, source)
+    return FileUpdate(path, len(source.encode()), mtime_ns, content_hash(source.encode()), language,
+                      chunks=tuple(chunks), search_texts=tuple(search_text(path, c) for c in chunks))
+
+
+def skipped(path: str, reason: str) -> FileUpdate:
+    return FileUpdate(path, 10, 1, "", skip_reason=reason)
+
+
+@pytest.fixture
+def settings(make_settings: Callable[..., Settings]) -> Settings:
+    return make_settings()
+
+
+@pytest.fixture
+async def store(settings: Settings) -> AsyncIterator[Store]:
+    store = await Store.open(settings)
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+async def scalar(store: Store, sql: str, **params: object) -> object:
+    async with store.engine.connect() as conn:
+        return (await conn.execute(text(sql), params)).scalar()
+
+
+async def table_counts(project: ProjectStore) -> tuple[int, int]:
+    """(chunks, chunks with a vector) counted in the table itself, not from the counters."""
+    async with project.engine.connect() as conn:
+        row = (await conn.execute(text(
+            f"SELECT count(*), count(embedding) FROM {project.s}.chunks"))).one()
+    return int(row[0]), int(row[1])
+
+
+async def embed_all(store: Store, project: ProjectStore, embedder: HashEmbedder) -> None:
+    """Give every chunk of the project a vector through the shared cache, as the embed worker does."""
+    chunks = await project.unembedded(10_000)
+    vectors = await embedder.embed_documents([embedding_text(c) for c in chunks])
+    await store.save_vectors(embedder.model_id, {c.content_hash: vectors[i] for i, c in enumerate(chunks)},
+                             [project])
+
+
+async def test_open_migrates_a_fresh_database_and_a_second_open_is_idempotent(settings: Settings) -> None:
+    first = await Store.open(settings)
+    try:
+        async with first.engine.connect() as conn:
+            tables = set((await conn.execute(text(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = 'codequarry'"
+            ))).scalars())
+            version = (await conn.execute(text(
+                "SELECT version FROM codequarry.schema_version WHERE scope = 'shared'"))).scalar()
+        assert tables == {"schema_version", "projects", "embedding_cache", "embedding_metadata"}
+        assert version == 1
+        await first.ensure_project("demo", "/repo")
+    finally:
+        await first.close()
+    second = await Store.open(settings)  # must not fail on existing tables, nor lose data
+    try:
+        assert second.pgvector_version >= (0, 6)
+        assert await second.indexed_projects() == {"demo": "/repo"}
+        assert await scalar(second, "SELECT count(*) FROM codequarry.schema_version") == 1
+    finally:
+        await second.close()
+
+
+async def test_ensure_project_creates_a_schema_named_from_the_id_and_is_idempotent(store: Store) -> None:
+    project = await store.ensure_project("my-app-2", "/src/my-app")
+    assert project.schema == "cq_my_app_2"
+    schemas = await scalar(store, "SELECT array_agg(schema_name::text) FROM information_schema.schemata "
+                                  "WHERE schema_name LIKE 'cq\\_%'")
+    assert schemas == ["cq_my_app_2"]
+    await project.apply([update("a.py", UTIL)])
+    again = await store.ensure_project("my-app-2", "/src/moved")  # same schema, data kept, root updated
+    assert again.schema == "cq_my_app_2"
+    assert set(await again.indexed_files()) == {"a.py"}
+    assert await store.indexed_projects() == {"my-app-2": "/src/moved"}
+    assert (await store.project("my-app-2")).schema == "cq_my_app_2"
+
+
+async def test_a_projects_rows_never_appear_in_another_projects_schema(store: Store) -> None:
+    alpha = await store.ensure_project("alpha", "/a")
+    beta = await store.ensure_project("beta", "/b")
+    await alpha.apply([update("only_alpha.py", UTIL)])
+    await beta.apply([update("only_beta.py", GEOMETRY), update("shared.md", README)])
+    assert set(await alpha.indexed_files()) == {"only_alpha.py"}
+    assert set(await beta.indexed_files()) == {"only_beta.py", "shared.md"}
+    assert await scalar(store, "SELECT array_agg(DISTINCT path) FROM cq_alpha.chunks") == ["only_alpha.py"]
+    beta_paths = await scalar(store, "SELECT array_agg(DISTINCT path) FROM cq_beta.chunks")
+    assert beta_paths == ["only_beta.py", "shared.md"]
+    await alpha.apply([], deleted=["only_alpha.py"])
+    assert await table_counts(alpha) == (0, 0)
+    assert (await table_counts(beta))[0] > 0
+
+
+async def test_apply_writes_files_and_chunks_and_the_counters_equal_count_star(store: Store) -> None:
+    project = await store.ensure_project("demo", "/repo")
+    await project.apply([update("geo.py", GEOMETRY), update("util.py", UTIL), update("README.md", README),
+                         skipped("logo.png", "binary file type")])
+    chunks, embedded = await project.vector_counts()
+    assert (chunks, embedded) == await table_counts(project)
+    assert chunks == sum(len(update(p, s).chunks) for p, s in
+                         (("geo.py", GEOMETRY), ("util.py", UTIL), ("README.md", README)))
+    counts = await project.counts()
+    assert (counts.files, counts.skipped_files) == (3, 1)
+    assert await scalar(store, "SELECT chunk_count FROM cq_demo.files WHERE path = 'geo.py'") == len(
+        update("geo.py", GEOMETRY).chunks)
+
+    # replace one file, delete another: the counters follow exactly
+    await project.apply([update("geo.py", "def only_one():\n    return 1\n", mtime_ns=2)],
+                        deleted=["util.py"])
+    assert await project.vector_counts() == await table_counts(project)
+    assert set(await project.indexed_files()) == {"geo.py", "README.md", "logo.png"}
+    assert [row[1:3] for row in await project.file_chunks("geo.py")] == [(1, 2)]
+    unembedded = (await table_counts(project))[0]
+    assert await project.consistency_problems() == [f"{unembedded} chunks have no vector yet"]
+
+
+async def test_apply_copies_vectors_from_the_embedding_cache_and_reports_only_missing_hashes(
+        store: Store, hash_embedder: HashEmbedder) -> None:
+    first = await store.ensure_project("first", "/one")
+    await first.set_model(hash_embedder.model_id, hash_embedder.dims)
+    missing = await first.apply([update("geo.py", GEOMETRY)], model_id=hash_embedder.model_id)
+    assert len(missing) == len(update("geo.py", GEOMETRY).chunks)  # an empty cache has nothing
+    await embed_all(store, first, hash_embedder)
+    assert await table_counts(first) == (len(missing), len(missing))
+
+    second = await store.ensure_project("second", "/two")
+    await second.set_model(hash_embedder.model_id, hash_embedder.dims)
+    missing = await second.apply([update("copy/geo.py", GEOMETRY), update("util.py", UTIL)],
+                                 model_id=hash_embedder.model_id)
+    assert sorted(missing) == sorted(c.content_hash for c in update("util.py", UTIL).chunks)
+    chunks, embedded = await table_counts(second)
+    assert embedded == len(update("geo.py", GEOMETRY).chunks)
+    assert await second.vector_counts() == (chunks, embedded)
+    assert all(has_vector for *_, has_vector in await second.file_chunks("copy/geo.py"))
+    # the copied vectors are exactly the cached ones
+    same = await scalar(store, "SELECT count(*) FROM cq_second.chunks c JOIN codequarry.embedding_cache e "
+                               "ON e.content_hash = c.content_hash WHERE c.embedding = e.embedding")
+    assert same == embedded
+
+
+async def test_set_model_with_new_dims_drops_vectors_rebuilds_the_hnsw_index_and_search_works_again(
+        store: Store, hash_embedder: HashEmbedder) -> None:
+    project = await store.ensure_project("demo", "/repo")
+    assert await project.set_model(hash_embedder.model_id, hash_embedder.dims) is True
+    assert await project.set_model(hash_embedder.model_id, hash_embedder.dims) is False  # no change
+    await project.apply([update("geo.py", GEOMETRY), update("util.py", UTIL)],
+                        model_id=hash_embedder.model_id)
+    await embed_all(store, project, hash_embedder)
+    chunks, embedded = await project.vector_counts()
+    assert embedded == chunks > 0
+
+    smaller = HashEmbedder(dims=32, model_id="hash:test:32")
+    assert await project.set_model(smaller.model_id, smaller.dims) is True
+    assert await project.vector_counts() == (chunks, 0)
+    assert await table_counts(project) == (chunks, 0)
+    assert await project.model() == ("hash:test:32", 32)
+    indexes = await scalar(store, "SELECT array_agg(indexdef) FROM pg_indexes WHERE schemaname = 'cq_demo' "
+                                  "AND indexdef LIKE '%USING hnsw%'")
+    assert isinstance(indexes, list)
+    assert len(indexes) == 1
+    assert "vector_cosine_ops" in indexes[0]
+    assert await scalar(store, "SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
+                               "WHERE attrelid = 'cq_demo.chunks'::regclass AND attname = 'embedding'"
+                        ) == "vector(32)"
+
+    await embed_all(store, project, smaller)
+    assert await project.vector_counts() == (chunks, chunks)
+    query = smaller.vectors(["parse config file"])[0]
+    hits = await project.semantic(query, Filters(), 3, store.iterative_scans)
+    rows = await project.chunk_rows([chunk_id for chunk_id, _ in hits])
+    assert rows[hits[0][0]].path == "util.py"
+
+
+async def test_drop_project_removes_its_schema_and_registration(store: Store) -> None:
+    project = await store.ensure_project("gone-soon", "/repo")
+    await project.apply([update("a.py", UTIL)])
+    keep = await store.ensure_project("kept", "/other")
+    assert await store.drop_project("gone-soon") is True
+    assert await scalar(store, "SELECT count(*) FROM information_schema.schemata "
+                               "WHERE schema_name = 'cq_gone_soon'") == 0
+    assert await store.indexed_projects() == {"kept": "/other"}
+    assert await store.drop_project("gone-soon") is False
+    with pytest.raises(UnknownProject):
+        await store.project("gone-soon")
+    assert (await keep.counts()).files == 0  # the other project is untouched
+
+
+async def test_change_events_are_pending_until_finished_and_listed_newest_first(store: Store) -> None:
+    project = await store.ensure_project("demo", "/repo")
+    await project.record_events([("a.py", ChangeKind.CREATED, None),
+                                 ("b.py", ChangeKind.MODIFIED, None),
+                                 ("a.py", ChangeKind.MODIFIED, None)])
+    await project.record_events([("c.py", ChangeKind.RENAMED, "old/c.py")])
+    assert sorted(await project.pending_event_paths()) == ["a.py", "b.py", "c.py"]
+    counts = await project.counts()
+    assert (counts.pending_files, counts.pending_events) == (3, 4)
+    assert (await project.freshness()).pending_files == 3
+
+    await project.finish_events(["a.py"])
+    await project.finish_events(["b.py"], error="ValueError: bad file")
+    assert await project.pending_event_paths() == ["c.py"]
+    recent = await project.recent_changes(10)
+    assert [(e.path, e.kind) for e in recent] == [
+        ("c.py", ChangeKind.RENAMED), ("a.py", ChangeKind.MODIFIED), ("b.py", ChangeKind.MODIFIED),
+        ("a.py", ChangeKind.CREATED)]
+    assert recent[0].previous_path == "old/c.py"
+    assert recent[0].processed_at is None
+    assert all(e.project == "demo" and e.processed_at is not None for e in recent[1:])
+    assert [e.error for e in recent if e.path == "b.py"] == ["ValueError: bad file"]
+    assert (await project.counts()).recent_errors == ["b.py: ValueError: bad file"]
+    assert len(await project.recent_changes(2)) == 2
+
+    # apply() finishes the events of the paths it writes, in the same transaction
+    await project.apply([update("c.py", UTIL)])
+    assert await project.pending_event_paths() == []
+
+
+async def test_consistency_problems_is_empty_after_a_clean_index_and_reports_a_drifted_counter(
+        store: Store, hash_embedder: HashEmbedder) -> None:
+    project = await store.ensure_project("demo", "/repo")
+    await project.set_model(hash_embedder.model_id, hash_embedder.dims)
+    await project.apply([update("geo.py", GEOMETRY), update("util.py", UTIL)],
+                        model_id=hash_embedder.model_id)
+    await embed_all(store, project, hash_embedder)
+    assert await project.consistency_problems() == []
+
+    chunks, embedded = await project.vector_counts()
+    async with store.transaction() as conn:
+        await conn.execute(text("UPDATE cq_demo.stats SET chunks = chunks + 5"))
+    problems = await project.consistency_problems()
+    assert problems == [f"counters say ({chunks + 5}, {embedded}) (chunks, with vectors), "
+                        f"the table holds ({chunks}, {embedded})"]
+
+
+async def test_consistency_problems_reports_a_vector_that_differs_from_the_cache(
+        store: Store, hash_embedder: HashEmbedder) -> None:
+    project = await store.ensure_project("demo", "/repo")
+    await project.set_model(hash_embedder.model_id, hash_embedder.dims)
+    await project.apply([update("util.py", UTIL)], model_id=hash_embedder.model_id)
+    await embed_all(store, project, hash_embedder)
+    other = np.eye(hash_embedder.dims, dtype=np.float32)[-1]
+    async with store.transaction() as conn:
+        await conn.execute(text("UPDATE cq_demo.chunks SET embedding = :v "
+                                "WHERE id = (SELECT min(id) FROM cq_demo.chunks)"), {"v": other})
+    assert await project.consistency_problems() == ["1 chunk vectors differ from the embedding cache"]
+
+
+async def test_a_failing_statement_inside_apply_leaves_the_previous_state_intact(store: Store) -> None:
+    project = await store.ensure_project("demo", "/repo")
+    await project.apply([update("geo.py", GEOMETRY), update("util.py", UTIL)])
+    before_chunks = await project.file_chunks("geo.py")
+    before_files = await project.indexed_files()
+    before_counts = await project.vector_counts()
+
+    new = update("geo.py", "def replaced():\n    return 2\n", mtime_ns=99)
+    broken = dataclasses.replace(new, search_texts=())  # chunks and search_texts differ in length
+    with pytest.raises(ValueError, match="zip"):
+        await project.apply([broken], deleted=["util.py"])
+
+    assert await project.file_chunks("geo.py") == before_chunks
+    assert await project.indexed_files() == before_files
+    assert await project.vector_counts() == before_counts == await table_counts(project)
