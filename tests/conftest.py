@@ -10,18 +10,23 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import structlog
 import tomlkit
 
 from codequarry.config import Settings, load_settings
+from codequarry.embedding.base import Vectors
 from codequarry.store.embedded import EmbeddedPostgres
 
 from .fakes import HashEmbedder
+
+if TYPE_CHECKING:
+    from codequarry.service import Daemon
 
 
 @pytest.fixture(scope="session")
@@ -87,3 +92,65 @@ def write_files(root: Path, files: dict[str, str]) -> Path:
 
 os.environ.setdefault("FASTMCP_SHOW_SERVER_BANNER", "false")
 os.environ.setdefault("FASTMCP_CHECK_FOR_UPDATES", "off")
+
+
+# ---- running a real daemon in-process (added for test_daemon/test_mcp/test_units) ------
+
+
+@pytest.fixture
+def runtime_dir(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A short private XDG_RUNTIME_DIR, so the daemon's socket path stays under sun_path."""
+    import shutil
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(prefix="cq", dir="/tmp"))
+    path.chmod(0o700)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(path))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@asynccontextmanager
+async def running_daemon(settings: Settings, embedder: Any = None) -> AsyncIterator[Daemon]:
+    """A real Daemon serving in the test's event loop until the block ends."""
+    import anyio
+
+    from codequarry.service import Daemon
+
+    daemon = Daemon(settings, embedder)
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(daemon.serve)
+        with anyio.fail_after(60):
+            await daemon.ready.wait()
+        try:
+            yield daemon
+        finally:
+            daemon.request_stop()
+
+
+class SlowEmbedder(HashEmbedder):
+    """The deterministic embedder with a fixed latency per batch, like a busy model."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__()
+        self.delay = delay
+
+    async def embed_documents(self, texts: Sequence[str]) -> Vectors:
+        import anyio
+
+        await anyio.sleep(self.delay)
+        return await super().embed_documents(texts)
+
+
+async def until(condition: Callable[[], Awaitable[bool]], seconds: float = 20.0, what: str = "") -> None:
+    """Poll `condition` until it holds; fail the test after `seconds`."""
+    import anyio
+
+    try:
+        with anyio.fail_after(seconds):
+            while True:
+                if await condition():
+                    return
+                await anyio.sleep(0.05)
+    except TimeoutError:
+        pytest.fail(f"timed out after {seconds}s waiting for {what or condition.__name__}")

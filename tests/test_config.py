@@ -420,8 +420,6 @@ def test_codequarry_home_expands_a_tilde(monkeypatch: pytest.MonkeyPatch) -> Non
     assert load_settings(Path("/nonexistent/config.toml")).data_dir == Path.home() / "cqhome"
 
 
-@pytest.mark.xfail(reason="BUG: config data_dir is not expanduser()'d: '~/cq' becomes "
-                          "$PWD/~/cq (config.py load_settings)", strict=True)
 def test_config_data_dir_expands_a_tilde(tmp_path: Path) -> None:
     settings = load_settings(_config_with_data_dir(tmp_path, "~/cq"))
     assert settings.data_dir == Path.home() / "cq"

@@ -4,16 +4,14 @@ on SIGTERM and recovers from kill -9."""
 
 from __future__ import annotations
 
+import asyncio
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,14 +23,14 @@ import tomlkit
 from codequarry.client import DaemonClient
 from codequarry.config import Settings, add_project, remove_project
 from codequarry.daemon_lock import IndexLock
-from codequarry.embedding.base import Vectors
 from codequarry.errors import DaemonRunning
 from codequarry.ignore import IgnoreRules
 from codequarry.scan import scan_tree
 from codequarry.search import SearchRequest
 from codequarry.service import Daemon, prepare_socket_path, run_daemon
 
-from .conftest import write_files
+from .conftest import SlowEmbedder, until, write_files
+from .conftest import running_daemon as running
 from .fakes import HashEmbedder
 from .ollama_standin import OllamaStandIn
 
@@ -51,42 +49,8 @@ REPO = {
 
 
 @pytest.fixture
-def runtime_dir(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A short private XDG_RUNTIME_DIR, so the socket path stays well under sun_path."""
-    path = Path(tempfile.mkdtemp(prefix="cq", dir="/tmp"))
-    path.chmod(0o700)
-    monkeypatch.setenv("XDG_RUNTIME_DIR", str(path))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture
 def repo(tmp_path: Path) -> Path:
     return write_files(tmp_path / "repo", REPO)
-
-
-@asynccontextmanager
-async def running(settings: Settings, embedder: Any = None) -> AsyncIterator[Daemon]:
-    """A real daemon serving in this event loop until the block ends."""
-    daemon = Daemon(settings, embedder)
-    async with anyio.create_task_group() as tasks:
-        tasks.start_soon(daemon.serve)
-        with anyio.fail_after(60):
-            await daemon.ready.wait()
-        try:
-            yield daemon
-        finally:
-            daemon.request_stop()
-
-
-async def until(condition: Callable[[], Awaitable[bool]], timeout: float = 20.0, what: str = "") -> None:
-    """Poll `condition` until it holds; fail after `timeout` seconds."""
-    try:
-        with anyio.fail_after(timeout):
-            while not await condition():
-                await anyio.sleep(0.05)
-    except TimeoutError:
-        pytest.fail(f"timed out after {timeout}s waiting for {what or condition.__name__}")
 
 
 async def indexed(daemon: Daemon, project: str) -> dict[str, Any]:
@@ -95,7 +59,7 @@ async def indexed(daemon: Daemon, project: str) -> dict[str, Any]:
     return await store.indexed_files()
 
 
-async def settled(daemon: Daemon, project: str, files: set[str], timeout: float = 30.0) -> None:
+async def settled(daemon: Daemon, project: str, files: set[str], seconds: float = 30.0) -> None:
     """Wait until the store holds exactly `files` and no work is pending or unembedded."""
     assert daemon.runtime is not None
     indexer = daemon.runtime.indexer
@@ -106,7 +70,7 @@ async def settled(daemon: Daemon, project: str, files: set[str], timeout: float 
         chunks, embedded = await indexer.projects[project].store.vector_counts()
         return indexer.idle() and indexer.embedding_settled() and chunks == embedded
 
-    await until(done, timeout, f"{project} to hold exactly {len(files)} files, fully embedded")
+    await until(done, seconds, f"{project} to hold exactly {len(files)} files, fully embedded")
 
 
 async def lexical_paths(daemon: Daemon, project: str, query: str) -> set[str]:
@@ -208,6 +172,10 @@ async def test_every_change_is_persisted_in_change_events_and_marked_processed(
         assert all(e.error is None and e.processed_at >= e.detected_at for e in events)
 
 
+async def _watching(daemon: Daemon, project: str) -> bool:
+    return project in daemon.info()["watching"]
+
+
 async def _has_event(store: Any, path: str, kind: str) -> bool:
     return any(e.path == path and str(e.kind) == kind for e in await store.recent_changes(100))
 
@@ -229,9 +197,372 @@ async def test_a_burst_of_2000_new_files_ends_with_exactly_2000_files_indexed_wi
             path.write_text(f"def burst_function_{i}(value):\n    return value + {i}\n")
             names.add(name)
         (root / "seed.py").unlink()
-        await settled(daemon, "burst", names, timeout=90)
+        await settled(daemon, "burst", names, 90)
         elapsed = time.monotonic() - started
         counts = await daemon.runtime.indexer.projects["burst"].store.counts()
         assert (counts.files, counts.pending_files, counts.pending_events) == (2000, 0, 0)
         assert elapsed < 60, f"indexing a burst of 2000 files took {elapsed:.1f}s"
-        print(f"burst of 2000 files indexed and embedded in {elapsed:.1f}s")
+
+
+async def test_a_live_edit_is_searchable_and_embedded_before_the_backlog_finishes(
+        make_settings: Callable[..., Settings], tmp_path: Path, runtime_dir: Path) -> None:
+    total = 800
+    root = write_files(tmp_path / "big", {
+        f"src/m{i:04d}.py": f"def backlog_item_{i}(x):\n    return x * {i}\n" for i in range(total)})
+    settings = make_settings([{"id": "big", "path": str(root)}])
+    embedder = SlowEmbedder(delay=0.05)
+    async with running(settings, embedder) as daemon:
+        assert daemon.runtime is not None
+        indexer = daemon.runtime.indexer
+
+        async def backlog_queued() -> bool:
+            return indexer.progress.files_total >= total
+
+        await until(backlog_queued, what="the initial scan to queue the backlog")
+        (root / "live.py").write_text("def pelican_orbit_live():\n    return 'pelican'\n")
+        store = indexer.projects["big"].store
+
+        backlog_files_when_live_searchable: list[int] = []
+
+        async def live_searchable() -> bool:
+            if await lexical_paths(daemon, "big", "pelican_orbit_live") != {"live.py"}:
+                return False
+            backlog_files_when_live_searchable.append(len(await store.indexed_files()) - 1)
+            return True
+
+        async def live_embedded() -> bool:
+            chunks = await store.file_chunks("live.py")
+            return bool(chunks) and all(has_vector for *_, has_vector in chunks)
+
+        await until(live_searchable, 30, "the live edit to be searchable")
+        await until(live_embedded, 30, "the live edit to be embedded")
+        chunks, embedded = await store.vector_counts()
+        assert backlog_files_when_live_searchable[0] < total, "the live edit waited for the chunk backlog"
+        assert embedded < chunks, "the live edit waited for the embedding backlog"
+        await settled(daemon, "big", {f"src/m{i:04d}.py" for i in range(total)} | {"live.py"}, 60)
+
+
+async def test_restart_reconciles_changes_made_while_stopped_without_re_embedding_unchanged_files(
+        make_settings: Callable[..., Settings], repo: Path, runtime_dir: Path,
+        hash_embedder: HashEmbedder) -> None:
+    settings = make_settings([{"id": "demo", "path": str(repo)}])
+    async with running(settings, hash_embedder) as daemon:
+        await settled(daemon, "demo", set(REPO))
+    assert not settings.socket_path.exists()
+
+    (repo / "pkg" / "geometry.py").write_text("def sphere_volume(radius):\n    return 4.19 * radius ** 3\n")
+    (repo / "pkg" / "added.py").write_text("def added_while_stopped():\n    return 'offline'\n")
+    (repo / "README.md").unlink()
+    texts_before = len(hash_embedder.embedded_texts)
+    restarted = datetime.now(UTC)
+
+    async with running(settings, hash_embedder) as daemon:
+        assert daemon.runtime is not None
+        expected = tree_files(repo)
+        assert expected == {"pkg/geometry.py", "pkg/util.py", "pkg/added.py"}
+        await settled(daemon, "demo", expected)
+        store = daemon.runtime.indexer.projects["demo"].store
+        on_disk = {f.path: (f.size, f.mtime_ns) for f in scan_tree(repo, IgnoreRules(repo, [], []), 10**6)}
+        assert {p: (f.size, f.mtime_ns) for p, f in (await store.indexed_files()).items()} == on_disk
+        assert await lexical_paths(daemon, "demo", "sphere_volume") == {"pkg/geometry.py"}
+        assert not await lexical_paths(daemon, "demo", "torus_volume")
+        new_texts = hash_embedder.embedded_texts[texts_before:]
+        assert new_texts, "the modified and added files were not embedded"
+        assert not any("parse_config" in text for text in new_texts), "an unchanged file was re-embedded"
+        since_restart = {e.path for e in await store.recent_changes(100) if e.detected_at >= restarted}
+        assert since_restart == {"pkg/geometry.py", "pkg/added.py", "README.md"}
+
+
+async def test_config_edits_start_and_stop_watching_projects_without_a_restart(
+        make_settings: Callable[..., Settings], repo: Path, tmp_path: Path, runtime_dir: Path,
+        hash_embedder: HashEmbedder) -> None:
+    settings = make_settings([{"id": "alpha", "path": str(repo)}])
+    other = write_files(tmp_path / "other", {"lib/tide.py": "def tide_tables():\n    return []\n"})
+    async with running(settings, hash_embedder) as daemon:
+        assert daemon.runtime is not None
+        await settled(daemon, "alpha", set(REPO))
+
+        add_project(settings.config_path, "beta", other)
+        await until(lambda: _watching(daemon, "beta"), what="the daemon to pick up the new project")
+        await settled(daemon, "beta", {"lib/tide.py"})
+        (other / "lib" / "moon.py").write_text("def moon_phase():\n    return 'full'\n")
+        await settled(daemon, "beta", {"lib/tide.py", "lib/moon.py"})
+
+        remove_project(settings.config_path, "beta")
+
+        async def unwatched() -> bool:
+            return not await _watching(daemon, "beta")
+
+        await until(unwatched, what="the daemon to stop watching the removed project")
+        (other / "lib" / "late.py").write_text("def too_late():\n    return None\n")
+        (repo / "later.py").write_text("def still_watched():\n    return True\n")
+        await settled(daemon, "alpha", set(REPO) | {"later.py"})
+        assert set(await indexed(daemon, "beta")) == {"lib/tide.py", "lib/moon.py"}  # data kept
+        status = await anyio.to_thread.run_sync(DaemonClient(settings.socket_path).get, "/api/status")
+        beta = next(p for p in status["projects"] if p["project"] == "beta")
+        assert (beta["registered"], beta["watching"], beta["files"]) == (False, False, 2)
+
+
+async def test_embedder_outage_keeps_lexical_search_and_vectors_fill_in_after_recovery(
+        make_settings: Callable[..., Settings], repo: Path, runtime_dir: Path) -> None:
+    with OllamaStandIn() as ollama:
+        ollama.mode = "error500"
+        settings = make_settings([{"id": "demo", "path": str(repo)}], embedder={
+            "kind": "ollama", "url": ollama.url, "max_retries": 0, "timeout_seconds": 10})
+        client = DaemonClient(settings.socket_path)
+        async with running(settings) as daemon:
+            assert daemon.runtime is not None
+
+            async def status() -> dict[str, Any]:
+                answer: dict[str, Any] = await anyio.to_thread.run_sync(client.get, "/api/status")
+                return answer
+
+            async def outage_reported() -> bool:
+                project = (await status())["projects"][0]
+                return project["files"] == len(REPO) and any(
+                    e.startswith("embedder:") and "500" in e for e in project["errors"])
+
+            await until(outage_reported, what="the embedder error in the status")
+            assert (await status())["daemon"]["embedder_error"]
+            assert await lexical_paths(daemon, "demo", "torus_volume") == {"pkg/geometry.py"}
+            hybrid = await anyio.to_thread.run_sync(client.post, "/api/search", {"query": "torus_volume"})
+            assert [hit["path"] for hit in hybrid["results"]][:1] == ["pkg/geometry.py"]
+            assert hybrid["notes"]
+
+            ollama.mode = "ok"
+
+            async def recovered() -> bool:
+                project = (await status())["projects"][0]
+                return project["vector_coverage"] == 1.0 and not project["errors"]
+
+            await until(recovered, 40, "vector coverage 1.0 after the embedder came back")
+            assert daemon.info()["embedder_error"] is None
+            semantic = await anyio.to_thread.run_sync(
+                client.post, "/api/search", {"query": "torus volume", "mode": "semantic"})
+            assert semantic["results"]
+            assert semantic["freshness"]["vector_coverage"] == 1.0
+
+
+async def test_a_live_socket_is_not_taken_over_and_a_held_lock_refuses_a_second_daemon(
+        make_settings: Callable[..., Settings], repo: Path, runtime_dir: Path,
+        hash_embedder: HashEmbedder) -> None:
+    settings = make_settings([{"id": "demo", "path": str(repo)}])
+    async with running(settings, hash_embedder):
+        with pytest.raises(DaemonRunning, match="another daemon is serving"):
+            prepare_socket_path(settings.socket_path)
+        assert await anyio.to_thread.run_sync(DaemonClient(settings.socket_path).running)
+    refused = r"codequarry daemon \(pid \d+\) already uses .*only one daemon per data directory"
+    with IndexLock(settings.lock_path, "daemon", wait=False), pytest.raises(DaemonRunning, match=refused):
+        run_daemon(settings)
+
+
+async def test_the_repository_vanishing_and_returning_does_not_kill_the_daemon_and_it_catches_up(
+        make_settings: Callable[..., Settings], repo: Path, tmp_path: Path, runtime_dir: Path,
+        hash_embedder: HashEmbedder) -> None:
+    settings = make_settings([{"id": "demo", "path": str(repo)}])
+    client = DaemonClient(settings.socket_path)
+    async with running(settings, hash_embedder) as daemon:
+        await settled(daemon, "demo", set(REPO))
+        away = tmp_path / "away"
+        repo.rename(away)
+
+        async def missing_reported() -> bool:
+            answer = await anyio.to_thread.run_sync(client.get, "/api/status")
+            return any("repository directory is missing" in e for e in answer["projects"][0]["errors"])
+
+        await until(missing_reported, what="the missing repository in the status")
+        (away / "pkg" / "util.py").write_text("def load_settings(path):\n    return path\n")
+        (away / "README.md").unlink()
+        (away / "back.py").write_text("def returned_home():\n    return 'back'\n")
+        (away / ".gitignore").write_text("pkg/geometry.py\n")  # ignore rules changed too
+        away.rename(repo)
+
+        await settled(daemon, "demo", {"pkg/util.py", "back.py", ".gitignore"}, 40)
+        assert await lexical_paths(daemon, "demo", "load_settings") == {"pkg/util.py"}
+        assert not await lexical_paths(daemon, "demo", "parse_config")
+        assert not await lexical_paths(daemon, "demo", "torus_volume")
+        (repo / "after.py").write_text("def watched_again():\n    return 1\n")
+        await settled(daemon, "demo", {"pkg/util.py", "back.py", ".gitignore", "after.py"})
+        assert await anyio.to_thread.run_sync(client.running)
+
+
+async def test_an_idle_daemon_stops_within_two_seconds_of_a_stop_request(
+        make_settings: Callable[..., Settings], repo: Path, runtime_dir: Path,
+        hash_embedder: HashEmbedder) -> None:
+    settings = make_settings([{"id": "demo", "path": str(repo)}])
+    async with running(settings, hash_embedder) as daemon:
+        await settled(daemon, "demo", set(REPO))
+        asked = time.monotonic()
+    stopped = time.monotonic() - asked
+    assert stopped < 2.0, f"stopping an idle daemon took {stopped:.1f}s"
+
+
+async def test_a_clean_stop_leaves_no_task_behind(
+        make_settings: Callable[..., Settings], repo: Path, runtime_dir: Path,
+        hash_embedder: HashEmbedder) -> None:
+    settings = make_settings([{"id": "demo", "path": str(repo)}])
+    async with running(settings, hash_embedder) as daemon:
+        await settled(daemon, "demo", set(REPO))
+        assert await anyio.to_thread.run_sync(DaemonClient(settings.socket_path).running)
+    left = [task.get_coro() for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+    assert left == [], f"tasks still pending after the daemon stopped: {left}"
+
+
+async def test_a_gitignore_edit_drops_the_files_it_now_ignores_and_restores_them_when_undone(
+        make_settings: Callable[..., Settings], repo: Path, runtime_dir: Path,
+        hash_embedder: HashEmbedder) -> None:
+    settings = make_settings([{"id": "demo", "path": str(repo)}])
+    async with running(settings, hash_embedder) as daemon:
+        await settled(daemon, "demo", set(REPO))
+        (repo / ".gitignore").write_text("pkg/util.py\n")
+        await settled(daemon, "demo", set(REPO) - {"pkg/util.py"} | {".gitignore"})
+        (repo / ".gitignore").write_text("# nothing ignored\n")
+        await settled(daemon, "demo", set(REPO) | {".gitignore"})
+
+
+async def test_a_git_info_exclude_edit_drops_the_files_it_now_excludes(
+        make_settings: Callable[..., Settings], repo: Path, runtime_dir: Path,
+        hash_embedder: HashEmbedder) -> None:
+    (repo / ".git" / "info").mkdir(parents=True)
+    (repo / ".git" / "info" / "exclude").write_text("# git ls-files --others --exclude-from=...\n")
+    settings = make_settings([{"id": "demo", "path": str(repo)}])
+    async with running(settings, hash_embedder) as daemon:
+        await settled(daemon, "demo", set(REPO))
+        (repo / ".git" / "info" / "exclude").write_text("pkg/util.py\n")
+        await settled(daemon, "demo", set(REPO) - {"pkg/util.py"}, 8)
+
+
+# ---- the `codequarry daemon` process ---------------------------------------------------
+
+
+def postgres_processes(pgdata: Path) -> list[psutil.Process]:
+    """Live PostgreSQL server processes whose command line names `pgdata`."""
+    found = []
+    for process in psutil.process_iter(["name", "cmdline"]):
+        try:
+            cmdline = " ".join(process.info["cmdline"] or [])
+            if "postgres" in (process.info["name"] or "") and str(pgdata) in cmdline:
+                found.append(process)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return found
+
+
+@pytest.fixture
+def process_env(tmp_path: Path, runtime_dir: Path,
+                monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+    """Environment of `codequarry` subprocesses (its own embedded PostgreSQL under
+    tmp_path/data); this process sees the same config, data dir and socket."""
+    data, config = tmp_path / "data", tmp_path / "config.toml"
+    monkeypatch.setenv("CODEQUARRY_HOME", str(data))
+    monkeypatch.setenv("CODEQUARRY_CONFIG", str(config))
+    yield dict(os.environ)
+    for process in postgres_processes(data / "pg"):  # never leave a server behind
+        process.kill()
+
+
+def write_process_config(path: Path, ollama_url: str, projects: dict[str, Path],
+                         drain: float = 5) -> Settings:
+    document = {"database": {"url": "embedded"},
+                "embedder": {"kind": "ollama", "url": ollama_url, "max_retries": 0, "timeout_seconds": 20},
+                "daemon": {"drain_timeout_seconds": drain},
+                "projects": [{"id": pid, "path": str(root)} for pid, root in projects.items()]}
+    path.write_text(tomlkit.dumps(document))
+    from codequarry.config import load_settings
+
+    return load_settings(path)
+
+
+def wait_for(condition: Callable[[], bool], seconds: float, what: str,
+             process: subprocess.Popen[str] | None = None) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if process is not None and process.poll() is not None:
+            pytest.fail(f"the daemon exited with {process.returncode} while waiting for {what}: "
+                        f"{process.stderr.read() if process.stderr else ''}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {seconds}s waiting for {what}")
+        time.sleep(0.1)
+
+
+def start_daemon(env: dict[str, str], log: Path) -> subprocess.Popen[str]:
+    log.parent.mkdir(exist_ok=True)  # not next to the config file: its watcher would see the writes
+    return subprocess.Popen([CODEQUARRY, "daemon", "--log-file", str(log)], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def test_sigterm_stops_the_daemon_cleanly_removes_the_socket_and_stops_postgres(
+        tmp_path: Path, repo: Path, process_env: dict[str, str]) -> None:
+    with OllamaStandIn() as ollama:
+        drain = 10.0  # the default
+        settings = write_process_config(tmp_path / "config.toml", ollama.url, {"demo": repo}, drain)
+        client = DaemonClient(settings.socket_path)
+        daemon = start_daemon(process_env, tmp_path / "logs" / "daemon.log")
+        try:
+            wait_for(client.running, 90, "the daemon socket", daemon)
+
+            def indexed() -> bool:
+                project = client.get("/api/status")["projects"][0]
+                return bool(project["files"] == len(REPO) and project["vector_coverage"] == 1.0)
+
+            wait_for(indexed, 60, "the project to be indexed", daemon)
+            assert postgres_processes(settings.pgdata), "no embedded PostgreSQL runs for the data dir"
+
+            second = subprocess.run([CODEQUARRY, "daemon"], env=process_env, capture_output=True,
+                                    text=True, timeout=60, check=False)
+            assert second.returncode == 1
+            assert "only one daemon per data directory" in second.stderr
+            assert client.running()
+
+            daemon.send_signal(signal.SIGTERM)
+            started = time.monotonic()
+            code = daemon.wait(timeout=drain + 30)
+            took = time.monotonic() - started
+        finally:
+            if daemon.poll() is None:
+                daemon.kill()
+                daemon.wait()
+        stderr = daemon.stderr.read() if daemon.stderr else ""
+        assert code == 0, stderr
+        assert daemon.stdout is not None
+        assert daemon.stdout.read() == ""
+        assert took < drain, f"the daemon took {took:.1f}s to stop"
+        assert not settings.socket_path.exists()
+        assert not postgres_processes(settings.pgdata), "the embedded PostgreSQL is still running"
+
+
+def test_after_kill_9_during_indexing_an_index_run_brings_the_store_to_exactly_the_tree(
+        tmp_path: Path, process_env: dict[str, str]) -> None:
+    root = write_files(tmp_path / "many", {
+        f"pkg/mod{i:03d}.py": f"def handler_{i}(request):\n    return request.value * {i}\n"
+        for i in range(300)})
+    with OllamaStandIn() as ollama:
+        ollama.mode, ollama.delay = "slow", 0.3
+        settings = write_process_config(tmp_path / "config.toml", ollama.url, {"many": root})
+        client = DaemonClient(settings.socket_path)
+        daemon = start_daemon(process_env, tmp_path / "logs" / "daemon.log")
+        try:
+            wait_for(client.running, 90, "the daemon socket", daemon)
+
+            def mid_indexing() -> bool:
+                project = client.get("/api/status")["projects"][0]
+                return bool(project["chunks"] > 0 and project["vector_coverage"] < 1.0)
+
+            wait_for(mid_indexing, 60, "indexing to be under way", daemon)
+        finally:
+            daemon.kill()
+            daemon.wait()
+        assert daemon.returncode == -signal.SIGKILL
+        for rel in ("pkg/mod000.py", "pkg/mod001.py"):  # changes the next run must pick up
+            (root / rel).write_text("def replaced():\n    return 0\n")
+        (root / "pkg/mod002.py").unlink()
+        (root / "pkg/new.py").write_text("def added_after_the_crash():\n    return 1\n")
+
+        ollama.mode = "ok"
+        index = subprocess.run([CODEQUARRY, "index", str(root), "--project", "many"], env=process_env,
+                               capture_output=True, text=True, timeout=120, check=False)
+        assert index.returncode == 0, index.stderr
+        verify = subprocess.run([CODEQUARRY, "verify", "--project", "many"], env=process_env,
+                                capture_output=True, text=True, timeout=120, check=False)
+        assert verify.returncode == 0, verify.stdout + verify.stderr
+        assert "the index equals a fresh index of the tree" in verify.stderr

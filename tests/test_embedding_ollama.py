@@ -34,7 +34,7 @@ class FlakyStandIn(OllamaStandIn):
         self.fail_first = fail_first
         super().__init__(**kwargs)
 
-    @property  # type: ignore[override]
+    @property
     def mode(self) -> str:
         posts = sum(1 for _, body in self.requests if body is not None)
         return "error500" if posts <= self.fail_first else self._mode
@@ -384,7 +384,7 @@ def test_describe_keeps_type_and_first_line_only() -> None:
 
 def test_normalise_gives_unit_rows_and_leaves_zero_rows_zero() -> None:
     """normalise() scales rows to length 1 as float32 and never divides by zero."""
-    out = normalise(np.array([[3.0, 4.0], [0.0, 0.0]], dtype=np.float64))  # type: ignore[arg-type]
+    out = normalise(np.array([[3.0, 4.0], [0.0, 0.0]], dtype=np.float64))
     assert out.dtype == np.float32
     np.testing.assert_allclose(out, [[0.6, 0.8], [0.0, 0.0]], atol=1e-6)
 

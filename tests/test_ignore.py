@@ -48,9 +48,6 @@ def test_negation_cannot_re_include_a_file_inside_an_excluded_directory(repo: Pa
     assert _scan(repo) == {".gitignore", "main.py"}
 
 
-@pytest.mark.xfail(reason="BUG: IgnoreRules.is_ignored (used for live events and by the "
-                          "indexer) lets a negation re-include a file inside an excluded "
-                          "directory, so it disagrees with scan_tree", strict=True)
 def test_single_path_check_agrees_with_the_scan_for_files_in_an_excluded_directory(
     repo: Path,
 ) -> None:

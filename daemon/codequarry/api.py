@@ -60,8 +60,7 @@ class DaemonApi:
         project_id = validate_project_id(project) if project else derive_project_id(repo)
         settings = self.daemon.settings
         add_project(settings.config_path, project_id, repo)
-        config = load_settings(settings.config_path).config.project(project_id)
-        await self.daemon.start_project(config)
+        await self.daemon.apply_settings(load_settings(settings.config_path))  # not waiting for the watcher
         return await self.status(project_id)
 
     async def recent_changes(self, project: str | None = None, limit: int = 20) -> dict[str, Any]:

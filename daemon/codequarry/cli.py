@@ -243,6 +243,8 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     from codequarry.models import validate_project_id
     from codequarry.oneshot import status_here
 
+    if args.project:
+        validate_project_id(args.project)
     try:
         answer = DaemonClient(settings.socket_path).get("/api/status")
     except DaemonNotRunning:

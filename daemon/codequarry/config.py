@@ -77,6 +77,11 @@ class McpConfig(_Section):
     socket: Path | None = None
     http: str | None = None  # "127.0.0.1:PORT": optional loopback TCP listener (bearer token)
 
+    @field_validator("socket")
+    @classmethod
+    def _expand_socket(cls, value: Path | None) -> Path | None:
+        return value.expanduser() if value is not None else None
+
     @field_validator("http")
     @classmethod
     def _check_http(cls, value: str | None) -> str | None:
@@ -116,6 +121,11 @@ class Config(_Section):
     daemon: DaemonConfig = DaemonConfig()
     mcp: McpConfig = McpConfig()
     projects: list[ProjectConfig] = Field(default_factory=list)
+
+    @field_validator("data_dir")
+    @classmethod
+    def _expand_data_dir(cls, value: Path | None) -> Path | None:
+        return value.expanduser() if value is not None else None
 
     @model_validator(mode="after")
     def _unique_ids(self) -> Config:

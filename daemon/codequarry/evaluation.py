@@ -21,7 +21,7 @@ import anyio
 
 from codequarry.config import Settings
 from codequarry.errors import CodequarryError, UsageError
-from codequarry.search import MODES, Mode, SearchRequest, Searcher
+from codequarry.search import MODES, Mode, Searcher, SearchRequest
 
 K = 10
 

@@ -56,6 +56,7 @@ class IgnoreRules:
         self._defaults = _spec(DEFAULT_EXCLUDES)
         self._info_exclude = _read_spec(root / ".git" / "info" / "exclude")
         self._per_dir: dict[str, tuple[pathspec.GitIgnoreSpec | None, ...]] = {}
+        self._dirs: dict[str, bool] = {}  # rel_dir -> ignored
 
     def forget(self, rel_dir: str = "") -> None:
         """Drop cached ignore files of `rel_dir` ("" for all)."""
@@ -63,6 +64,8 @@ class IgnoreRules:
             self._per_dir.pop(rel_dir, None)
         else:
             self._per_dir.clear()
+            self._info_exclude = _read_spec(self.root / ".git" / "info" / "exclude")
+        self._dirs.clear()  # a changed ignore file can change every directory below it
 
     def _dir_specs(self, rel_dir: str) -> tuple[pathspec.GitIgnoreSpec | None, ...]:
         specs = self._per_dir.get(rel_dir)
@@ -73,12 +76,23 @@ class IgnoreRules:
         return specs
 
     def is_ignored(self, rel_path: str, is_dir: bool = False) -> bool:
-        """`rel_path` uses "/" separators and is relative to the repo root."""
+        """`rel_path` uses "/" separators and is relative to the repo root. As in git, a
+        path inside an ignored directory stays ignored whatever a negation says."""
+        parts = rel_path.split("/")
+        for depth in range(1, len(parts)):
+            if self._dir_ignored("/".join(parts[:depth])):
+                return True
         if self._ignored_by_rules(rel_path, is_dir):
             return True
         if self._includes is not None and not is_dir:
             return not self._includes.match_file(rel_path)
         return False
+
+    def _dir_ignored(self, rel_dir: str) -> bool:
+        ignored = self._dirs.get(rel_dir)
+        if ignored is None:
+            ignored = self._dirs[rel_dir] = self._ignored_by_rules(rel_dir, True)
+        return ignored
 
     def _ignored_by_rules(self, rel_path: str, is_dir: bool) -> bool:
         probe = rel_path + "/" if is_dir else rel_path

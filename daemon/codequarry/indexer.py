@@ -165,7 +165,7 @@ class Indexer:
                     stat.skip_reason and stat.skip_reason != before.skip_reason):
                 changes.append((path, ChangeKind.MODIFIED))
         changes.extend((path, ChangeKind.DELETED) for path in known if path not in on_disk)
-        pending = await project.store.pending_event_paths()  # left over from a crash
+        pending = set(await project.store.pending_event_paths())  # left over from a crash
         listed = {path for path, _ in changes}
         changes.extend((path, ChangeKind.MODIFIED) for path in pending if path not in listed)
         await project.store.record_events([(p, k, None) for p, k in changes if p not in pending])

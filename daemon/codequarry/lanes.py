@@ -35,14 +35,15 @@ class WorkQueue:
         """Queue without waiting; False when the lane is full (the change is not queued)."""
         key = (project, path)
         for other in Lane:
-            if other != lane and key in self._lanes[other]:
-                if other < lane:  # already queued in a faster lane: just update the kind
-                    self._lanes[other][key] = kind
-                    return True
-                del self._lanes[other][key]  # promoted to the faster lane
+            if other < lane and key in self._lanes[other]:
+                self._lanes[other][key] = kind  # already queued in a faster lane
+                return True
         entries = self._lanes[lane]
         if key not in entries and len(entries) >= self.capacity:
-            return False
+            return False  # nothing changed: a refused promotion stays in the slower lane
+        for other in Lane:
+            if other > lane:
+                self._lanes[other].pop(key, None)  # promoted to the faster lane
         entries[key] = kind
         entries.move_to_end(key)
         self._wake()

@@ -1,9 +1,9 @@
 """Hybrid code search: full-text (code-aware words, idf-weighted) + HNSW vectors, fused.
 
-Why the fusion adapts: on English questions about code, word overlap is weak and plain
-reciprocal-rank fusion scored below vectors alone (design.md). So the lexical side gets
-a weight from evidence in the query: identifier-like tokens and query words that are
-the exact name of a symbol raise it; a plain English question keeps it low.
+Fusion is a convex combination of min-max normalised scores, with a lexical weight
+that depends on the query: a lone identifier is mostly a request for that name, so
+words weigh double; otherwise words weigh a little less than vectors. Plain
+reciprocal-rank fusion scored lower on every set we measured (bench/tune_fusion.py).
 """
 
 from __future__ import annotations
@@ -81,12 +81,17 @@ def glob_to_regex(glob: str) -> str:
         elif pattern[i] == "[" and "]" in pattern[i + 2 :]:
             end = pattern.index("]", i + 2)
             body = pattern[i + 1 : end].replace("\\", "\\\\")
-            out.append("[" + ("^" + body[1:] if body.startswith("!") else body) + "]")
+            out.append("[" + ("^/" + body[1:] if body[:1] in "!^" else body) + "]")
             i = end + 1
         else:
             out.append(re.escape(pattern[i]))
             i += 1
-    return "^" + "".join(out) + "$"
+    regex = "^" + "".join(out) + "$"
+    try:
+        re.compile(regex)  # close enough to PostgreSQL's syntax to catch e.g. [z-a]
+    except re.error as exc:
+        raise UsageError(f"invalid path glob {glob!r}: {exc}") from None
+    return regex
 
 
 class Searcher:
@@ -187,12 +192,20 @@ class Searcher:
         return hits
 
 
+# Tuned with bench/tune_fusion.py on the tuning sets (bench/data/README.md): both kinds of
+# query scored best with words weighted close to vectors once scores are min-max
+# normalised; a lone identifier is mostly a request for that exact name.
+ENGLISH_WEIGHT = 0.8
+CODE_WEIGHT = 0.6
+SINGLE_IDENTIFIER_WEIGHT = 2.0
+
+
 def lexical_weight(query: str, symbol_hit: bool) -> float:
     """How much to trust word matches for this query, relative to vectors (1.0)."""
     tokens = query.split()
     if symbol_hit or any(identifier_like(t) for t in tokens):
-        return 1.0 if len(tokens) > 1 else 2.0
-    return 0.15
+        return SINGLE_IDENTIFIER_WEIGHT if len(tokens) == 1 else CODE_WEIGHT
+    return ENGLISH_WEIGHT
 
 
 def fuse(lexical: list[_Ranked], semantic: list[_Ranked], lexical_weight: float) -> list[_Ranked]:
@@ -203,10 +216,11 @@ def fuse(lexical: list[_Ranked], semantic: list[_Ranked], lexical_weight: float)
         if not ranked:
             continue
         top, bottom = ranked[0].score, ranked[-1].score
-        spread = (top - bottom) or 1.0
+        spread = top - bottom
         for item in ranked:
             key = (item.project, item.chunk_id)
-            scores[key] = scores.get(key, 0.0) + weight * (item.score - bottom) / spread
+            normalised = (item.score - bottom) / spread if spread > 0 else 1.0
+            scores[key] = scores.get(key, 0.0) + weight * normalised
     return [_Ranked(p, i, s) for (p, i), s in sorted(scores.items(), key=lambda kv: -kv[1])]
 
 

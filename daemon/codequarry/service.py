@@ -40,6 +40,16 @@ HOUSEKEEPING_SECONDS = 60.0
 class _UnixServer(uvicorn.Server):
     """uvicorn without its own signal handlers: the daemon owns signals."""
 
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.stopped = anyio.Event()
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        try:
+            await super().serve(sockets)
+        finally:
+            self.stopped.set()
+
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
@@ -54,7 +64,7 @@ class Daemon:
         self.runtime: Runtime | None = None
         self._tasks: TaskGroup | None = None
         self._watchers: dict[str, tuple[ProjectConfig, anyio.CancelScope]] = {}
-        self._servers: list[uvicorn.Server] = []
+        self._servers: list[_UnixServer] = []
         self._stop = anyio.Event()
         self._analyzed: dict[str, int] = {}
 
@@ -101,6 +111,9 @@ class Daemon:
         assert self.runtime is not None
         with anyio.move_on_after(self.settings.config.daemon.drain_timeout_seconds):
             await self.runtime.indexer.drain()
+        with anyio.move_on_after(5):  # let uvicorn finish its lifespan before we cancel
+            for server in self._servers:
+                await server.stopped.wait()
         self._remove_socket()
 
     # ---- projects ------------------------------------------------------------------
@@ -147,7 +160,7 @@ class Daemon:
         """Apply project additions, removals and changes from the config file, no restart."""
         path = self.settings.config_path
         path.parent.mkdir(parents=True, exist_ok=True)
-        async for _ in watchfiles.awatch(path.parent, debounce=200, recursive=False,
+        async for _ in watchfiles.awatch(path.parent, debounce=200, recursive=False, rust_timeout=500,
                                          watch_filter=lambda _c, p: Path(p).name == path.name):
             try:
                 fresh = load_settings(path)

@@ -51,6 +51,11 @@ WantedBy=default.target
 """
 
 
+def _systemd_literal(value: str) -> str:
+    """systemd expands %-specifiers and $VARIABLES in ExecStart; a path must stay literal."""
+    return value.replace("%", "%%").replace("$", "$$")
+
+
 def _quote(value: str) -> str:
     """systemd splits command lines on spaces unless the word is double-quoted."""
     if any(c.isspace() for c in value) or '"' in value:
@@ -118,7 +123,9 @@ def install_plan(settings: Settings, home: Path, platform: str) -> Plan:
     if platform == "systemd":
         unit_dir = Path(os.environ.get("XDG_CONFIG_HOME") or home / ".config") / "systemd" / "user"
         stop_timeout = int(settings.config.daemon.drain_timeout_seconds) + 20
-        content = render_unit(executable, config, _environment(), stop_timeout).encode()
+        environment = {key: value.replace("%", "%%") for key, value in _environment().items()}
+        content = render_unit(_systemd_literal(executable), _systemd_literal(config), environment,
+                              stop_timeout).encode()
         return Plan(unit_dir / UNIT_NAME, content, [
             ["systemctl", "--user", "daemon-reload"],
             ["systemctl", "--user", "enable", "--now", UNIT_NAME]])

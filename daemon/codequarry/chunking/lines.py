@@ -30,7 +30,8 @@ def line_windows(lines: list[str], language: str, budget: Budget, first_line: in
             used += cost
             end += 1
             if end < len(lines) and used >= budget.max_tokens // 2 and (
-                    not lines[end - 1].strip() or _HEADING.match(lines[end])):
+                    _HEADING.match(lines[end]) or (not lines[end - 1].strip()
+                                                   and not _after_heading(lines, start, end - 1))):
                 best_break = end
         if end < len(lines) and best_break is not None:
             end = best_break
@@ -41,3 +42,10 @@ def line_windows(lines: list[str], language: str, budget: Budget, first_line: in
         start = end
     return chunks
 
+
+def _after_heading(lines: list[str], start: int, index: int) -> bool:
+    """Is line `index` (blank) preceded, past other blank lines, by a heading? Ending a
+    window there would cut the heading off from its section."""
+    while index > start and not lines[index - 1].strip():
+        index -= 1
+    return index > start and bool(_HEADING.match(lines[index - 1]))

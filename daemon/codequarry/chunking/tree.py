@@ -44,6 +44,7 @@ class _Segment:
     end: int
     symbol: str | None
     kind: str
+    container: int = 0  # segments merge only with others of the same container
 
 
 def _nest(definitions: list[Definition]) -> list[_Node]:
@@ -102,13 +103,15 @@ class TreeChunker:
             return
         first_child = max(node.children[0].start, start)
         header_end = first_child - 1
-        if header_end >= start:
-            out.append(_Segment(start, header_end, node.symbol, kind))
         inner: list[_Segment] = []
+        if header_end >= start:
+            inner.append(_Segment(start, header_end, node.symbol, kind))
         self._cover(max(first_child, start), end, node.children, inner)
         for segment in inner:  # code between members still belongs to the container
             if segment.symbol is None:
                 segment.symbol, segment.kind = node.symbol, kind
+            if segment.container == 0:
+                segment.container = id(node)
         out.extend(inner)
 
     def _merge(self, segments: list[_Segment]) -> list[_Segment]:
@@ -120,7 +123,8 @@ class TreeChunker:
                 last_small = self._tokens(last.start, last.end) < self.budget.min_tokens
                 this_small = self._tokens(segment.start, segment.end) < self.budget.min_tokens
                 fits = self._tokens(last.start, segment.end) <= self.budget.max_tokens
-                if fits and (last_small or this_small):
+                same = last.container == segment.container
+                if fits and same and (last_small or this_small):
                     merged[-1] = self._combine(last, segment)
                     continue
             merged.append(segment)
@@ -131,7 +135,7 @@ class TreeChunker:
         merged into a method becomes that method's chunk."""
         named = [part for part in (first, second) if part.symbol is not None]
         best = max(named, key=lambda p: self._tokens(p.start, p.end), default=first)
-        return _Segment(first.start, second.end, best.symbol, best.kind)
+        return _Segment(first.start, second.end, best.symbol, best.kind, first.container)
 
     def _materialise(self, segment: _Segment, language: str) -> list[Chunk]:
         lines = self._lines[segment.start - 1 : segment.end]

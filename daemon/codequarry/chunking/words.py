@@ -37,5 +37,6 @@ def code_words(text: str, limit: int = 20_000) -> str:
 
 def identifier_like(token: str) -> bool:
     """Does a query token look like code rather than English (snake_case, camelCase, dotted)?"""
-    return bool(re.search(r"[a-z][A-Z]|_|\.[A-Za-z]|\(\)|::|->", token)) or (
-        token[:1].isupper() and any(c.isupper() for c in token[1:]))
+    pascal = token[:1].isupper() and any(c.islower() for c in token) and any(
+        c.isupper() for c in token[1:])  # HTTPServer, ParseConfig; not an acronym like HTTP
+    return bool(re.search(r"[a-z][A-Z]|_|\.[A-Za-z]|\(\)|::|->", token)) or pascal

@@ -73,6 +73,7 @@ async def with_retries(
     retries: int,
     is_transient: Callable[[BaseException], bool],
     base_delay: float = 0.5,
+    max_delay: float = 30.0,
 ) -> T:
     """Run `call`, retrying transient failures with jittered exponential backoff."""
     attempt = 0
@@ -84,7 +85,7 @@ async def with_retries(
                 raise
             if attempt >= retries:
                 raise EmbedderUnavailable(f"{what}: {describe(exc)}") from exc
-            delay = base_delay * 2**attempt * (0.5 + random.random())
+            delay = min(base_delay * 2**attempt, max_delay) * (0.5 + random.random())
             log.warning("embedder_retry", what=what, attempt=attempt + 1, delay=round(delay, 2),
                         error=describe(exc))
             attempt += 1

@@ -1,0 +1,162 @@
+"""Pure parts of hybrid search (codequarry.search): path globs, request validation and the
+fusion of lexical and semantic rankings."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from codequarry.errors import UsageError
+from codequarry.search import (
+    CODE_WEIGHT,
+    ENGLISH_WEIGHT,
+    SINGLE_IDENTIFIER_WEIGHT,
+    SearchRequest,
+    _Ranked,
+    fuse,
+    glob_to_regex,
+    lexical_weight,
+)
+
+PATHS = [
+    "main.py", "setup.cfg", "a.py", "b.py", "c.py", "src/a.py", "src/app.pyc", "src/x/b.py",
+    "src/x/y/test_deep.py", "srcs/a.py", "lib/src/a.py", "test_top.py", "tests/test_one.py",
+    "tests/unit/test_two.py", "tests/helper.py", "docs/index.md", "docs/api/ref.md",
+    "site/docs/page.md", "docsite/x.md",
+]
+
+
+def _matching(glob: str) -> set[str]:
+    pattern = re.compile(glob_to_regex(glob))
+    return {path for path in PATHS if pattern.search(path)}
+
+
+@pytest.mark.parametrize(
+    ("glob", "expected"),
+    [
+        ("src/**", {"src/a.py", "src/app.pyc", "src/x/b.py", "src/x/y/test_deep.py"}),
+        ("*.py", {"main.py", "a.py", "b.py", "c.py", "src/a.py", "src/x/b.py",
+                  "src/x/y/test_deep.py", "srcs/a.py", "lib/src/a.py", "test_top.py",
+                  "tests/test_one.py", "tests/unit/test_two.py", "tests/helper.py"}),
+        ("src/*.py", {"src/a.py"}),
+        ("/src/*.py", {"src/a.py"}),
+        ("**/test_*.py", {"src/x/y/test_deep.py", "test_top.py", "tests/test_one.py",
+                          "tests/unit/test_two.py"}),
+        ("tests/**/test_*.py", {"tests/test_one.py", "tests/unit/test_two.py"}),
+        ("[ab].py", {"a.py", "b.py", "src/a.py", "src/x/b.py", "srcs/a.py", "lib/src/a.py"}),
+        ("[!ab].py", {"c.py"}),
+        ("?.py", {"a.py", "b.py", "c.py", "src/a.py", "src/x/b.py", "srcs/a.py",
+                  "lib/src/a.py"}),
+        ("docs/", {"docs/index.md", "docs/api/ref.md", "site/docs/page.md"}),
+        ("docs/*.md", {"docs/index.md"}),
+    ],
+)
+def test_glob_matches_exactly_the_expected_paths(glob: str, expected: set[str]) -> None:
+    assert _matching(glob) == expected
+
+
+def test_glob_metacharacters_of_regexes_are_literal() -> None:
+    pattern = re.compile(glob_to_regex("lib/a+b(1).py"))
+    assert pattern.search("lib/a+b(1).py")
+    assert not pattern.search("lib/aab1.py")
+    assert not pattern.search("lib/a+b(1)Xpy")
+
+
+@pytest.mark.parametrize("glob", ["", "x" * 501])
+def test_empty_or_too_long_glob_is_a_usage_error(glob: str) -> None:
+    with pytest.raises(UsageError, match="1-500 characters"):
+        glob_to_regex(glob)
+
+
+def test_glob_with_an_invalid_character_range_is_a_usage_error() -> None:
+    with pytest.raises(UsageError):
+        glob_to_regex("[z-a].py")
+
+
+def test_negated_character_class_does_not_match_a_slash() -> None:
+    assert not re.search(glob_to_regex("src[!x]a.py"), "src/a.py")
+
+
+# ------------------------------------------------------------------ request validation
+
+
+def test_valid_request_validates_to_itself() -> None:
+    request = SearchRequest("parse config", limit=50, mode="lexical")
+    assert request.validate() is request
+    assert SearchRequest("q", limit=1).validate().limit == 1
+
+
+@pytest.mark.parametrize("query", ["", "   \n\t"])
+def test_empty_query_is_rejected(query: str) -> None:
+    with pytest.raises(UsageError, match="the query is empty"):
+        SearchRequest(query).validate()
+
+
+def test_query_over_2000_characters_is_rejected() -> None:
+    with pytest.raises(UsageError, match="longer than 2000"):
+        SearchRequest("x" * 2001).validate()
+
+
+@pytest.mark.parametrize("limit", [0, 51, -1])
+def test_limit_outside_1_to_50_is_rejected(limit: int) -> None:
+    with pytest.raises(UsageError, match=f"limit must be between 1 and 50, got {limit}"):
+        SearchRequest("q", limit=limit).validate()
+
+
+def test_unknown_mode_is_rejected() -> None:
+    request = SearchRequest("q", mode="fuzzy")  # type: ignore[arg-type]
+    with pytest.raises(UsageError, match="mode must be one of hybrid, semantic, lexical"):
+        request.validate()
+
+
+# ------------------------------------------------------------------ fusion
+
+
+def _ranked(*scores: tuple[int, float]) -> list[_Ranked]:
+    return [_Ranked("p", chunk_id, score) for chunk_id, score in scores]
+
+
+# the vectors put chunk 1 far ahead; the words prefer chunks 2 and 3 and rank 1 last
+SEMANTIC = _ranked((1, 0.90), (2, 0.50), (3, 0.45), (4, 0.40))
+LEXICAL = _ranked((2, 10.0), (3, 9.0), (1, 1.0))
+
+
+def test_far_ahead_semantic_winner_stays_on_top_when_the_lexical_weight_is_low() -> None:
+    fused = fuse(LEXICAL, SEMANTIC, 0.15)
+    assert fused[0].chunk_id == 1
+    assert {r.chunk_id for r in fused} == {1, 2, 3, 4}
+
+
+def test_strong_lexical_match_wins_when_the_lexical_weight_is_high() -> None:
+    fused = fuse(LEXICAL, SEMANTIC, lexical_weight("parse_config", False))
+    assert [r.chunk_id for r in fused][:2] == [2, 3]
+
+
+def test_fused_scores_are_sorted_and_keep_chunks_found_by_one_side_only() -> None:
+    fused = fuse(_ranked((7, 3.0)), SEMANTIC, 1.0)
+    assert [r.score for r in fused] == sorted((r.score for r in fused), reverse=True)
+    assert {r.chunk_id for r in fused} == {1, 2, 3, 4, 7}
+
+
+def test_fusion_with_one_empty_side_keeps_the_other_order() -> None:
+    assert [r.chunk_id for r in fuse(LEXICAL, [], 0.15)] == [2, 3, 1]
+    assert [r.chunk_id for r in fuse([], SEMANTIC, 2.0)] == [1, 2, 3, 4]
+    assert fuse([], [], 1.0) == []
+
+
+def test_same_chunk_id_in_two_projects_is_not_merged() -> None:
+    fused = fuse([_Ranked("a", 1, 1.0)], [_Ranked("b", 1, 1.0)], 1.0)
+    assert {(r.project, r.chunk_id) for r in fused} == {("a", 1), ("b", 1)}
+
+
+def test_a_lone_identifier_gets_the_highest_lexical_weight_and_code_in_a_sentence_the_tuned_one() -> None:
+    english = lexical_weight("where do we retry failed http requests", False)
+    assert english == ENGLISH_WEIGHT
+    assert lexical_weight("parseConfig", False) == SINGLE_IDENTIFIER_WEIGHT > english
+    assert lexical_weight("retry_request backoff", False) == CODE_WEIGHT
+    assert lexical_weight("load the ConfigLoader", False) == CODE_WEIGHT
+
+
+def test_a_query_word_naming_a_symbol_raises_the_lexical_weight() -> None:
+    assert lexical_weight("retry", True) > lexical_weight("retry", False)
