@@ -22,10 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import anyio
+from anyio.abc import TaskGroup
 
 from codequarry.chunking import Chunker, embedding_text, search_text
 from codequarry.config import ProjectConfig, Settings
-from codequarry.embedding import Embedder
+from codequarry.embedding import Embedder, Vectors
 from codequarry.embedding.base import describe
 from codequarry.errors import CodequarryError, EmbedderUnavailable, ModelFileError
 from codequarry.ignore import IgnoreRules
@@ -41,7 +42,7 @@ log = get_logger(__name__)
 LIVE_BATCH_FILES = 32
 BACKLOG_BATCH_FILES = 16
 EMBED_BATCH = 16  # small, so a live edit never waits long behind a backlog batch
-BACKLOG_POOL = 256
+BACKLOG_POOL = 1024  # sorted by length: the bigger the pool, the less padding
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +107,9 @@ class Indexer:
         self._rescan_wake = anyio.Event()
         self._busy = 0
         self._embedding = False
+        self._saved = anyio.Event()  # set when no vectors are being saved
+        self._saved.set()
+        self._saves: TaskGroup | None = None
         self.stopping = False
         self._failed_hashes: set[str] = set()
         # embedding is settled when the embed worker found nothing to do after the
@@ -236,6 +240,7 @@ class Indexer:
         self._wake_embedder()
         while self._busy or self._embedding:  # noqa: ASYNC110 (two counters, polled briefly)
             await anyio.sleep(0.05)
+        await self._saved.wait()
 
     async def chunk_worker(self) -> None:
         while True:
@@ -322,6 +327,12 @@ class Indexer:
     # ---- the embed worker ----------------------------------------------------------------
 
     async def embed_worker(self) -> None:
+        """Embed missing vectors forever; saving a batch overlaps embedding the next one."""
+        async with anyio.create_task_group() as saves:
+            self._saves = saves
+            await self._embed_loop()
+
+    async def _embed_loop(self) -> None:
         backoff = 1.0
         while True:
             try:
@@ -394,19 +405,29 @@ class Indexer:
             log.error("embedding_failed", project=project_id, error=str(exc))
             self._failed_hashes.update(c.content_hash for c in todo)
             return True
-        seconds = time.perf_counter() - started
+        batch = EmbeddingBatch(self.model_id, self.embedder.model_name, self.embedder.model_version,
+                               self.embedder.dims, len(todo), time.perf_counter() - started)
         fresh = {chunk.content_hash: vectors[i] for i, chunk in enumerate(todo)}
+        await self._saved.wait()  # at most one save in flight
+        self._saved = anyio.Event()
+        assert self._saves is not None  # embed_worker opened it
+        self._saves.start_soon(self._save, project, fresh, batch)
+        return True
+
+    async def _save(self, project: Project, vectors: dict[str, Vectors], batch: EmbeddingBatch) -> None:
+        """Store one batch of vectors; runs while the next batch is being embedded. A batch
+        lost to a connection failure is simply embedded again: its chunks still lack vectors."""
         try:
-            self.progress.embedded += await self.store.save_vectors(self.model_id, fresh, [project.store])
-            await self.store.record_batch(EmbeddingBatch(
-                self.model_id, self.embedder.model_name, self.embedder.model_version,
-                self.embedder.dims, len(todo), seconds), project_id)
+            self.progress.embedded += await self.store.save_vectors(
+                batch.model_id, vectors, [project.store], batch=batch, project_id=project.id)
         except Exception as exc:
             if is_transient(exc):
-                raise
-            log.error("saving_vectors_failed", project=project_id, error=describe(exc))
-            self._failed_hashes.update(fresh)
-        return True
+                log.warning("store_unavailable", project=project.id, error=describe(exc))
+            else:
+                log.error("saving_vectors_failed", project=project.id, error=describe(exc))
+                self._failed_hashes.update(vectors)
+        finally:
+            self._saved.set()
 
     def _take_hot(self) -> tuple[str | None, list[Chunk]]:
         if not self._hot:
@@ -425,6 +446,7 @@ class Indexer:
         similar length waste little on padding, and stay small enough that a live edit
         never waits long behind one."""
         if not self._pool:
+            await self._saved.wait()  # else the refill would fetch the batch being saved
             for project in list(self.projects.values()):
                 chunks = await project.store.unembedded(BACKLOG_POOL, sorted(self._failed_hashes))
                 if chunks:

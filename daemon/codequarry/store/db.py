@@ -154,8 +154,10 @@ class Store:
             return await cached_vectors(conn, model_id, hashes)
 
     async def save_vectors(self, model_id: str, vectors: dict[str, Vector],
-                           projects: Sequence[ProjectStore]) -> int:
-        """Add vectors to the shared cache and to the chunks of `projects` that lack them."""
+                           projects: Sequence[ProjectStore], batch: EmbeddingBatch | None = None,
+                           project_id: str | None = None) -> int:
+        """Add vectors to the shared cache and to the chunks of `projects` that lack them;
+        `batch` (what computing them cost) is recorded in the same transaction."""
         if not vectors:
             return 0
         async with self.engine.begin() as conn:
@@ -167,17 +169,10 @@ class Store:
             updated = 0
             for project in projects:
                 updated += await project.apply_vectors(conn, vectors)
+            if batch is not None:
+                await _record_batch(conn, batch, project_id)
             return updated
 
-    async def record_batch(self, batch: EmbeddingBatch, project: str | None) -> None:
-        async with self.engine.begin() as conn:
-            await conn.execute(text(
-                "INSERT INTO codequarry.embedding_metadata "
-                "(model_id, model_name, model_version, dims, count, seconds, project) "
-                "VALUES (:model_id, :model_name, :model_version, :dims, :count, :seconds, :project)"),
-                {"model_id": batch.model_id, "model_name": batch.model_name,
-                 "model_version": batch.model_version, "dims": batch.dims, "count": batch.count,
-                 "seconds": batch.seconds, "project": project})
 
     async def embeddings_computed(self, model_id: str | None = None) -> int:
         """How many texts were embedded (not taken from the cache), per embedding_metadata."""
@@ -211,6 +206,16 @@ def create_engine(url: str) -> AsyncEngine:
             dbapi_connection.run_async(register_vector)
 
     return engine
+
+
+async def _record_batch(conn: AsyncConnection, batch: EmbeddingBatch, project: str | None) -> None:
+    await conn.execute(text(
+        "INSERT INTO codequarry.embedding_metadata "
+        "(model_id, model_name, model_version, dims, count, seconds, project) "
+        "VALUES (:model_id, :model_name, :model_version, :dims, :count, :seconds, :project)"),
+        {"model_id": batch.model_id, "model_name": batch.model_name,
+         "model_version": batch.model_version, "dims": batch.dims, "count": batch.count,
+         "seconds": batch.seconds, "project": project})
 
 
 def is_transient(exc: BaseException) -> bool:
