@@ -124,7 +124,7 @@ async def test_created_modified_and_deleted_files_become_searchable_and_unsearch
         await settled(daemon, "demo", set(REPO))
 
 
-async def test_a_rename_is_a_delete_plus_create_and_embeds_nothing_new(
+async def test_a_rename_is_recorded_as_a_rename_and_embeds_nothing_new(
         make_settings: Callable[..., Settings], repo: Path, runtime_dir: Path,
         hash_embedder: HashEmbedder) -> None:
     settings = make_settings([{"id": "demo", "path": str(repo)}])
@@ -143,8 +143,9 @@ async def test_a_rename_is_a_delete_plus_create_and_embeds_nothing_new(
         assert await daemon.runtime.store.embeddings_computed() == embeddings_before
         assert len(hash_embedder.embedded_texts) == texts_before
         assert await store.vector_counts() == (chunks_before, chunks_before)
-        kinds = {(e.path, str(e.kind)) for e in await store.recent_changes(20)}
-        assert {("pkg/util.py", "deleted"), ("pkg/helpers.py", "created")} <= kinds
+        events = {(e.path, str(e.kind), e.previous_path) for e in await store.recent_changes(20)}
+        assert ("pkg/helpers.py", "renamed", "pkg/util.py") in events
+        assert ("pkg/util.py", "deleted", None) in events
 
 
 async def test_every_change_is_persisted_in_change_events_and_marked_processed(

@@ -333,6 +333,33 @@ def test_the_bridge_without_a_daemon_exits_non_zero_with_advice_and_an_empty_std
     assert "Traceback" not in result.stderr
 
 
+async def test_the_bridge_with_autostart_starts_a_daemon_and_then_serves_the_tools(
+        make_settings: Callable[..., Settings], alpha: Path, tmp_path: Path, runtime_dir: Path) -> None:
+    settings = make_settings([{"id": "alpha", "path": str(alpha)}], mcp={"autostart": True})
+    client = DaemonClient(settings.socket_path)
+    assert not client.running()
+    with (tmp_path / "bridge.err").open("w") as errlog:
+        try:
+            async with bridge_session(settings, alpha, errlog) as session:
+                listed = await session.list_tools()
+                assert {tool.name for tool in listed.tools} == TOOLS
+        finally:
+            pid = client.get("/api/health")["pid"] if client.running() else None
+            if pid:
+                os.kill(pid, 15)
+                await until(lambda: _gone(pid), 30, "the autostarted daemon to stop")
+    assert "started a daemon" in (tmp_path / "bridge.err").read_text()
+    assert (settings.data_dir / "daemon.log").exists()
+
+
+async def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
 # ---- the optional TCP listener ---------------------------------------------------------
 
 

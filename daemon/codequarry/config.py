@@ -76,6 +76,7 @@ class DaemonConfig(_Section):
 class McpConfig(_Section):
     socket: Path | None = None
     http: str | None = None  # "127.0.0.1:PORT": optional loopback TCP listener (bearer token)
+    autostart: bool = False  # `codequarry mcp` starts a daemon when none runs
 
     @field_validator("socket")
     @classmethod

@@ -1,6 +1,8 @@
 """The incremental indexing pipeline, shared by `codequarry index` and the daemon.
 
-Two workers run concurrently:
+Three workers run concurrently:
+- the rescan worker reconciles a project's tree with the store when asked (at start,
+  after an ignore-file change, when the live queue overflowed);
 - the chunk worker takes paths from the two-lane queue (live edits first), decides what
   changed (stat, then content hash), chunks what did, and writes each batch of files in
   one transaction, copying vectors from the embedding cache. Lexical search sees a file
@@ -80,7 +82,7 @@ class Project:
 
 @dataclass
 class Progress:
-    """Counters for progress bars; reset by `reconcile`."""
+    """Counters for progress bars (since the indexer started)."""
 
     files_total: int = 0
     files_done: int = 0
@@ -280,7 +282,10 @@ class Indexer:
             lambda: [self._plan(project, path, known.get(path)) for path in paths])
         updates = [step for step in steps if isinstance(step, FileUpdate)]
         deleted = [step.path for step in steps if isinstance(step, _Deleted)]
-        missing = await project.store.apply(updates, deleted, self.model_id)
+        # a path that vanished while one with the same content appeared: a rename
+        gone = {known[path].content_hash: path for path in deleted if known[path].content_hash}
+        renames = {u.path: gone[u.content_hash] for u in updates if u.content_hash in gone}
+        missing = await project.store.apply(updates, deleted, self.model_id, renames)
         await project.store.touch([(s.path, s.size, s.mtime_ns) for s in steps if isinstance(s, _Touched)])
         await project.store.finish_events([s.path for s in steps if isinstance(s, _Unchanged)])
         self.progress.files_done += len(items)

@@ -155,11 +155,12 @@ class ProjectStore:
     # ---- writing files and chunks ------------------------------------------------------
 
     async def apply(self, updates: Sequence[FileUpdate], deleted: Sequence[str] = (),
-                    model_id: str | None = None) -> list[str]:
+                    model_id: str | None = None, renames: dict[str, str] | None = None) -> list[str]:
         """Replace the chunks of `updates`, drop `deleted`, in one transaction.
 
         Vectors are copied from the embedding cache where it has them; returns the
-        content hashes still to embed.
+        content hashes still to embed. `renames` (new path -> old path) turns the pending
+        created-events of those paths into renamed-events.
         """
         paths = [u.path for u in updates] + list(deleted)
         if not paths:
@@ -190,6 +191,11 @@ class ProjectStore:
                 f"UPDATE {self.s}.stats SET chunks = chunks + :dc, embedded = embedded + :de, "
                 "last_indexed_at = :now"),
                 {"dc": inserted - len(removed), "de": cached - removed_vectors, "now": now})
+            if renames:
+                await conn.execute(text(
+                    f"UPDATE {self.s}.change_events SET kind = 'renamed', previous_path = :old "
+                    "WHERE path = :new AND processed_at IS NULL"),
+                    [{"new": new, "old": old} for new, old in renames.items()])
             await _finish_events(conn, self.s, paths, None)
         return missing
 
