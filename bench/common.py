@@ -60,7 +60,7 @@ def corpus(name: str) -> Path:
     return target
 
 
-def _unzip_java(prefix: str, target: Path, exclude: Sequence[str]) -> None:
+def _unzip_java(prefix: str, target: Path, exclude: tuple[str, ...]) -> None:
     archive = next((p for p in JDK_SOURCES if p.exists()), None)
     if archive is None:
         raise SystemExit("no JDK src.zip found under /usr/lib/jvm")

@@ -16,7 +16,8 @@ from codequarry.client import DaemonClient
 from codequarry.errors import CodequarryError
 
 stderr = Console(stderr=True)
-stdout = Console(highlight=False)
+# piped output is not cut to 80 columns: a table row stays on one line
+stdout = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
 
 
 class IndexProgress:
@@ -104,6 +105,6 @@ def print_status(answer: dict[str, Any]) -> None:
     for p in answer["projects"]:
         table.add_row(p["project"], str(p["files"]), str(p["skipped_files"]), str(p["chunks"]),
                       f"{p['vector_coverage']:.1%}", str(p["pending_files"]),
-                      (p["last_event_at"] or "-")[:19], f"{p['index_lag_seconds']:.1f}s",
+                      (p["last_event_at"] or "-")[:19].replace("T", " "), f"{p['index_lag_seconds']:.1f}s",
                       "; ".join(p["errors"])[:60] or "-")
     stdout.print(table)

@@ -14,12 +14,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+import anyio
+
 from codequarry.chunking.words import code_words, identifier_like
 from codequarry.embedding import Embedder
 from codequarry.errors import CodequarryError, UsageError
 from codequarry.models import Freshness, SearchHit, SearchResponse
 from codequarry.store.db import Store
-from codequarry.store.project import ChunkRow, Filters, ProjectStore
+from codequarry.store.project import LEXICAL_CANDIDATES, ChunkRow, Filters, ProjectStore
 
 Mode = Literal["hybrid", "semantic", "lexical"]
 MODES: tuple[Mode, ...] = ("hybrid", "semantic", "lexical")
@@ -107,18 +109,31 @@ class Searcher:
                           glob_to_regex(request.path_glob) if request.path_glob else None)
         notes: list[str] = []
         fetch = max(request.limit * 3, 30)
-        freshness = [await store.freshness() for store in stores]
-        merged_freshness = _merge_freshness(freshness)
-
+        freshness: list[Freshness] = []
         semantic: list[_Ranked] = []
-        if request.mode in ("hybrid", "semantic"):
-            semantic = await self._semantic(request.query, stores, filters, fetch, model_id, notes)
         lexical: list[_Ranked] = []
-        if request.mode in ("hybrid", "lexical") or (request.mode == "semantic" and not semantic
-                                                      and model_id is None):
-            lexical, symbol_hits = await self._lexical(request.query, stores, filters, fetch)
-        else:
-            symbol_hits = set()
+        symbol_hits: set[str] = set()
+
+        async def read_freshness() -> None:
+            freshness.extend([await store.freshness() for store in stores])
+
+        async def run_semantic() -> None:
+            semantic.extend(await self._semantic(request.query, stores, filters, fetch, model_id, notes))
+
+        async def run_lexical() -> None:
+            ranked, symbols = await self._lexical(request.query, stores, filters, fetch)
+            lexical.extend(ranked)
+            symbol_hits.update(symbols)
+
+        # independent queries on separate pooled connections: PostgreSQL runs them in
+        # parallel backends while the embedding (if any) runs in its thread
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(read_freshness)
+            if request.mode in ("hybrid", "semantic"):
+                tasks.start_soon(run_semantic)
+            if request.mode in ("hybrid", "lexical") or (request.mode == "semantic" and model_id is None):
+                tasks.start_soon(run_lexical)
+        merged_freshness = _merge_freshness(freshness)
         if request.mode == "semantic":
             ranked = semantic or lexical
         elif request.mode == "lexical":
@@ -167,9 +182,7 @@ class Searcher:
                 continue
             total, freqs = await store.term_frequencies(lexemes)
             terms = [(lex, _idf(freqs.get(lex, 0.0), total)) for lex in lexemes]
-            match = [lex for lex in lexemes if freqs.get(lex, 0.0) < 0.25]
-            if not match:  # only common words: use the rarest two
-                match = sorted(lexemes, key=lambda lex: freqs.get(lex, 0.0))[:2]
+            match = _match_terms(lexemes, freqs, total)
             hits = await store.lexical(terms, match, filters, fetch)
             ranked.extend(_Ranked(store.project_id, i, score) for i, score in hits)
             symbol_hits |= await store.symbols_matching(sorted(names))
@@ -222,6 +235,21 @@ def fuse(lexical: list[_Ranked], semantic: list[_Ranked], lexical_weight: float)
             normalised = (item.score - bottom) / spread if spread > 0 else 1.0
             scores[key] = scores.get(key, 0.0) + weight * normalised
     return [_Ranked(p, i, s) for (p, i), s in sorted(scores.items(), key=lambda kv: -kv[1])]
+
+
+def _match_terms(lexemes: list[str], freqs: dict[str, float], total: int) -> list[str]:
+    """The rarest query terms whose matches together fit the ranked candidate set, so
+    that every chunk containing them is ranked (not an arbitrary subset); chunks that
+    only contain commoner terms would rank below them anyway."""
+    chosen: list[str] = []
+    expected = 0.0
+    for lexeme in sorted(lexemes, key=lambda lex: freqs.get(lex, 0.0)):
+        rows = freqs.get(lexeme, 0.0) * total
+        if chosen and expected + rows > LEXICAL_CANDIDATES:
+            break
+        chosen.append(lexeme)
+        expected += rows
+    return chosen
 
 
 def _idf(fraction: float, total: int) -> float:

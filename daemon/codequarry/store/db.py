@@ -196,7 +196,7 @@ def as_pgvectors(vectors: Iterable[Vector]) -> list[PgVector]:
 
 
 def create_engine(url: str) -> AsyncEngine:
-    engine = create_async_engine(url, pool_size=5, max_overflow=5, pool_pre_ping=True,
+    engine = create_async_engine(url, pool_size=8, max_overflow=12, pool_pre_ping=True,
                                  pool_recycle=3600)
 
     @event.listens_for(engine.sync_engine, "connect")

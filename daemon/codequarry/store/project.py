@@ -7,6 +7,7 @@ files, so a crash leaves each file either wholly old or wholly new.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -34,6 +35,7 @@ TSV_SQL = ("setweight(to_tsvector('english', :symbol_words), 'A') || "
            "setweight(to_tsvector('english', :path_words), 'B') || "
            "to_tsvector('english', :body_words)")
 LEXICAL_CANDIDATES = 2000  # rows ranked per lexical query, at most
+MODEL_CACHE_SECONDS = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +91,7 @@ class ProjectStore:
         self.schema = schema
         self.s = quote_ident(schema)
         self._term_stats: tuple[float, dict[str, float]] | None = None
+        self._model: tuple[float, tuple[str | None, int | None]] | None = None
 
     # ---- reading what is indexed ------------------------------------------------------
 
@@ -235,15 +238,21 @@ class ProjectStore:
     # ---- vectors -------------------------------------------------------------------------
 
     async def model(self) -> tuple[str | None, int | None]:
+        """(model id, dims) of the project's vectors; cached briefly, it is read per search."""
+        now = time.monotonic()
+        if self._model is not None and now - self._model[0] < MODEL_CACHE_SECONDS:
+            return self._model[1]
         async with self.engine.connect() as conn:
             row = (await conn.execute(text(
                 "SELECT model_id, dims FROM codequarry.projects WHERE id = :id"),
                 {"id": self.project_id})).one()
-            return row.model_id, row.dims
+        self._model = (now, (row.model_id, row.dims))
+        return row.model_id, row.dims
 
     async def set_model(self, model_id: str, dims: int) -> bool:
         """Switch the project to an embedding model; on a change, all vectors are dropped
         (to be re-embedded) and the HNSW index is rebuilt for the new dimension."""
+        self._model = None
         current, current_dims = await self.model()
         if current == model_id and current_dims == dims:
             return False
@@ -258,6 +267,7 @@ class ProjectStore:
             await conn.execute(text(
                 "UPDATE codequarry.projects SET model_id = :m, dims = :d WHERE id = :id"),
                 {"m": model_id, "d": dims, "id": self.project_id})
+        self._model = None
         return True
 
     async def unembedded(self, limit: int, skip: Sequence[str] = ()) -> list[Chunk]:
@@ -425,9 +435,10 @@ class ProjectStore:
         fetch = limit if iterative or not where else limit * 10  # older pgvector: over-fetch
         params["fetch"] = fetch
         async with self.engine.begin() as conn:
-            await conn.execute(text(f"SET LOCAL hnsw.ef_search = {max(40, min(1000, fetch * 2))}"))
-            if iterative:
-                await conn.execute(text("SET LOCAL hnsw.iterative_scan = relaxed_order"))
+            await conn.execute(text(  # one round trip for both settings, local to this transaction
+                "SELECT set_config('hnsw.ef_search', :ef, true)"
+                + (", set_config('hnsw.iterative_scan', 'relaxed_order', true)" if iterative else "")),
+                {"ef": str(max(40, min(1000, fetch * 2)))})
             rows = await conn.execute(text(
                 f"SELECT id, embedding <=> :q AS distance FROM {self.s}.chunks "
                 f"WHERE embedding IS NOT NULL{where} ORDER BY embedding <=> :q LIMIT :fetch"), params)
