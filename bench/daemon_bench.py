@@ -730,19 +730,21 @@ async def branch_switch(daemon: DaemonProcess, tree: Path, config: Path,
     nonce = "".join(random.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(8))
     repo = clone(tree, WORK / "branch")
     original, branch, changed, bodies = make_branch(repo, args.branch_files, nonce)
-    add_project(config, "branch", repo)  # the daemon picks it up from the config file
-    note(f"branch: a clone of the tree is indexed from the embedding cache; {len(changed)} files change")
-    indexed = await anyio.to_thread.run_sync(lambda: daemon.wait(
-        lambda: settled(daemon.project("branch")), args.index_timeout, "the clone to be indexed"))
     store = await Store.open(load_settings())  # attaches to the daemon's embedded server
     try:
-        schema = (await store.project("branch")).s
-
         async def computed() -> int:
+            """Texts embedded for the project (earlier runs' rows included: use deltas)."""
             async with store.engine.connect() as conn:
                 return int((await conn.execute(text(
                     "SELECT coalesce(sum(count), 0) FROM codequarry.embedding_metadata "
                     "WHERE project = 'branch'"))).scalar() or 0)
+
+        base = await computed()
+        add_project(config, "branch", repo)  # the daemon picks it up from the config file
+        note(f"branch: a clone of the tree is indexed from the embedding cache; {len(changed)} files change")
+        indexed = await anyio.to_thread.run_sync(lambda: daemon.wait(
+            lambda: settled(daemon.project("branch")), args.index_timeout, "the clone to be indexed"))
+        schema = (await store.project("branch")).s
 
         async def marked() -> int:
             async with store.engine.connect() as conn:
@@ -765,7 +767,7 @@ async def branch_switch(daemon: DaemonProcess, tree: Path, config: Path,
                 await anyio.sleep(0.25)
             return time.perf_counter() - started, await computed() - before
 
-        initial = await computed()
+        initial = await computed() - base
         there_seconds, there = await switch(branch, len(changed))
         back_seconds, back = await switch(original, 0)
     finally:

@@ -108,6 +108,7 @@ class Indexer:
         self._embed_wake = anyio.Event()
         self._rescan_wake = anyio.Event()
         self._busy = 0
+        self._reconciling: set[str] = set()
         self._embedding = False
         self._saved = anyio.Event()  # set when no vectors are being saved
         self._saved.set()
@@ -125,7 +126,7 @@ class Indexer:
         store = await self.store.ensure_project(config.id, str(config.path))
         rules = IgnoreRules(config.path, [*self.settings.config.index.exclude, *config.exclude],
                             config.include)
-        project = Project(config.id, config.path, store, rules)
+        project = Project(config.id, config.path, store, rules, needs_rescan=True)
         self.projects[config.id] = project
         if self.model_id is not None:
             await self._use_model(project)
@@ -148,10 +149,18 @@ class Indexer:
         project = self.projects[project_id]
         project.needs_rescan = False
         self._busy += 1
+        self._reconciling.add(project_id)
         try:
             return await self._reconcile(project)
         finally:
             self._busy -= 1
+            self._reconciling.discard(project_id)
+
+    def scanning(self, project_id: str) -> bool:
+        """Has the project not been compared with its tree yet (or is it being compared)?
+        Until then, "nothing pending" would be a claim about an unchecked tree."""
+        project = self.projects.get(project_id)
+        return project is not None and (project.needs_rescan or project_id in self._reconciling)
 
     async def _reconcile(self, project: Project) -> int:
         project_id = project.id

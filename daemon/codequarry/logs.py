@@ -12,6 +12,9 @@ from typing import TextIO
 
 import structlog
 
+if not structlog.is_configured():  # until configure_logging runs: stderr, never stdout
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
+
 
 def configure_logging(level: str = "info", log_file: Path | None = None, json: bool | None = None) -> None:
     stream: TextIO = open(log_file, "a", encoding="utf-8", buffering=1) if log_file else sys.stderr  # noqa: SIM115

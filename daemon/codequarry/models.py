@@ -6,6 +6,7 @@ Store rows never leave store/; these are what the rest of the package sees.
 from __future__ import annotations
 
 import enum
+import math
 import re
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -85,7 +86,7 @@ class Freshness:
     def to_json(self) -> dict[str, Any]:
         return {
             "pending_files": self.pending_files,
-            "vector_coverage": round(self.vector_coverage, 4),
+            "vector_coverage": floor4(self.vector_coverage),
             "last_indexed_change": _iso(self.last_indexed_change),
         }
 
@@ -141,11 +142,16 @@ class ProjectStatus:
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
-        data["vector_coverage"] = round(self.vector_coverage, 4)
+        data["vector_coverage"] = floor4(self.vector_coverage)
         data["last_event_at"] = _iso(self.last_event_at)
         data["last_indexed_change"] = _iso(self.last_indexed_change)
         data["index_lag_seconds"] = round(self.index_lag_seconds, 3)
         return data
+
+
+def floor4(fraction: float) -> float:
+    """Round down: one chunk without a vector must not show as complete coverage."""
+    return math.floor(fraction * 10_000) / 10_000
 
 
 def _iso(moment: datetime | None) -> str | None:

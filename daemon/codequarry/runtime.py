@@ -66,6 +66,7 @@ async def status_report(settings: Settings, store: Store, indexer: Indexer | Non
             continue
         counts = await (await store.project(project_id)).counts()
         queued = indexer.pending_files(project_id) if indexer else 0
+        scanning = bool(indexer and daemon and indexer.scanning(project_id))
         lag = 0.0
         if counts.oldest_pending_at is not None:
             lag = (datetime.now(UTC) - counts.oldest_pending_at).total_seconds()
@@ -76,9 +77,9 @@ async def status_report(settings: Settings, store: Store, indexer: Indexer | Non
             errors.insert(0, f"embedder: {indexer.embedder_error}")
         status = ProjectStatus(
             project_id, root, counts.files, counts.skipped_files, counts.chunks,
-            counts.vector_coverage, max(counts.pending_files, queued), counts.pending_events,
+            counts.vector_coverage, max(counts.pending_files, queued, int(scanning)), counts.pending_events,
             counts.last_event_at, counts.last_indexed_at, lag, errors, counts.model_id,
             watching=bool(indexer and project_id in indexer.projects and daemon))
-        projects.append(status.to_json() | {"registered": project_id in registered})
+        projects.append(status.to_json() | {"registered": project_id in registered, "scanning": scanning})
     return {"projects": projects, "daemon": daemon or {"running": False},
             "data_dir": str(settings.data_dir), "config": str(settings.config_path)}

@@ -102,7 +102,7 @@ async def _watch_once(root: Path, rules: IgnoreRules, debounce_ms: int, on_chang
                       on_rescan: OnRescan, started: anyio.Event | None) -> None:
     first = True
     async for raw in watchfiles.awatch(root, watch_filter=RepoFilter(root, rules), debounce=debounce_ms,
-                                       step=min(50, max(debounce_ms, 1)), rust_timeout=500,
+                                       step=min(50, max(debounce_ms, 1)), rust_timeout=200,
                                        yield_on_timeout=True, ignore_permission_denied=True):
         if first:  # the watcher is live now: everything from here on is seen
             first = False

@@ -57,6 +57,7 @@ class LocalEmbedder:
         self._session: Any = None
         self._tokenizer: Any = None
         self._needs_token_types = False
+        self._run_options: Any = None
 
     async def start(self) -> None:
         if self._session is None:
@@ -77,6 +78,10 @@ class LocalEmbedder:
         # idle ONNX threads must sleep, not spin: the event loop shares these cores
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+        # Give the memory arena back after every run: it otherwise keeps the peak of the
+        # largest batch (~850 MB vs ~290 MB here) for a cost of a few percent of speed.
+        self._run_options = ort.RunOptions()
+        self._run_options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
         self._needs_token_types = any(i.name == "token_type_ids" for i in session.get_inputs())
         self._tokenizer, self._session = tokenizer, session
 
@@ -121,7 +126,7 @@ class LocalEmbedder:
         feed = {"input_ids": ids, "attention_mask": mask}
         if self._needs_token_types:
             feed["token_type_ids"] = np.zeros_like(ids)
-        hidden = self._session.run(None, feed)[0]
+        hidden = self._session.run(None, feed, self._run_options)[0]
         weights = mask[..., None].astype(np.float32)
         pooled = (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
         return normalise(pooled.astype(np.float32))
