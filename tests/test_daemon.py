@@ -274,6 +274,26 @@ async def test_restart_reconciles_changes_made_while_stopped_without_re_embeddin
         assert since_restart == {"pkg/geometry.py", "pkg/added.py", "README.md"}
 
 
+async def test_a_restarted_daemon_with_nothing_to_embed_still_answers_by_meaning(
+        make_settings: Callable[..., Settings], repo: Path, runtime_dir: Path,
+        hash_embedder: HashEmbedder) -> None:
+    settings = make_settings([{"id": "demo", "path": str(repo)}])
+    async with running(settings, hash_embedder) as daemon:
+        await settled(daemon, "demo", set(REPO))
+    async with running(settings, hash_embedder) as daemon:
+        assert daemon.runtime is not None
+        runtime = daemon.runtime
+
+        async def embedder_ready() -> bool:
+            return runtime.indexer.model_id is not None
+
+        await until(embedder_ready, 20, "the embedder to be loaded")
+        response = await runtime.searcher.search(
+            SearchRequest("parse config file", ("demo",), "semantic"), runtime.indexer.model_id)
+        assert response.results
+        assert not response.notes
+
+
 async def test_config_edits_start_and_stop_watching_projects_without_a_restart(
         make_settings: Callable[..., Settings], repo: Path, tmp_path: Path, runtime_dir: Path,
         hash_embedder: HashEmbedder) -> None:

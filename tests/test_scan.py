@@ -136,14 +136,14 @@ class _VanishingRules(IgnoreRules):
         super().__init__(root)
         self.victims = victims
 
-    def is_ignored(self, rel_path: str, is_dir: bool = False) -> bool:
+    def is_ignored(self, rel_path: str, is_dir: bool = False, parents_checked: bool = False) -> bool:
         victim = self.victims.pop(rel_path, None)
         if victim is not None:
             if victim.is_dir():
                 shutil.rmtree(victim)
             else:
                 victim.unlink()
-        return super().is_ignored(rel_path, is_dir)
+        return super().is_ignored(rel_path, is_dir, parents_checked)
 
 
 def test_directory_vanishing_during_the_scan_does_not_raise(repo: Path) -> None:

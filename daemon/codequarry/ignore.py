@@ -14,19 +14,15 @@ from pathlib import Path
 import pathspec
 
 IGNORE_FILES = (".gitignore", ".codequarryignore")
-DEFAULT_EXCLUDES = (
-    ".git/",
-    ".hg/",
-    ".svn/",
-    ".jj/",
-    "__pycache__/",
-    "node_modules/",
-    ".mypy_cache/",
-    ".pytest_cache/",
-    ".ruff_cache/",
-    ".tox/",
-    "*.pyc",
-)
+# Built-in defaults, checked by name (a pathspec match per file would double the scan time)
+DEFAULT_EXCLUDED_DIRS = frozenset({".git", ".hg", ".svn", ".jj", "__pycache__", "node_modules",
+                                   ".mypy_cache", ".pytest_cache", ".ruff_cache", ".tox"})
+DEFAULT_EXCLUDED_SUFFIXES = (".pyc",)
+
+
+def _default_excluded(rel_path: str, is_dir: bool) -> bool:
+    name = rel_path.rsplit("/", 1)[-1]
+    return name in DEFAULT_EXCLUDED_DIRS if is_dir else name.endswith(DEFAULT_EXCLUDED_SUFFIXES)
 
 
 def _spec(lines: Sequence[str]) -> pathspec.GitIgnoreSpec | None:
@@ -53,7 +49,6 @@ class IgnoreRules:
         self.root = root
         self._excludes = _spec(excludes)
         self._includes = _spec(includes)
-        self._defaults = _spec(DEFAULT_EXCLUDES)
         self._info_exclude = _read_spec(root / ".git" / "info" / "exclude")
         self._per_dir: dict[str, tuple[pathspec.GitIgnoreSpec | None, ...]] = {}
         self._dirs: dict[str, bool] = {}  # rel_dir -> ignored
@@ -75,13 +70,14 @@ class IgnoreRules:
             self._per_dir[rel_dir] = specs
         return specs
 
-    def is_ignored(self, rel_path: str, is_dir: bool = False) -> bool:
+    def is_ignored(self, rel_path: str, is_dir: bool = False, parents_checked: bool = False) -> bool:
         """`rel_path` uses "/" separators and is relative to the repo root. As in git, a
         path inside an ignored directory stays ignored whatever a negation says."""
-        parts = rel_path.split("/")
-        for depth in range(1, len(parts)):
-            if self._dir_ignored("/".join(parts[:depth])):
-                return True
+        if not parents_checked:  # a walk that only descends into kept directories skips this
+            parts = rel_path.split("/")
+            for depth in range(1, len(parts)):
+                if self._dir_ignored("/".join(parts[:depth])):
+                    return True
         if self._ignored_by_rules(rel_path, is_dir):
             return True
         if self._includes is not None and not is_dir:
@@ -103,12 +99,11 @@ class IgnoreRules:
         decided = self._check_ignore_files(rel_path, probe)
         if decided is not None:
             return decided
-        for spec in (self._info_exclude, self._defaults):
-            if spec is not None:
-                result = spec.check_file(probe).include
-                if result is not None:
-                    return result
-        return False
+        if self._info_exclude is not None:
+            result = self._info_exclude.check_file(probe).include
+            if result is not None:
+                return result
+        return _default_excluded(rel_path, is_dir)
 
     def _check_ignore_files(self, rel_path: str, probe: str) -> bool | None:
         parts = rel_path.split("/")

@@ -34,7 +34,7 @@ from codequarry.errors import CodequarryError, EmbedderUnavailable, ModelFileErr
 from codequarry.ignore import IgnoreRules
 from codequarry.lanes import WorkQueue
 from codequarry.logs import get_logger
-from codequarry.models import ChangeKind, Chunk, EmbeddingBatch, FileUpdate, IndexedFile, Lane
+from codequarry.models import ChangeKind, Chunk, EmbeddingBatch, FileStat, FileUpdate, IndexedFile, Lane
 from codequarry.scan import read_text_file, scan_tree, stat_file
 from codequarry.store.db import Store, is_transient
 from codequarry.store.project import ProjectStore
@@ -103,6 +103,9 @@ class Indexer:
         self.model_id: str | None = None
         self.embedder_error: str | None = None
         self.embedder_fatal = False  # a broken model file: retrying cannot help
+        # a one-shot `index` loads the model only if something needs a vector; the daemon
+        # loads it at once, since every search needs it
+        self.lazy_embedder = False
         self._hot: deque[tuple[str, Chunk]] = deque()
         self._pool: deque[tuple[str, Chunk]] = deque()
         self._embed_wake = anyio.Event()
@@ -168,9 +171,21 @@ class Indexer:
         if not project.root.is_dir():
             log.warning("project_root_missing", project=project_id, root=str(project.root))
             return 0
-        on_disk = await anyio.to_thread.run_sync(
-            lambda: {f.path: f for f in scan_tree(project.root, project.rules, max_bytes)})
-        known = await project.store.indexed_files()
+        on_disk: dict[str, FileStat] = {}
+        known: dict[str, IndexedFile] = {}
+        pending: set[str] = set()
+
+        async def scan() -> None:
+            on_disk.update(await anyio.to_thread.run_sync(
+                lambda: {f.path: f for f in scan_tree(project.root, project.rules, max_bytes)}))
+
+        async def read_store() -> None:
+            known.update(await project.store.indexed_files())
+            pending.update(await project.store.pending_event_paths())  # left over from a crash
+
+        async with anyio.create_task_group() as tasks:  # the disk and the database at once
+            tasks.start_soon(scan)
+            tasks.start_soon(read_store)
         changes: list[tuple[str, ChangeKind]] = []
         for path, stat in on_disk.items():
             before = known.get(path)
@@ -180,7 +195,6 @@ class Indexer:
                     stat.skip_reason and stat.skip_reason != before.skip_reason):
                 changes.append((path, ChangeKind.MODIFIED))
         changes.extend((path, ChangeKind.DELETED) for path in known if path not in on_disk)
-        pending = set(await project.store.pending_event_paths())  # left over from a crash
         listed = {path for path, _ in changes}
         changes.extend((path, ChangeKind.MODIFIED) for path in pending if path not in listed)
         await project.store.record_events([(p, k, None) for p, k in changes if p not in pending])
@@ -351,6 +365,11 @@ class Indexer:
         while True:
             try:
                 if self.model_id is None:
+                    if self.lazy_embedder and not await self._needs_embedder():  # unchanged re-index
+                        self._settled_generation = self._work_generation
+                        with anyio.move_on_after(5):
+                            await self._embed_wake.wait()
+                        continue
                     await self._start_embedder()
                 if self.stopping:
                     await anyio.sleep_forever()
@@ -379,6 +398,16 @@ class Indexer:
                 log.warning("store_unavailable", error=describe(exc), retry_in=round(backoff))
                 await anyio.sleep(backoff)
                 backoff = min(backoff * 2, 60.0)
+
+    async def _needs_embedder(self) -> bool:
+        """Is there anything to embed? Loading a local model costs half a second and
+        hundreds of MB, so an index with every vector in place does without it."""
+        known = self.embedder.model_id  # static for the local model, learnt at start otherwise
+        for project in list(self.projects.values()):
+            chunks, embedded = await project.store.vector_counts()
+            if chunks > embedded or (chunks and (await project.store.model())[0] != known):
+                return True
+        return bool(self._hot)
 
     async def _start_embedder(self) -> None:
         await self.embedder.start()

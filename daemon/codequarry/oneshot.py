@@ -28,6 +28,7 @@ def index_here(settings: Settings, config: ProjectConfig) -> int:
 async def _index(settings: Settings, config: ProjectConfig) -> int:
     async with open_runtime(settings) as runtime:
         indexer = runtime.indexer
+        indexer.lazy_embedder = True
         project = await indexer.add_project(config)
         started = time.monotonic()
         failure: str | None = None

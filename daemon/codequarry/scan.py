@@ -58,7 +58,7 @@ def stat_file(root: Path, rel_path: str, max_bytes: int) -> FileStat | None:
 def _file_stat(rel: str, info: os.stat_result, max_bytes: int, reason: str | None) -> FileStat:
     if reason is None and info.st_size > max_bytes:
         reason = f"larger than max_file_bytes ({info.st_size} > {max_bytes} bytes)"
-    if reason is None and Path(rel).suffix.lower() in BINARY_EXTENSIONS:
+    if reason is None and os.path.splitext(rel)[1].lower() in BINARY_EXTENSIONS:
         reason = "binary file type"
     return FileStat(rel, info.st_size, info.st_mtime_ns, reason)
 
@@ -88,10 +88,10 @@ def scan_tree(root: Path, rules: IgnoreRules, max_bytes: int) -> Iterator[FileSt
             rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
             try:
                 if entry.is_dir(follow_symlinks=False):
-                    if not rules.is_ignored(rel, is_dir=True):
+                    if not rules.is_ignored(rel, is_dir=True, parents_checked=True):
                         pending.append(rel)
                     continue
-                if rules.is_ignored(rel):
+                if rules.is_ignored(rel, parents_checked=True):
                     continue
                 if entry.is_symlink():
                     reason = _symlink_reason(root, Path(entry.path))

@@ -182,11 +182,15 @@ class Daemon:
             await self.start_project(config)
 
     async def _housekeeping(self) -> None:
-        """Refresh planner statistics after big changes (lexical idf uses them); prune old events."""
+        """Retry projects that could not start, refresh planner statistics after big changes
+        (lexical idf uses them), prune old events."""
         last_prune = 0.0
         while True:
             await anyio.sleep(HOUSEKEEPING_SECONDS)
             assert self.runtime is not None
+            for config in self.settings.config.projects:  # retry projects that failed to start
+                if config.id not in self._watchers:
+                    await self.start_project(config)
             for project in list(self.runtime.indexer.projects.values()):
                 try:
                     chunks, _ = await project.store.vector_counts()
