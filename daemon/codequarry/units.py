@@ -43,7 +43,7 @@ KillMode=mixed
 StandardOutput=journal
 StandardError=journal
 NoNewPrivileges=yes
-PrivateTmp=yes
+# no PrivateTmp: the CLI must share the embedded PostgreSQL's lock file and socket
 Nice=5
 
 [Install]

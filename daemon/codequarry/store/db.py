@@ -25,7 +25,7 @@ from codequarry.store.migrations import (
     quote_ident,
     schema_name,
 )
-from codequarry.store.project import ProjectStore
+from codequarry.store.project import SESSION_EF_SEARCH, ProjectStore
 
 Vector = np.ndarray[Any, np.dtype[np.float32]]
 
@@ -54,7 +54,8 @@ class Store:
             embedded = EmbeddedPostgres(settings.pgdata)
             import anyio
 
-            url = await anyio.to_thread.run_sync(embedded.start)
+            url = await anyio.to_thread.run_sync(
+                embedded.start, settings.config.database.embedded_shared_buffers_mb)
         engine = create_engine(asyncpg_url(url))
         try:
             async with engine.begin() as conn:
@@ -196,16 +197,28 @@ def as_pgvectors(vectors: Iterable[Vector]) -> list[PgVector]:
 
 
 def create_engine(url: str) -> AsyncEngine:
-    engine = create_async_engine(url, pool_size=8, max_overflow=12, pool_pre_ping=True,
-                                 pool_recycle=3600)
+    # no pool_pre_ping: a ping per checkout cost searches a round trip per query; a
+    # connection that died with the server fails once, resets the pool, and callers retry
+    engine = create_async_engine(url, pool_size=8, max_overflow=12, pool_recycle=3600)
 
     @event.listens_for(engine.sync_engine, "connect")
-    def _register_vector(dbapi_connection: Any, _record: Any) -> None:
+    def _prepare_connection(dbapi_connection: Any, _record: Any) -> None:
         # a new database has no vector type yet: the first migration creates it
         with contextlib.suppress(ValueError):
             dbapi_connection.run_async(register_vector)
+        # HNSW settings for the whole session spare a typical vector search its own
+        # transaction; pgvector < 0.8 drops the unknown iterative_scan with a warning
+        dbapi_connection.run_async(_session_settings)
 
     return engine
+
+
+async def _session_settings(conn: Any) -> None:
+    import asyncpg
+
+    for setting in (f"hnsw.ef_search = {SESSION_EF_SEARCH}", "hnsw.iterative_scan = relaxed_order"):
+        with contextlib.suppress(asyncpg.PostgresError):
+            await conn.execute(f"SET {setting}")
 
 
 async def _record_batch(conn: AsyncConnection, batch: EmbeddingBatch, project: str | None) -> None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import subprocess
 import warnings
 from pathlib import Path
 from typing import Any
@@ -35,8 +37,37 @@ class EmbeddedPostgres:
         self.pgdata = pgdata
         self._server: Any = None
 
-    def start(self) -> str:
-        """Start or attach to the server; returns an asyncpg SQLAlchemy URL."""
+    def start(self, shared_buffers_mb: int | None = None) -> str:
+        """Start or attach to the server; returns an asyncpg SQLAlchemy URL.
+
+        `shared_buffers_mb` is written to the server's config when it differs; it takes
+        effect at the server's next start, which is at once for a data dir created now.
+        """
+        fresh = not (self.pgdata / "PG_VERSION").exists()
+        info = self._attach()
+        if shared_buffers_mb is not None and self._shared_buffers_mb() != shared_buffers_mb:
+            try:
+                self._server.psql(f"ALTER SYSTEM SET shared_buffers = '{int(shared_buffers_mb)}MB';")
+            except (OSError, subprocess.CalledProcessError) as exc:  # a cache size is not worth failing for
+                log.warning("embedded_postgres_not_configured", error=str(exc))
+            else:
+                log.info("embedded_postgres_configured", shared_buffers_mb=shared_buffers_mb, restart=fresh)
+                if fresh:  # nobody else can be using a server created just now
+                    self.stop()
+                    info = self._attach()
+        return f"postgresql+asyncpg://postgres@/postgres?host={quote(str(info.socket_dir), safe='')}"
+
+    def _shared_buffers_mb(self) -> int | None:
+        try:
+            out = self._server.psql("SELECT current_setting('shared_buffers');")
+        except (OSError, subprocess.CalledProcessError):
+            return None
+        match = re.search(r"^\s*(\d+)(kB|MB|GB)\s*$", out, re.MULTILINE)
+        if match is None:
+            return None
+        return round(int(match[1]) * {"kB": 1 / 1024, "MB": 1, "GB": 1024}[match[2]])
+
+    def _attach(self) -> Any:
         pgserver = _pgserver()
         self.pgdata.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -52,7 +83,7 @@ class EmbeddedPostgres:
         if info.socket_dir is None:
             raise StoreUnavailable(f"embedded PostgreSQL in {self.pgdata} has no unix socket")
         log.debug("embedded_postgres_attached", pgdata=str(self.pgdata), pid=info.pid)
-        return f"postgresql+asyncpg://postgres@/postgres?host={quote(str(info.socket_dir), safe='')}"
+        return info
 
     def url(self, database: str = "postgres") -> str:
         """A postgresql:// DSN of the running server (for tests and tools)."""

@@ -35,6 +35,7 @@ TSV_SQL = ("setweight(to_tsvector('english', :symbol_words), 'A') || "
            "setweight(to_tsvector('english', :path_words), 'B') || "
            "to_tsvector('english', :body_words)")
 LEXICAL_CANDIDATES = 2000  # rows ranked per lexical query, at most
+SESSION_EF_SEARCH = 100  # every connection's hnsw.ef_search: enough up to 16 results
 MODEL_CACHE_SECONDS = 5.0
 
 
@@ -87,6 +88,9 @@ class Counts:
 class ProjectStore:
     def __init__(self, engine: AsyncEngine, project_id: str, schema: str) -> None:
         self.engine = engine
+        # single-statement reads need no transaction: autocommit spares a BEGIN and a
+        # ROLLBACK round trip each, which is most of a search's database time
+        self.reader = engine.execution_options(isolation_level="AUTOCOMMIT")
         self.project_id = project_id
         self.schema = schema
         self.s = quote_ident(schema)
@@ -103,13 +107,13 @@ class ProjectStore:
             query += " WHERE path = ANY(:paths)"
         elif prefix is not None:
             query += " WHERE starts_with(path, :prefix)"
-        async with self.engine.connect() as conn:
+        async with self.reader.connect() as conn:
             rows = await conn.execute(text(query), {"paths": list(paths or ()), "prefix": prefix})
             return {row.path: IndexedFile(*row) for row in rows}
 
     async def file_chunks(self, path: str) -> list[tuple[str, int, int, bool]]:
         """(content_hash, start_line, end_line, has_vector) of a file's chunks, in order."""
-        async with self.engine.connect() as conn:
+        async with self.reader.connect() as conn:
             rows = await conn.execute(text(
                 f"SELECT content_hash, start_line, end_line, embedding IS NOT NULL FROM {self.s}.chunks "
                 "WHERE path = :p ORDER BY ordinal"), {"p": path})
@@ -129,7 +133,7 @@ class ProjectStore:
                 [{"path": p, "kind": str(k), "previous": prev, "now": now} for p, k, prev in events])
 
     async def pending_event_paths(self) -> list[str]:
-        async with self.engine.connect() as conn:
+        async with self.reader.connect() as conn:
             rows = await conn.execute(text(
                 f"SELECT DISTINCT path FROM {self.s}.change_events WHERE processed_at IS NULL"))
             return [row.path for row in rows]
@@ -141,7 +145,7 @@ class ProjectStore:
             await _finish_events(conn, self.s, paths, error)
 
     async def recent_changes(self, limit: int) -> list[ChangeEvent]:
-        async with self.engine.connect() as conn:
+        async with self.reader.connect() as conn:
             rows = await conn.execute(text(
                 f"SELECT path, kind, detected_at, processed_at, error, previous_path "
                 f"FROM {self.s}.change_events ORDER BY detected_at DESC, id DESC LIMIT :n"),
@@ -242,7 +246,7 @@ class ProjectStore:
         now = time.monotonic()
         if self._model is not None and now - self._model[0] < MODEL_CACHE_SECONDS:
             return self._model[1]
-        async with self.engine.connect() as conn:
+        async with self.reader.connect() as conn:
             row = (await conn.execute(text(
                 "SELECT model_id, dims FROM codequarry.projects WHERE id = :id"),
                 {"id": self.project_id})).one()
@@ -272,7 +276,7 @@ class ProjectStore:
 
     async def unembedded(self, limit: int, skip: Sequence[str] = ()) -> list[Chunk]:
         """Distinct chunks that still lack a vector, oldest first."""
-        async with self.engine.connect() as conn:
+        async with self.reader.connect() as conn:
             rows = await conn.execute(text(
                 f"SELECT content_hash, language, symbol, kind, content, start_line, end_line "
                 f"FROM {self.s}.chunks WHERE embedding IS NULL AND NOT content_hash = ANY(:skip) "
@@ -300,7 +304,7 @@ class ProjectStore:
     # ---- status --------------------------------------------------------------------------
 
     async def counts(self) -> Counts:
-        async with self.engine.connect() as conn:
+        async with self.reader.connect() as conn:
             files = (await conn.execute(text(
                 f"SELECT count(*) FILTER (WHERE skip_reason IS NULL) AS files, "
                 f"count(*) FILTER (WHERE skip_reason IS NOT NULL) AS skipped FROM {self.s}.files"))).one()
@@ -321,13 +325,13 @@ class ProjectStore:
 
     async def vector_counts(self) -> tuple[int, int]:
         """(chunks, chunks with a vector), from the counters."""
-        async with self.engine.connect() as conn:
+        async with self.reader.connect() as conn:
             row = (await conn.execute(text(f"SELECT chunks, embedded FROM {self.s}.stats"))).one()
             return int(row.chunks), int(row.embedded)
 
     async def freshness(self) -> Freshness:
         """Cheap enough to answer with every search: counters, and the pending events index."""
-        async with self.engine.connect() as conn:
+        async with self.reader.connect() as conn:
             row = (await conn.execute(text(
                 f"SELECT s.chunks, s.embedded, s.last_indexed_at, (SELECT count(DISTINCT path) "
                 f"FROM {self.s}.change_events WHERE processed_at IS NULL) AS pending "
@@ -360,7 +364,7 @@ class ProjectStore:
     # ---- search --------------------------------------------------------------------------
 
     async def query_lexemes(self, words: str) -> list[str]:
-        async with self.engine.connect() as conn:
+        async with self.reader.connect() as conn:
             rows = await conn.execute(text(
                 "SELECT lexeme FROM unnest(to_tsvector('english', :q)) ORDER BY positions[1]"),
                 {"q": words})
@@ -372,7 +376,7 @@ class ProjectStore:
         Common lexemes come from ANALYZE's most-common-elements statistics; the rest are
         counted exactly through the GIN index, which is cheap precisely because they are rare.
         """
-        async with self.engine.connect() as conn:
+        async with self.reader.connect() as conn:
             total = int((await conn.execute(text(f"SELECT chunks FROM {self.s}.stats"))).scalar() or 0)
             common = await self._common_lexemes(conn)
             freqs = {lex: common[lex] for lex in lexemes if lex in common}
@@ -417,7 +421,7 @@ class ProjectStore:
             "terms": [lex for lex, _ in terms], "weights": [w for _, w in terms],
             "cap": LEXICAL_CANDIDATES, "k": limit}
         where = filters.sql(params)
-        async with self.engine.connect() as conn:
+        async with self.reader.connect() as conn:
             rows = await conn.execute(text(
                 f"WITH cand AS (SELECT id, tsv FROM {self.s}.chunks "
                 f"WHERE tsv @@ CAST(:match AS tsquery){where} LIMIT :cap) "
@@ -434,19 +438,24 @@ class ProjectStore:
         where = filters.sql(params)
         fetch = limit if iterative or not where else limit * 10  # older pgvector: over-fetch
         params["fetch"] = fetch
-        async with self.engine.begin() as conn:
-            await conn.execute(text(  # one round trip for both settings, local to this transaction
-                "SELECT set_config('hnsw.ef_search', :ef, true)"
-                + (", set_config('hnsw.iterative_scan', 'relaxed_order', true)" if iterative else "")),
-                {"ef": str(max(40, min(1000, fetch * 2)))})
-            rows = await conn.execute(text(
-                f"SELECT id, embedding <=> :q AS distance FROM {self.s}.chunks "
-                f"WHERE embedding IS NOT NULL{where} ORDER BY embedding <=> :q LIMIT :fetch"), params)
-            hits = sorted(((row.id, 1.0 - float(row.distance)) for row in rows), key=lambda h: -h[1])
+        statement = text(f"SELECT id, embedding <=> :q AS distance FROM {self.s}.chunks "
+                         f"WHERE embedding IS NOT NULL{where} ORDER BY embedding <=> :q LIMIT :fetch")
+        ef_search = max(40, min(1000, fetch * 2))
+        if ef_search <= SESSION_EF_SEARCH:  # the session's settings suffice (create_engine)
+            async with self.reader.connect() as conn:
+                rows = (await conn.execute(statement, params)).all()
+        else:
+            async with self.engine.begin() as conn:
+                await conn.execute(text(  # one round trip for both settings, local to this transaction
+                    "SELECT set_config('hnsw.ef_search', :ef, true)"
+                    + (", set_config('hnsw.iterative_scan', 'relaxed_order', true)" if iterative else "")),
+                    {"ef": str(ef_search)})
+                rows = (await conn.execute(statement, params)).all()
+        hits = sorted(((row.id, 1.0 - float(row.distance)) for row in rows), key=lambda h: -h[1])
         return [(i, s) for i, s in hits if not math.isnan(s)][:limit]
 
     async def chunk_rows(self, ids: Sequence[int]) -> dict[int, ChunkRow]:
-        async with self.engine.connect() as conn:
+        async with self.reader.connect() as conn:
             rows = await conn.execute(text(
                 f"SELECT id, path, start_line, end_line, language, symbol, kind, content, content_hash "
                 f"FROM {self.s}.chunks WHERE id = ANY(:ids)"), {"ids": list(ids)})
@@ -457,7 +466,7 @@ class ProjectStore:
         """Which of `names` (lowercased) are the symbol of some chunk: exact identifier hits."""
         if not names:
             return set()
-        async with self.engine.connect() as conn:
+        async with self.reader.connect() as conn:
             rows = await conn.execute(text(
                 f"SELECT DISTINCT lower(symbol) AS s FROM {self.s}.chunks "
                 "WHERE lower(symbol) = ANY(:names)"), {"names": list(names)})
