@@ -116,35 +116,19 @@ class StripError(Exception):
 # ---------------------------------------------------------------- source files
 
 
-def glob_to_regex(pattern: str) -> re.Pattern[str]:
-    """Translate a path glob (`*`, `?`, `**`) to a regex matching a whole posix path."""
-    out = []
-    i = 0
-    while i < len(pattern):
-        if pattern.startswith("**/", i):
-            out.append("(?:.*/)?")
-            i += 3
-        elif pattern.startswith("**", i):
-            out.append(".*")
-            i += 2
-        elif pattern[i] == "*":
-            out.append("[^/]*")
-            i += 1
-        elif pattern[i] == "?":
-            out.append("[^/]")
-            i += 1
-        else:
-            out.append(re.escape(pattern[i]))
-            i += 1
-    return re.compile("".join(out) + r"\Z")
+def path_matcher(glob: str) -> re.Pattern[str]:
+    """The product's path-glob semantics (`codequarry search --path`), as a Python regex."""
+    from codequarry.search import glob_to_regex
+
+    return re.compile(glob_to_regex(glob))
 
 
 def iter_sources(
     source: Path, lang: str, includes: list[str], excludes: list[str]
 ) -> Iterator[tuple[str, bytes]]:
     """Yield (relative posix path, content) of the source files of `lang`, sorted by path."""
-    inc = [glob_to_regex(g) for g in includes]
-    exc = [glob_to_regex(g) for g in excludes]
+    inc = [path_matcher(g) for g in includes]
+    exc = [path_matcher(g) for g in excludes]
 
     def wanted(rel: str) -> bool:
         if not rel.endswith(EXTENSIONS[lang]):

@@ -3,6 +3,7 @@
 
     pip install -e '.[bench]'     # matplotlib
     python bench/plot.py [--results bench/results] [--out bench/results/summary.png]
+                         [--update README.md bench/README.md]
 
 Reads index.json, daemon.json, search.json, mcp.json and eval.json; a missing file leaves
 its panel empty and its rows "not measured". Panels: search latency p50/p95 by mode and
@@ -225,8 +226,9 @@ def panel_quality(ax: Axes, data: dict[str, dict[str, Any]]) -> None:
         for x, v in zip(xs, values, strict=True):
             ax.text(x, v, f"{v:.2f}", ha="center", va="bottom", fontsize=6, rotation=90)
     ax.axhline(0.6, color="black", linestyle="--", linewidth=0.8)
-    ax.set_xticks(range(len(names)), [f"{n}\n({sets[n].get('role', '?')}, {sets[n].get('queries', '?')} q)"
-                                      for n in names], fontsize=6)
+    wrapped = {n: n.replace("questions-", "questions-\n") for n in names}  # long names overlap
+    labels = [f"{wrapped[n]}\n({sets[n].get('role', '?')}, {sets[n].get('queries', '?')} q)" for n in names]
+    ax.set_xticks(range(len(names)), labels, fontsize=6)
     ax.set_ylim(0, 1.05)
     ax.legend(fontsize=7, loc="upper right", ncols=3)
 
@@ -308,10 +310,46 @@ def table(data: dict[str, dict[str, Any]]) -> str:
     return "\n".join(f"| {a} | {b} | {c} |" for a, b, c in rows)
 
 
+def quality_table(data: dict[str, dict[str, Any]]) -> str:
+    """MRR@10 per labelled set and mode, with hybrid's Recall@10 and nDCG@10."""
+    sets = data.get("eval", {}).get("sets", {})
+    rows = [("set", "use", "queries", "chunks", "MRR@10 lexical", "semantic", "hybrid",
+             "hybrid R@10", "hybrid nDCG@10"), ("---",) * 9]
+    for name, figures in sets.items():
+        modes = figures["modes"]
+
+        def mrr(mode: str, modes: dict[str, Any] = modes) -> str:
+            return f"{modes[mode]['mrr@10']:.3f}" if mode in modes else "-"
+
+        hybrid = modes.get("hybrid", {})
+        rows.append((name, f"{figures['role']} ({figures['kind']})", str(figures["queries"]),
+                     f"{figures['chunks']:,}", mrr("lexical"), mrr("semantic"), f"**{mrr('hybrid')}**",
+                     f"{hybrid.get('recall@10', 0):.3f}", f"{hybrid.get('ndcg@10', 0):.3f}"))
+    return "\n".join("| " + " | ".join(row) + " |" for row in rows) if sets else ""
+
+
+START, END = "<!-- bench:start -->", "<!-- bench:end -->"
+
+
+def update_section(path: Path, tables: str) -> None:
+    """Replace what lies between the bench markers of a markdown file with the tables."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise SystemExit(f"{path}: {exc.strerror}") from None
+    if START not in text or END not in text:
+        raise SystemExit(f"{path}: no {START} ... {END} section to update")
+    head, rest = text.split(START, 1)
+    tail = rest.split(END, 1)[1]
+    path.write_text(f"{head}{START}\n{tables}\n{END}{tail}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--results", type=Path, default=RESULTS, help="directory of the JSON results")
     parser.add_argument("--out", type=Path, help="PNG to write (default: <results>/summary.png)")
+    parser.add_argument("--update", type=Path, nargs="*", default=[], metavar="MARKDOWN",
+                        help=f"write the tables between {START} and {END} in these files")
     args = parser.parse_args()
     data = load(args.results)
     fig, axes = plt.subplots(2, 2, figsize=(13, 9))
@@ -327,7 +365,10 @@ def main() -> None:
     fig.tight_layout()
     out = args.out or args.results / "summary.png"
     fig.savefig(out, dpi=120)
-    print(table(data))
+    tables = table(data) + ("\n\n" + quality if (quality := quality_table(data)) else "")
+    print(tables)
+    for path in args.update:
+        update_section(path, tables)
     print(f"\nwrote {out} from {', '.join(f'{n}.json' for n in data) or 'no results'}")
 
 
