@@ -43,7 +43,8 @@ async def collect(qrels: Path, project: str) -> list[Candidates]:
         for query in queries:
             notes: list[str] = []
             semantic = await searcher._semantic(query.text, [store], Filters(), FETCH, model, notes)
-            lexical, symbols = await searcher._lexical(query.text, [store], Filters(), FETCH)
+            lexical = await searcher._lexical(query.text, [store], Filters(), FETCH)
+            symbols = await searcher._symbol_hits(query.text, [store])
             ids = {r.chunk_id for r in semantic} | {r.chunk_id for r in lexical}
             rows = await store.chunk_rows(sorted(ids))
             relevant = [

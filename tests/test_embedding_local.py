@@ -188,3 +188,31 @@ async def test_start_refuses_a_tampered_model_file(
     expected = r"sha256 .* expected 8199be6f699a395f.*reinstall tampered-model"
     with pytest.raises(ModelFileError, match=expected):
         await model.start()
+
+
+async def test_concurrent_queries_share_one_model_call_and_get_their_own_vectors(
+        embedder: LocalEmbedder) -> None:
+    alone = [(await embedder.embed_query(text))[0] for text in TEXTS]
+    calls: list[int] = []
+    embed_sync = embedder.embed_sync
+
+    def counting(texts: list[str]) -> np.ndarray:
+        calls.append(len(texts))
+        return embed_sync(texts)
+
+    embedder.embed_sync = counting  # type: ignore[method-assign]
+    results: dict[int, np.ndarray] = {}
+    try:
+        async def ask(i: int) -> None:
+            results[i] = (await embedder.embed_query(TEXTS[i]))[0]
+
+        async with anyio.create_task_group() as tasks:
+            for i in range(len(TEXTS)):
+                tasks.start_soon(ask, i)
+    finally:
+        del embedder.embed_sync
+    assert sum(calls) == len(TEXTS)
+    assert len(calls) < len(TEXTS)  # the queries that waited went together
+    for i, expected in enumerate(alone):  # int8 activations are scaled per batch: close, not equal
+        assert results[i].shape == (DIMS,)
+        assert cosine(results[i], expected) > 0.99

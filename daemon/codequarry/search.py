@@ -131,9 +131,10 @@ class Searcher:
             semantic.extend(await self._semantic(request.query, stores, filters, fetch, model_id, notes))
 
         async def run_lexical() -> None:
-            ranked, symbols = await self._lexical(request.query, stores, filters, fetch)
-            lexical.extend(ranked)
-            symbol_hits.update(symbols)
+            lexical.extend(await self._lexical(request.query, stores, filters, fetch))
+
+        async def run_symbols() -> None:
+            symbol_hits.update(await self._symbol_hits(request.query, stores))
 
         # independent queries on separate pooled connections: PostgreSQL runs them in
         # parallel backends while the embedding (if any) runs in its thread
@@ -144,6 +145,8 @@ class Searcher:
                     tasks.start_soon(run_semantic)
                 if request.mode in ("hybrid", "lexical") or (request.mode == "semantic" and model_id is None):
                     tasks.start_soon(run_lexical)
+                if request.mode == "hybrid":  # only the fusion weighs symbol hits
+                    tasks.start_soon(run_symbols)
         except ExceptionGroup as group:  # the first failure says it: a broken connection, mostly
             raise group.exceptions[0] from None
         merged_freshness = _merge_freshness(freshness)
@@ -183,23 +186,27 @@ class Searcher:
         return sorted(ranked, key=lambda r: -r.score)[:fetch]
 
     async def _lexical(self, query: str, stores: list[ProjectStore], filters: Filters,
-                       fetch: int) -> tuple[list[_Ranked], set[str]]:
+                       fetch: int) -> list[_Ranked]:
         words = code_words(query)
-        names = {token.lower() for token in re.findall(r"[A-Za-z_][A-Za-z0-9_]*", query)
-                 if len(token) > 2}
         ranked: list[_Ranked] = []
-        symbol_hits: set[str] = set()
         for store in stores:
-            lexemes = list(dict.fromkeys(await store.query_lexemes(words)))
+            lexemes, total, freqs = await store.query_terms(words)
             if not lexemes:
                 continue
-            total, freqs = await store.term_frequencies(lexemes)
             terms = [(lex, _idf(freqs.get(lex, 0.0), total)) for lex in lexemes]
             match = _match_terms(lexemes, freqs, total)
             hits = await store.lexical(terms, match, filters, fetch)
             ranked.extend(_Ranked(store.project_id, i, score) for i, score in hits)
-            symbol_hits |= await store.symbols_matching(sorted(names))
-        return sorted(ranked, key=lambda r: -r.score)[:fetch], symbol_hits
+        return sorted(ranked, key=lambda r: -r.score)[:fetch]
+
+    async def _symbol_hits(self, query: str, stores: list[ProjectStore]) -> set[str]:
+        """The query's identifiers that name some chunk: evidence for trusting words."""
+        names = sorted({token.lower() for token in re.findall(r"[A-Za-z_][A-Za-z0-9_]*", query)
+                        if len(token) > 2})
+        hits: set[str] = set()
+        for store in stores if names else ():
+            hits |= await store.symbols_matching(names)
+        return hits
 
     async def _hits(self, ranked: list[_Ranked], stores: list[ProjectStore]) -> list[SearchHit]:
         by_project: dict[str, dict[int, ChunkRow]] = {}

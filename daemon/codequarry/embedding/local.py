@@ -18,6 +18,7 @@ import anyio
 import numpy as np
 
 from codequarry.embedding.base import Vectors, normalise
+from codequarry.embedding.batching import QueryBatcher
 from codequarry.errors import ModelFileError
 
 MODEL_NAME = "all-MiniLM-L6-v2-int8"
@@ -79,6 +80,7 @@ class LocalEmbedder:
         self._tokenizer: Any = None
         self._needs_token_types = False
         self._run_options: Any = None
+        self._queries = QueryBatcher(self._embed_queries)
 
     async def start(self) -> None:
         if self._session is None:
@@ -116,10 +118,19 @@ class LocalEmbedder:
 
     async def embed_documents(self, texts: Sequence[str]) -> Vectors:
         await self.start()
-        return await anyio.to_thread.run_sync(self.embed_sync, list(texts))
+        return await anyio.to_thread.run_sync(self._embed_documents_sync, list(texts))
+
+    def _embed_documents_sync(self, texts: list[str]) -> Vectors:
+        vectors = self.embed_sync(texts)
+        _release_freed_memory()
+        return vectors
 
     async def embed_query(self, text: str) -> Vectors:
-        return await self.embed_documents([text])
+        await self.start()
+        return await self._queries.embed(text)
+
+    async def _embed_queries(self, texts: list[str]) -> Vectors:
+        return await anyio.to_thread.run_sync(self.embed_sync, texts)
 
     def embed_sync(self, texts: list[str]) -> Vectors:
         """Embed in length-sorted sub-batches (less padding), returned in input order."""
@@ -138,8 +149,6 @@ class LocalEmbedder:
                 batch = []
             batch.append(index)
         out[batch] = self._run([encodings[i] for i in batch])
-        if len(texts) > 1:  # not per search query: that is small and frequent
-            _release_freed_memory()
         return out
 
     def _run(self, encodings: list[Any]) -> Vectors:

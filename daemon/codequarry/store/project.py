@@ -363,32 +363,25 @@ class ProjectStore:
 
     # ---- search --------------------------------------------------------------------------
 
-    async def query_lexemes(self, words: str) -> list[str]:
-        async with self.reader.connect() as conn:
-            rows = await conn.execute(text(
-                "SELECT lexeme FROM unnest(to_tsvector('english', :q)) ORDER BY positions[1]"),
-                {"q": words})
-            return [row.lexeme for row in rows]
-
-    async def term_frequencies(self, lexemes: Sequence[str]) -> tuple[int, dict[str, float]]:
-        """(chunk count, fraction of chunks containing each lexeme).
+    async def query_terms(self, words: str) -> tuple[list[str], int, dict[str, float]]:
+        """The query's lexemes in order, the chunk count, and the fraction of chunks that
+        hold each lexeme, in one round trip.
 
         Common lexemes come from ANALYZE's most-common-elements statistics; the rest are
         counted exactly through the GIN index, which is cheap precisely because they are rare.
         """
         async with self.reader.connect() as conn:
-            total = int((await conn.execute(text(f"SELECT chunks FROM {self.s}.stats"))).scalar() or 0)
             common = await self._common_lexemes(conn)
-            freqs = {lex: common[lex] for lex in lexemes if lex in common}
-            rare = [lex for lex in lexemes if lex not in common]
-            if rare and total:
-                rows = await conn.execute(text(
-                    f"SELECT t.lexeme, (SELECT count(*) FROM (SELECT 1 FROM {self.s}.chunks "
-                    "WHERE tsv @@ quote_literal(t.lexeme)::tsquery LIMIT 5000) hits) AS n "
-                    "FROM unnest(CAST(:terms AS text[])) AS t(lexeme)"), {"terms": rare})
-                for row in rows:
-                    freqs[row.lexeme] = row.n / total
-        return total, freqs
+            rows = (await conn.execute(text(
+                "SELECT t.lexeme, s.chunks AS total, CASE WHEN t.lexeme = ANY(:common) THEN NULL "
+                f"ELSE (SELECT count(*) FROM (SELECT 1 FROM {self.s}.chunks "
+                "WHERE tsv @@ quote_literal(t.lexeme)::tsquery LIMIT 5000) hits) END AS n "
+                f"FROM unnest(to_tsvector('english', :q)) AS t, {self.s}.stats s "
+                "ORDER BY t.positions[1]"), {"q": words, "common": list(common)})).all()
+        total = int(rows[0].total) if rows else 0
+        freqs = {row.lexeme: common[row.lexeme] if row.n is None else row.n / total
+                 for row in rows if row.n is None or total}
+        return [row.lexeme for row in rows], total, freqs
 
     async def _common_lexemes(self, conn: AsyncConnection) -> dict[str, float]:
         now = datetime.now(UTC).timestamp()
