@@ -196,3 +196,19 @@ def test_help_of_every_subcommand_exits_0_and_explains_it(cli: Cli, command: str
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(f"usage: codequarry {command}")
     assert explanation in " ".join(result.stdout.split())
+
+
+def test_eval_scores_every_mode_and_lists_the_missed_query_first(indexed: Indexed) -> None:
+    qrels = indexed.cli.root / "qrels.jsonl"
+    labels = [("load_settings", "pkg/settings.py", 4, 7), ("circle_area", "pkg/shapes.py", 4, 5),
+              ("circle_area", "pkg/missing.py", 1, 3)]  # a label no result can hit
+    qrels.write_text("".join(json.dumps({"query": q, "relevant": [
+        {"path": p, "start_line": s, "end_line": e}]}) + "\n" for q, p, s, e in labels))
+    result = indexed.cli.run("eval", str(qrels), "--project", "cli-demo", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    for mode in ("lexical", "semantic", "hybrid"):
+        assert report["modes"][mode]["queries"] == 3
+        assert report["modes"][mode]["mrr@10"] == pytest.approx(2 / 3, abs=1e-3), mode
+    assert report["worst"][0] == {"query": "circle_area", "expected": "pkg/missing.py",
+                                  "lexical": None, "semantic": None, "hybrid": None}
