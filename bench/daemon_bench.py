@@ -460,12 +460,19 @@ def _holds(answer: dict[str, Any], rel: str, line: int) -> bool:
 
 # ---- phase: idle daemon (edits, idle RSS, burst) -------------------------------------------
 
-def phase_idle(args: argparse.Namespace) -> dict[str, Any]:
-    repo = clone(corpus(args.idle_corpus), WORK / "idle")
-    with codequarry_home("daemon-idle") as home, daemon_for(home) as daemon:
-        add_project(home / "config.toml", "idle", repo)
+@contextlib.contextmanager
+def watching(corpus_name: str, project: str) -> Iterator[tuple[Path, DaemonProcess, float]]:
+    """A fresh home whose daemon watches a git clone of the corpus as `project`:
+    (the clone, the started daemon, seconds from start to ready)."""
+    repo = clone(corpus(corpus_name), WORK / project)
+    with codequarry_home(f"daemon-{project}") as home, daemon_for(home) as daemon:
+        add_project(home / "config.toml", project, repo)
         daemon.settings = load_settings()
-        ready = daemon.start()
+        yield repo, daemon, daemon.start()
+
+
+def phase_idle(args: argparse.Namespace) -> dict[str, Any]:
+    with watching(args.idle_corpus, "idle") as (repo, daemon, ready):
         note(f"idle: indexing {args.idle_corpus}")
         index_seconds = daemon.wait(lambda: settled(daemon.project("idle")), args.index_timeout,
                                     f"{args.idle_corpus} to be indexed")
@@ -554,11 +561,7 @@ def run_burst(daemon: DaemonProcess, repo: Path, args: argparse.Namespace) -> di
 # ---- phase: edits during a cold backlog ---------------------------------------------------------
 
 def phase_backlog(args: argparse.Namespace) -> dict[str, Any]:
-    repo = clone(corpus(args.backlog_corpus), WORK / "backlog")
-    with codequarry_home("daemon-backlog") as home, daemon_for(home) as daemon:
-        add_project(home / "config.toml", "backlog", repo)
-        daemon.settings = load_settings()
-        ready = daemon.start()
+    with watching(args.backlog_corpus, "backlog") as (repo, daemon, ready):
         note(f"backlog: waiting for the embedding of {args.backlog_corpus} to be under way")
 
         def under_way() -> bool:
