@@ -13,11 +13,11 @@ import anyio
 import pytest
 from sqlalchemy import text
 
-from codequarry.chunking import embedding_text
+from codequarry.chunking import ChunkedFile, embedding_text
 from codequarry.config import Settings
 from codequarry.errors import EmbedderUnavailable
 from codequarry.indexer import Project
-from codequarry.models import ChangeKind, Chunk
+from codequarry.models import ChangeKind
 from codequarry.runtime import Runtime, open_runtime
 from codequarry.search import SearchRequest
 
@@ -121,13 +121,13 @@ async def settle(runtime: Runtime) -> None:
 def chunk_spy(runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Record every path the runtime's (real) chunker is asked to chunk."""
     chunked: list[str] = []
-    original = runtime.indexer.chunker.chunk_file
+    original = runtime.indexer.chunker.analyse
 
-    def chunk_file(path: str, text: str) -> tuple[str, list[Chunk]]:
+    def analyse(path: str, text: str) -> ChunkedFile:
         chunked.append(path)
         return original(path, text)
 
-    monkeypatch.setattr(runtime.indexer.chunker, "chunk_file", chunk_file)
+    monkeypatch.setattr(runtime.indexer.chunker, "analyse", analyse)
     return chunked
 
 
@@ -383,14 +383,14 @@ async def test_a_chunker_exception_costs_only_that_file(
         settings: Settings, hash_embedder: HashEmbedder, monkeypatch: pytest.MonkeyPatch) -> None:
     async with open_runtime(settings, hash_embedder) as runtime:
         project = await runtime.indexer.add_project(settings.config.project("demo"))
-        original = runtime.indexer.chunker.chunk_file
+        original = runtime.indexer.chunker.analyse
 
-        def chunk_file(path: str, text: str) -> tuple[str, list[Chunk]]:
+        def analyse(path: str, text: str) -> ChunkedFile:
             if path == "pkg/util.py":
                 raise RecursionError("maximum recursion depth exceeded")
             return original(path, text)
 
-        monkeypatch.setattr(runtime.indexer.chunker, "chunk_file", chunk_file)
+        monkeypatch.setattr(runtime.indexer.chunker, "analyse", analyse)
         await index(runtime, "demo")
         files = await project.store.indexed_files()
         counts = await project.store.counts()

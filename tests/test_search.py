@@ -244,9 +244,10 @@ async def test_without_a_ready_embedder_hybrid_search_answers_lexically_and_says
 
 async def test_path_filters_never_starve_semantic_search(
         make_settings: Callable[..., Settings], hash_embedder: HashEmbedder) -> None:
-    """2,000 chunks close to the query, 200 far ones under far/ and one under only/. The
-    far/ filter is broad enough that PostgreSQL walks the HNSW index, whose first
-    candidates are all filtered out; pgvector's iterative scan must keep going."""
+    """2,000 chunks close to the query, 200 far ones under far/ and one under only/. A broad
+    filter walks the HNSW index (pgvector's iterative scan keeps going past filtered-out
+    candidates); a narrow one lets PostgreSQL rank the few matching chunks exactly. Either
+    way the filtered search is full."""
     store = await Store.open(make_settings())
     try:
         assert store.iterative_scans
@@ -268,12 +269,16 @@ async def test_path_filters_never_starve_semantic_search(
         vectors = await hash_embedder.embed_documents([embedding_text(c) for c in todo])
         await store.save_vectors(hash_embedder.model_id,
                                  {c.content_hash: vectors[i] for i, c in enumerate(todo)}, [project])
+        assert await project.ensure_hnsw()
         await project.analyze()
         query = "request respond status"
-        async with store.engine.connect() as conn:  # the premise: this filter goes through HNSW
+        table = f"{project.s}.{(await project.space()).table}"
+        async with store.engine.connect() as conn:  # the premise: a broad filter goes through HNSW
+            await conn.execute(text(f"ANALYZE {table}"))
             plan = "\n".join((await conn.execute(text(
-                "EXPLAIN SELECT id FROM cq_many.chunks WHERE embedding IS NOT NULL AND path ~ '^far/' "
-                "ORDER BY embedding <=> :q LIMIT 30"), {"q": hash_embedder.vectors([query])[0]})).scalars())
+                f"EXPLAIN SELECT v.chunk_id FROM {table} v JOIN {project.s}.chunks c ON c.id = v.chunk_id "
+                "WHERE c.path ~ '^(handlers|far)/' ORDER BY v.embedding <=> CAST(:q AS halfvec) LIMIT 30"),
+                {"q": hash_embedder.vectors([query])[0]})).scalars())
         assert "hnsw" in plan
 
         searcher = Searcher(store, hash_embedder)

@@ -65,10 +65,12 @@ async def scalar(store: Store, sql: str, **params: object) -> object:
 
 
 async def table_counts(project: ProjectStore) -> tuple[int, int]:
-    """(chunks, chunks with a vector) counted in the table itself, not from the counters."""
+    """(chunks, chunks with a vector) counted in the tables themselves, not from the counters."""
+    space = await project.space(fresh=True)
+    vectors = f"(SELECT count(*) FROM {project.s}.{space.table})" if space.table else "0"
     async with project.engine.connect() as conn:
         row = (await conn.execute(text(
-            f"SELECT count(*), count(embedding) FROM {project.s}.chunks"))).one()
+            f"SELECT count(*), {vectors} FROM {project.s}.chunks"))).one()
     return int(row[0]), int(row[1])
 
 
@@ -89,8 +91,9 @@ async def test_open_migrates_a_fresh_database_and_a_second_open_is_idempotent(se
             ))).scalars())
             version = (await conn.execute(text(
                 "SELECT version FROM codequarry.schema_version WHERE scope = 'shared'"))).scalar()
-        assert tables == {"schema_version", "projects", "embedding_cache", "embedding_metadata"}
-        assert version == 1
+        assert tables == {"schema_version", "projects", "embedding_cache", "embedding_metadata",
+                          "installations"}
+        assert version == 2
         await first.ensure_project("demo", "/repo")
     finally:
         await first.close()
@@ -103,18 +106,20 @@ async def test_open_migrates_a_fresh_database_and_a_second_open_is_idempotent(se
         await second.close()
 
 
-async def test_ensure_project_creates_a_schema_named_from_the_id_and_is_idempotent(store: Store) -> None:
+async def test_ensure_project_creates_a_schema_named_from_installation_and_id_and_is_idempotent(
+        store: Store) -> None:
+    expected = f"cq_{store.installation[:8]}_my_app_2"
     project = await store.ensure_project("my-app-2", "/src/my-app")
-    assert project.schema == "cq_my_app_2"
+    assert project.schema == expected
     schemas = await scalar(store, "SELECT array_agg(schema_name::text) FROM information_schema.schemata "
                                   "WHERE schema_name LIKE 'cq\\_%'")
-    assert schemas == ["cq_my_app_2"]
+    assert schemas == [expected]
     await project.apply([update("a.py", UTIL)])
     again = await store.ensure_project("my-app-2", "/src/moved")  # same schema, data kept, root updated
-    assert again.schema == "cq_my_app_2"
+    assert again.schema == expected
     assert set(await again.indexed_files()) == {"a.py"}
     assert await store.indexed_projects() == {"my-app-2": "/src/moved"}
-    assert (await store.project("my-app-2")).schema == "cq_my_app_2"
+    assert (await store.project("my-app-2")).schema == expected
 
 
 async def test_a_projects_rows_never_appear_in_another_projects_schema(store: Store) -> None:
@@ -124,8 +129,8 @@ async def test_a_projects_rows_never_appear_in_another_projects_schema(store: St
     await beta.apply([update("only_beta.py", GEOMETRY), update("shared.md", README)])
     assert set(await alpha.indexed_files()) == {"only_alpha.py"}
     assert set(await beta.indexed_files()) == {"only_beta.py", "shared.md"}
-    assert await scalar(store, "SELECT array_agg(DISTINCT path) FROM cq_alpha.chunks") == ["only_alpha.py"]
-    beta_paths = await scalar(store, "SELECT array_agg(DISTINCT path) FROM cq_beta.chunks")
+    assert await scalar(store, f"SELECT array_agg(DISTINCT path) FROM {alpha.s}.chunks") == ["only_alpha.py"]
+    beta_paths = await scalar(store, f"SELECT array_agg(DISTINCT path) FROM {beta.s}.chunks")
     assert beta_paths == ["only_beta.py", "shared.md"]
     await alpha.apply([], deleted=["only_alpha.py"])
     assert await table_counts(alpha) == (0, 0)
@@ -142,7 +147,7 @@ async def test_apply_writes_files_and_chunks_and_the_counters_equal_count_star(s
                          (("geo.py", GEOMETRY), ("util.py", UTIL), ("README.md", README)))
     counts = await project.counts()
     assert (counts.files, counts.skipped_files) == (3, 1)
-    assert await scalar(store, "SELECT chunk_count FROM cq_demo.files WHERE path = 'geo.py'") == len(
+    assert await scalar(store, f"SELECT chunk_count FROM {project.s}.files WHERE path = 'geo.py'") == len(
         update("geo.py", GEOMETRY).chunks)
 
     # replace one file, delete another: the counters follow exactly
@@ -173,17 +178,20 @@ async def test_apply_copies_vectors_from_the_embedding_cache_and_reports_only_mi
     assert embedded == len(update("geo.py", GEOMETRY).chunks)
     assert await second.vector_counts() == (chunks, embedded)
     assert all(has_vector for *_, has_vector in await second.file_chunks("copy/geo.py"))
-    # the copied vectors are exactly the cached ones
-    same = await scalar(store, "SELECT count(*) FROM cq_second.chunks c JOIN codequarry.embedding_cache e "
-                               "ON e.content_hash = c.content_hash WHERE c.embedding = e.embedding")
+    # the copied vectors are exactly the cached ones (as stored: 16-bit halfvec by default)
+    space = await second.space()
+    assert space.type == "halfvec"
+    same = await scalar(store, f"SELECT count(*) FROM {second.s}.chunks c JOIN {second.s}.{space.table} v "
+                               "ON v.chunk_id = c.id JOIN codequarry.embedding_cache e "
+                               "ON e.content_hash = c.content_hash WHERE v.embedding = e.embedding::halfvec")
     assert same == embedded
 
 
-async def test_set_model_with_new_dims_drops_vectors_rebuilds_the_hnsw_index_and_search_works_again(
+async def test_set_model_with_new_dims_replaces_the_vector_table_and_search_works_again(
         store: Store, hash_embedder: HashEmbedder) -> None:
     project = await store.ensure_project("demo", "/repo")
-    assert await project.set_model(hash_embedder.model_id, hash_embedder.dims) is True
-    assert await project.set_model(hash_embedder.model_id, hash_embedder.dims) is False  # no change
+    assert await project.set_model(hash_embedder.model_id, hash_embedder.dims) == ""  # the first model
+    assert await project.set_model(hash_embedder.model_id, hash_embedder.dims) is None  # no change
     await project.apply([update("geo.py", GEOMETRY), update("util.py", UTIL)],
                         model_id=hash_embedder.model_id)
     await embed_all(store, project, hash_embedder)
@@ -191,21 +199,28 @@ async def test_set_model_with_new_dims_drops_vectors_rebuilds_the_hnsw_index_and
     assert embedded == chunks > 0
 
     smaller = HashEmbedder(dims=32, model_id="hash:test:32")
-    assert await project.set_model(smaller.model_id, smaller.dims) is True
+    assert await project.set_model(smaller.model_id, smaller.dims) == hash_embedder.model_id
     assert await project.vector_counts() == (chunks, 0)
     assert await table_counts(project) == (chunks, 0)
     assert await project.model() == ("hash:test:32", 32)
-    indexes = await scalar(store, "SELECT array_agg(indexdef) FROM pg_indexes WHERE schemaname = 'cq_demo' "
-                                  "AND indexdef LIKE '%USING hnsw%'")
-    assert isinstance(indexes, list)
-    assert len(indexes) == 1
-    assert "vector_cosine_ops" in indexes[0]
-    assert await scalar(store, "SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
-                               "WHERE attrelid = 'cq_demo.chunks'::regclass AND attname = 'embedding'"
-                        ) == "vector(32)"
+    space = await project.space()
+    table = f"{project.s}.{space.table}"
+    column = await scalar(store, "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE "
+                                 f"attrelid = '{table}'::regclass AND attname = 'embedding'")
+    assert column == "halfvec(32)"
+    tables = await scalar(store, "SELECT array_agg(tablename::text) FROM pg_tables "
+                                 f"WHERE schemaname = '{project.schema}' AND tablename LIKE 'vectors%'")
+    assert tables == [space.table]  # the old model's table is gone
 
     await embed_all(store, project, smaller)
     assert await project.vector_counts() == (chunks, chunks)
+    assert await project.ensure_hnsw() is True  # built once the backlog is embedded
+    assert await project.ensure_hnsw() is False
+    indexes = await scalar(store, "SELECT array_agg(indexdef) FROM pg_indexes "
+                                  f"WHERE schemaname = '{project.schema}' AND indexdef LIKE '%USING hnsw%'")
+    assert isinstance(indexes, list)
+    assert len(indexes) == 1
+    assert "halfvec_cosine_ops" in indexes[0]
     query = smaller.vectors(["parse config file"])[0]
     hits = await project.semantic(query, Filters(), 3, store.iterative_scans)
     rows = await project.chunk_rows([chunk_id for chunk_id, _ in hits])
@@ -218,7 +233,7 @@ async def test_drop_project_removes_its_schema_and_registration(store: Store) ->
     keep = await store.ensure_project("kept", "/other")
     assert await store.drop_project("gone-soon") is True
     assert await scalar(store, "SELECT count(*) FROM information_schema.schemata "
-                               "WHERE schema_name = 'cq_gone_soon'") == 0
+                               f"WHERE schema_name = '{project.schema}'") == 0
     assert await store.indexed_projects() == {"kept": "/other"}
     assert await store.drop_project("gone-soon") is False
     with pytest.raises(UnknownProject):
@@ -267,7 +282,7 @@ async def test_consistency_problems_is_empty_after_a_clean_index_and_reports_a_d
 
     chunks, embedded = await project.vector_counts()
     async with store.transaction() as conn:
-        await conn.execute(text("UPDATE cq_demo.stats SET chunks = chunks + 5"))
+        await conn.execute(text(f"UPDATE {project.s}.stats SET chunks = chunks + 5"))
     problems = await project.consistency_problems()
     assert problems == [f"counters say ({chunks + 5}, {embedded}) (chunks, with vectors), "
                         f"the table holds ({chunks}, {embedded})"]
@@ -280,9 +295,10 @@ async def test_consistency_problems_reports_a_vector_that_differs_from_the_cache
     await project.apply([update("util.py", UTIL)], model_id=hash_embedder.model_id)
     await embed_all(store, project, hash_embedder)
     other = np.eye(hash_embedder.dims, dtype=np.float32)[-1]
+    table = f"{project.s}.{(await project.space()).table}"
     async with store.transaction() as conn:
-        await conn.execute(text("UPDATE cq_demo.chunks SET embedding = :v "
-                                "WHERE id = (SELECT min(id) FROM cq_demo.chunks)"), {"v": other})
+        await conn.execute(text(f"UPDATE {table} SET embedding = CAST(:v AS vector)::halfvec "
+                                f"WHERE chunk_id = (SELECT min(chunk_id) FROM {table})"), {"v": other})
     assert await project.consistency_problems() == ["1 chunk vectors differ from the embedding cache"]
 
 

@@ -67,6 +67,9 @@ class IndexConfig(_Section):
     max_file_bytes: int = Field(default=1_000_000, ge=1)
     exclude: list[str] = Field(default_factory=list)
     chunk_tokens: int | None = Field(default=None, ge=32, le=8192)
+    # how vectors are stored: "auto" = halfvec (16-bit floats, half the memory) where
+    # pgvector >= 0.7, else vector; "vector" keeps 32-bit floats
+    vector_type: Literal["auto", "halfvec", "vector"] = "auto"
 
 
 class DaemonConfig(_Section):

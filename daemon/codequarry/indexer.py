@@ -26,7 +26,7 @@ from pathlib import Path
 import anyio
 from anyio.abc import TaskGroup
 
-from codequarry.chunking import Chunker, embedding_text, search_text
+from codequarry.chunking import CHUNKER_VERSION, Chunker, embedding_text, search_text
 from codequarry.config import ProjectConfig, Settings
 from codequarry.embedding import Embedder, Vectors
 from codequarry.embedding.base import describe
@@ -198,6 +198,12 @@ class Indexer:
         listed = {path for path, _ in changes}
         changes.extend((path, ChangeKind.MODIFIED) for path in pending if path not in listed)
         await project.store.record_events([(p, k, None) for p, k in changes if p not in pending])
+        # files chunked by an older chunker: re-chunked behind real changes, not recorded as
+        # changes (the tree did not change); their vectors come from the embedding cache
+        listed = {path for path, _ in changes}
+        changes.extend((path, ChangeKind.MODIFIED) for path, before in known.items()
+                       if before.chunker_version < CHUNKER_VERSION and not before.skip_reason
+                       and path in on_disk and path not in listed)
         self.progress.files_total += len(changes)
         for path, kind in changes:
             await self.queue.put(project_id, path, kind, Lane.BACKLOG)
@@ -308,7 +314,7 @@ class Indexer:
         # a path that vanished while one with the same content appeared: a rename
         gone = {known[path].content_hash: path for path in deleted if known[path].content_hash}
         renames = {u.path: gone[u.content_hash] for u in updates if u.content_hash in gone}
-        missing = await project.store.apply(updates, deleted, self.model_id, renames)
+        missing = await project.store.apply(updates, deleted, self.model_id, renames, CHUNKER_VERSION)
         await project.store.touch([(s.path, s.size, s.mtime_ns) for s in steps if isinstance(s, _Touched)])
         await project.store.finish_events([s.path for s in steps if isinstance(s, _Unchanged)])
         self.progress.files_done += len(items)
@@ -327,7 +333,10 @@ class Indexer:
         stat = stat_file(project.root, path, max_bytes)
         if stat is None or project.rules.is_ignored(path):
             return _Deleted(path) if before is not None else _Unchanged(path)
-        if before is not None and (before.size, before.mtime_ns, before.skip_reason) == (
+        # chunks written by an older chunker are redone even when the file did not change
+        current = before is not None and (before.chunker_version >= CHUNKER_VERSION
+                                          or bool(before.skip_reason))
+        if before is not None and current and (before.size, before.mtime_ns, before.skip_reason) == (
                 stat.size, stat.mtime_ns, stat.skip_reason):
             return _Unchanged(path)
         if stat.skip_reason:
@@ -338,19 +347,22 @@ class Indexer:
             return _Deleted(path) if before is not None else _Unchanged(path)
         except OSError as exc:
             return FileUpdate(path, stat.size, stat.mtime_ns, "", skip_reason=f"unreadable: {exc.strerror}")
-        if before is not None and not before.skip_reason and source.content_hash == before.content_hash:
+        if current and before is not None and not before.skip_reason and (
+                source.content_hash == before.content_hash):
             return _Touched(path, stat.size, stat.mtime_ns)
         if source.text is None:
             return FileUpdate(path, stat.size, stat.mtime_ns, source.content_hash,
                               skip_reason=source.skip_reason)
         try:
-            language, chunks = self.chunker.chunk_file(path, source.text)
+            analysed = self.chunker.analyse(path, source.text)
         except Exception as exc:  # a chunker bug must cost one file, never the daemon
             log.error("chunker_failed", path=path, error=describe(exc))
             return FileUpdate(path, stat.size, stat.mtime_ns, source.content_hash,
                               skip_reason=f"chunker error: {describe(exc)}")
-        return FileUpdate(path, stat.size, stat.mtime_ns, source.content_hash, language,
-                          chunks=tuple(chunks), search_texts=tuple(search_text(path, c) for c in chunks))
+        chunks = analysed.chunks
+        return FileUpdate(path, stat.size, stat.mtime_ns, source.content_hash, analysed.language,
+                          chunks=tuple(chunks), search_texts=tuple(search_text(path, c) for c in chunks),
+                          definitions=tuple(analysed.definitions))
 
     # ---- the embed worker ----------------------------------------------------------------
 
@@ -382,6 +394,7 @@ class Indexer:
                 backoff = 1.0
                 self.embedder_error = None
                 if not did_work:
+                    await self._build_vector_indexes()  # before "settled": `index` waits for it
                     self._settled_generation = generation
                     with anyio.move_on_after(5):
                         await self._embed_wake.wait()
@@ -398,6 +411,16 @@ class Indexer:
                 log.warning("store_unavailable", error=describe(exc), retry_in=round(backoff))
                 await anyio.sleep(backoff)
                 backoff = min(backoff * 2, 60.0)
+
+    async def _build_vector_indexes(self) -> None:
+        """Once nothing is left to embed, give each project's vectors their HNSW index (a
+        no-op for projects that have one)."""
+        for project in list(self.projects.values()):
+            try:
+                if not self._hot and await project.store.ensure_hnsw():
+                    log.info("vector_index_built", project=project.id)
+            except Exception as exc:  # search scans exactly meanwhile; retried when idle again
+                log.warning("vector_index_failed", project=project.id, error=describe(exc))
 
     async def _needs_embedder(self) -> bool:
         """Is there anything to embed? Loading a local model costs half a second and
@@ -418,8 +441,12 @@ class Indexer:
 
     async def _use_model(self, project: Project) -> None:
         assert self.model_id is not None
-        if await project.store.set_model(self.model_id, self.embedder.dims):
-            log.info("model_changed", project=project.id, model=self.model_id,
+        previous = await project.store.set_model(self.model_id, self.embedder.dims)
+        if previous == self.model_id:
+            log.info("vectors_converted", project=project.id, model=self.model_id,
+                     vector_type=(await project.store.space()).type)
+        elif previous:  # "" is a project that had no model yet: nothing to re-embed
+            log.info("model_changed", project=project.id, previous=previous, model=self.model_id,
                      action="re-embedding in the background")
 
     async def _embed_next(self) -> bool:

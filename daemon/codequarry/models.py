@@ -63,6 +63,27 @@ class Chunk:
     symbol: str | None = None
     kind: str = "block"
     content_hash: str = ""  # hash of the embedding text: the embedding cache key
+    # the enclosing code unit (function, method, class header, top-level block) that this
+    # chunk is part of; None means the chunk is its own unit
+    unit_start: int | None = None
+    unit_end: int | None = None
+
+    @property
+    def unit_span(self) -> tuple[int, int]:
+        """(first, last) 1-based line of the whole unit this chunk belongs to."""
+        return (self.unit_start or self.start_line, self.unit_end or self.end_line)
+
+
+@dataclass(frozen=True, slots=True)
+class SymbolDefinition:
+    """A definition the chunker found: `qualified_name` joins enclosing names with "."
+    (`Client.send`); lines are 1-based and inclusive, wrappers and doc comments included."""
+
+    name: str
+    qualified_name: str
+    kind: str
+    start_line: int
+    end_line: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +198,7 @@ class IndexedFile:
     mtime_ns: int
     content_hash: str | None
     skip_reason: str | None
+    chunker_version: int = 0  # the chunker that wrote its chunks; older ones are re-chunked
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,3 +225,4 @@ class FileUpdate:
     skip_reason: str | None = None
     chunks: tuple[Chunk, ...] = ()
     search_texts: tuple[SearchText, ...] = ()
+    definitions: tuple[SymbolDefinition, ...] = ()

@@ -15,12 +15,16 @@ from codequarry.chunking.languages import AST_LANGUAGES, detect_language
 from codequarry.chunking.lines import line_windows
 from codequarry.chunking.tree import TreeChunker
 from codequarry.chunking.words import code_words, split_identifier
-from codequarry.models import Chunk, SearchText
+from codequarry.models import Chunk, SearchText, SymbolDefinition
 
-__all__ = ["Budget", "Chunker", "detect_language", "embedding_text", "search_text"]
+__all__ = ["CHUNKER_VERSION", "Budget", "ChunkedFile", "Chunker", "detect_language", "embedding_text",
+           "search_text"]
 
 # Bump when embedding_text changes: every hash changes with it, so nothing stale is reused.
 EMBEDDING_TEXT_VERSION = 1
+# Bump when chunk boundaries, unit spans or definitions change: files indexed by an older
+# chunker are re-chunked in the background (their vectors come from the embedding cache).
+CHUNKER_VERSION = 2
 
 
 def embedding_text(chunk: Chunk) -> str:
@@ -41,6 +45,13 @@ def search_text(path: str, chunk: Chunk) -> SearchText:
     return SearchText(code_words(chunk.symbol or ""), code_words(path), code_words(chunk.content))
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class ChunkedFile:
+    language: str
+    chunks: list[Chunk]
+    definitions: list[SymbolDefinition]
+
+
 class Chunker:
     def __init__(self, budget: Budget | None = None) -> None:
         self.budget = budget or Budget()
@@ -48,10 +59,17 @@ class Chunker:
 
     def chunk_file(self, path: str, text: str) -> tuple[str, list[Chunk]]:
         """(language, chunks with content hashes) for the file at repo-relative `path`."""
+        analysed = self.analyse(path, text)
+        return analysed.language, analysed.chunks
+
+    def analyse(self, path: str, text: str) -> ChunkedFile:
+        """Chunks with content hashes and unit spans, plus the file's named definitions."""
         first_line = text[:200].split("\n", 1)[0]
         language = detect_language(path, first_line)
+        definitions: list[SymbolDefinition] = []
         if language in AST_LANGUAGES:
-            chunks = self._tree.chunk(text, language)
+            chunks, definitions = self._tree.chunk(text, language)
         else:
             chunks = line_windows(text.split("\n"), language, self.budget)
-        return language, [dataclasses.replace(c, content_hash=chunk_hash(c)) for c in chunks]
+        return ChunkedFile(language, [dataclasses.replace(c, content_hash=chunk_hash(c)) for c in chunks],
+                           definitions)

@@ -13,12 +13,14 @@ The file is covered line by line, so module-level code between definitions is ke
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from codequarry.chunking.budget import Budget, estimate_tokens
 from codequarry.chunking.definitions import Definition, find_definitions, parse
 from codequarry.chunking.lines import line_windows
-from codequarry.models import Chunk
+from codequarry.models import Chunk, SymbolDefinition
 
 
 @dataclass
@@ -69,14 +71,16 @@ class TreeChunker:
     def __init__(self, budget: Budget) -> None:
         self.budget = budget
 
-    def chunk(self, text: str, language: str) -> list[Chunk]:
+    def chunk(self, text: str, language: str) -> tuple[list[Chunk], list[SymbolDefinition]]:
+        """(chunks covering the file, every named definition with its qualified name)."""
         source = text.encode("utf-8")
-        definitions = find_definitions(parse(source, language), language, source)
+        forest = _nest(find_definitions(parse(source, language), language, source))
         self._lines = text.split("\n")
         segments: list[_Segment] = []
-        self._cover(1, len(self._lines), _nest(definitions), segments)
-        return [chunk for segment in self._merge(segments)
-                for chunk in self._materialise(segment, language)]
+        self._cover(1, len(self._lines), forest, segments)
+        chunks = [chunk for segment in self._merge(segments)
+                  for chunk in self._materialise(segment, language)]
+        return chunks, list(_named_definitions(forest))
 
     def _tokens(self, start: int, end: int) -> int:
         return sum(estimate_tokens(line) + 1 for line in self._lines[start - 1 : end])
@@ -149,4 +153,15 @@ class TreeChunker:
         content = "\n".join(lines)
         if estimate_tokens(content) <= self.budget.max_tokens:
             return [Chunk(segment.start, segment.end, content, language, segment.symbol, segment.kind)]
-        return line_windows(lines, language, self.budget, segment.start, segment.symbol, segment.kind)
+        # the windows of one segment (a long function) share its span as their unit
+        return [dataclasses.replace(window, unit_start=segment.start, unit_end=segment.end)
+                for window in line_windows(lines, language, self.budget, segment.start,
+                                           segment.symbol, segment.kind)]
+
+
+def _named_definitions(forest: list[_Node]) -> Iterator[SymbolDefinition]:
+    for node in forest:
+        name = node.definition.name
+        if name and node.symbol:
+            yield SymbolDefinition(name, node.symbol, node.definition.kind, node.start, node.end)
+        yield from _named_definitions(node.children)

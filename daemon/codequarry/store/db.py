@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -14,8 +15,10 @@ from sqlalchemy import event, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from codequarry import __version__
 from codequarry.config import EMBEDDED, Settings
 from codequarry.errors import StoreUnavailable, UnknownProject
+from codequarry.installation import host_name, installation_id
 from codequarry.models import EmbeddingBatch, validate_project_id
 from codequarry.store.embedded import EmbeddedPostgres
 from codequarry.store.migrations import (
@@ -25,9 +28,10 @@ from codequarry.store.migrations import (
     quote_ident,
     schema_name,
 )
-from codequarry.store.project import SESSION_EF_SEARCH, ProjectStore
+from codequarry.store.project import SESSION_EF_SEARCH, ProjectStore, project_lock_key
 
 Vector = np.ndarray[Any, np.dtype[np.float32]]
+MAX_HNSW_DIMS = {"vector": 2000, "halfvec": 4000}
 
 
 def asyncpg_url(url: str) -> str:
@@ -38,16 +42,23 @@ def asyncpg_url(url: str) -> str:
 
 
 class Store:
+    """The database: the shared schema, and a ProjectStore per project of this installation."""
+
     def __init__(self, engine: AsyncEngine, embedded: EmbeddedPostgres | None,
-                 pgvector_version: tuple[int, ...]) -> None:
+                 pgvector_version: tuple[int, ...], installation: str,
+                 vector_type: str = "auto") -> None:
         self.engine = engine
         self.embedded = embedded
         self.pgvector_version = pgvector_version
+        self.installation = installation
+        self.host = host_name()
+        self._vector_type = vector_type
         self._projects: dict[str, ProjectStore] = {}
 
     @classmethod
     async def open(cls, settings: Settings) -> Store:
-        """Start (or attach to) the database, check pgvector and migrate the shared schema."""
+        """Start (or attach to) the database, check pgvector, migrate the shared schema and
+        register this installation. StoreUnavailable says what is wrong in one line."""
         embedded = None
         url = settings.config.database.url
         if url == EMBEDDED:
@@ -56,23 +67,28 @@ class Store:
 
             url = await anyio.to_thread.run_sync(
                 embedded.start, settings.config.database.embedded_shared_buffers_mb)
+        installation = installation_id(settings.data_dir)
         engine = create_engine(asyncpg_url(url))
         try:
             async with engine.begin() as conn:
                 await migrate_shared(conn)
                 version = (await conn.execute(text(
                     "SELECT extversion FROM pg_extension WHERE extname = 'vector'"))).scalar()
+                await _register_installation(conn, installation, host_name(), settings.data_dir,
+                                             shared=embedded is None)
             await engine.dispose()  # reconnect so every connection knows the vector type
-        except (OSError, DBAPIError, OperationalError) as exc:
+        except (OSError, DBAPIError, OperationalError, StoreUnavailable) as exc:
             await engine.dispose()
             if embedded:
                 embedded.stop()
+            if isinstance(exc, StoreUnavailable):
+                raise
             raise StoreUnavailable(f"cannot use the database: {describe_db_error(exc)}") from None
         parsed = tuple(int(part) for part in str(version).split(".")[:3] if part.isdigit())
         if parsed < (0, 6):
             await engine.dispose()
             raise StoreUnavailable(f"pgvector {version} is too old; codequarry needs 0.6 or newer")
-        return cls(engine, embedded, parsed)
+        return cls(engine, embedded, parsed, installation, settings.config.index.vector_type)
 
     async def close(self) -> None:
         await self.engine.dispose()
@@ -87,6 +103,22 @@ class Store:
         """pgvector 0.8 can keep scanning an HNSW index until filtered results are found."""
         return self.pgvector_version >= (0, 8)
 
+    def vector_type(self, dims: int) -> str:
+        """The column type for `dims`-dimensional vectors: halfvec (pgvector >= 0.7) halves
+        memory; HNSW indexes up to 2,000 dims of vector and 4,000 of halfvec (pgvector docs)."""
+        halfvec = self.pgvector_version >= (0, 7)
+        wanted = self._vector_type if self._vector_type != "auto" else ("halfvec" if halfvec else "vector")
+        if wanted == "halfvec" and not halfvec:
+            raise StoreUnavailable(f"vector_type = \"halfvec\" needs pgvector 0.7 or newer "
+                                   f"(this server has {'.'.join(map(str, self.pgvector_version))})")
+        if wanted == "vector" and dims > MAX_HNSW_DIMS["vector"] and halfvec:
+            wanted = "halfvec"
+        if dims > MAX_HNSW_DIMS[wanted]:
+            raise StoreUnavailable(
+                f"a {dims}-dimensional model is above pgvector's HNSW limit ({MAX_HNSW_DIMS[wanted]} "
+                f"dims for {wanted}); choose a model with fewer dimensions")
+        return wanted
+
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncConnection]:
         async with self.engine.begin() as conn:
@@ -95,56 +127,82 @@ class Store:
     # ---- projects ------------------------------------------------------------------
 
     async def ensure_project(self, project_id: str, root: str) -> ProjectStore:
-        """The project's store, creating or migrating its schema as needed."""
+        """The project's store, creating, adopting or migrating its schema as needed.
+
+        Safe when several processes start the same project at once: everything runs under
+        the project's advisory lock. Raises StoreUnavailable when the index belongs to a
+        copy of this installation elsewhere, or was written by a newer codequarry.
+        """
         validate_project_id(project_id)
-        schema = schema_name(project_id)
         async with self.engine.begin() as conn:
-            await conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:s))"), {"s": schema})
-            row = (await conn.execute(text(
-                "SELECT schema_version FROM codequarry.projects WHERE id = :id"),
-                {"id": project_id})).first()
-            current = row[0] if row else 0
-            if current < PROJECT_VERSION:
-                await migrate_project(conn, schema, current)
+            await _lock_project(conn, self.installation, project_id)
+            row = await _project_row(conn, self.installation, project_id)
+            if row is not None and row.installation == "":  # from before installations existed
+                if row.root == root:  # this tree's index: adopt it
+                    await conn.execute(text(
+                        "UPDATE codequarry.projects SET installation = :i WHERE installation = '' "
+                        "AND id = :id"), {"i": self.installation, "id": project_id})
+                row = None if row.root != root else await _project_row(conn, self.installation, project_id)
+            if row is None:
+                await conn.execute(text(
+                    "INSERT INTO codequarry.projects (installation, id, schema_name, root, host, "
+                    "schema_version) VALUES (:i, :id, :s, :root, :host, 0) ON CONFLICT DO NOTHING"),
+                    {"i": self.installation, "id": project_id, "root": root, "host": self.host,
+                     "s": schema_name(self.installation, project_id)})
+                row = await _project_row(conn, self.installation, project_id)
+                assert row is not None
+            if row.schema_version < PROJECT_VERSION or row.schema_version > PROJECT_VERSION:
+                await migrate_project(conn, row.schema_name, row.schema_version,
+                                      (self.installation, project_id))
             await conn.execute(text(
-                "INSERT INTO codequarry.projects (id, schema_name, root, schema_version) "
-                "VALUES (:id, :s, :root, :v) ON CONFLICT (id) DO UPDATE "
-                "SET root = :root, schema_version = :v"),
-                {"id": project_id, "s": schema, "root": root, "v": PROJECT_VERSION})
-        return self._project_store(project_id)
+                "UPDATE codequarry.projects SET root = :root, host = :host, schema_version = :v "
+                "WHERE installation = :i AND id = :id"),
+                {"i": self.installation, "id": project_id, "root": root, "host": self.host,
+                 "v": PROJECT_VERSION})
+        return self._project_store(project_id, row.schema_name)
 
     async def project(self, project_id: str) -> ProjectStore:
         """The store of an already indexed project; UnknownProject if it has none."""
         validate_project_id(project_id)
         if project_id not in self._projects:
             async with self.engine.connect() as conn:
-                found = (await conn.execute(text(
-                    "SELECT 1 FROM codequarry.projects WHERE id = :id"), {"id": project_id})).first()
-            if not found:
+                row = await _project_row(conn, self.installation, project_id)
+            if row is None:
                 raise UnknownProject(f"project {project_id!r} has not been indexed")
-        return self._project_store(project_id)
-
-    def _project_store(self, project_id: str) -> ProjectStore:
-        if project_id not in self._projects:
-            self._projects[project_id] = ProjectStore(self.engine, project_id, schema_name(project_id))
+            if row.schema_version != PROJECT_VERSION:
+                return await self.ensure_project(project_id, row.root)
+            self._project_store(project_id, row.schema_name)
         return self._projects[project_id]
 
+    def _project_store(self, project_id: str, schema: str) -> ProjectStore:
+        store = self._projects.get(project_id)
+        if store is None or store.schema != schema:
+            store = self._projects[project_id] = ProjectStore(
+                self.engine, self.installation, project_id, schema, self.vector_type)
+        return store
+
     async def indexed_projects(self) -> dict[str, str]:
-        """Project id -> root, for every project with data in the store."""
+        """Project id -> root, for every project of this installation with data in the store
+        (and indexes written before installations existed, not yet adopted)."""
         async with self.engine.connect() as conn:
-            rows = await conn.execute(text("SELECT id, root FROM codequarry.projects ORDER BY id"))
+            rows = await conn.execute(text(
+                "SELECT DISTINCT ON (id) id, root FROM codequarry.projects "
+                "WHERE installation = :i OR installation = '' "
+                "ORDER BY id, installation DESC"), {"i": self.installation})
             return {row.id: row.root for row in rows}
 
     async def drop_project(self, project_id: str) -> bool:
         validate_project_id(project_id)
         async with self.engine.begin() as conn:
-            deleted = (await conn.execute(text(
-                "DELETE FROM codequarry.projects WHERE id = :id RETURNING schema_name"),
-                {"id": project_id})).first()
-            if deleted:
-                await conn.execute(text(f"DROP SCHEMA IF EXISTS {quote_ident(deleted[0])} CASCADE"))
+            await _lock_project(conn, self.installation, project_id)
+            row = await _project_row(conn, self.installation, project_id)
+            if row is not None:
+                await conn.execute(text(
+                    "DELETE FROM codequarry.projects WHERE installation = :i AND id = :id"),
+                    {"i": row.installation, "id": project_id})
+                await conn.execute(text(f"DROP SCHEMA IF EXISTS {quote_ident(row.schema_name)} CASCADE"))
         self._projects.pop(project_id, None)
-        return deleted is not None
+        return row is not None
 
     # ---- the shared embedding cache ------------------------------------------------------
 
@@ -158,7 +216,8 @@ class Store:
                            projects: Sequence[ProjectStore], batch: EmbeddingBatch | None = None,
                            project_id: str | None = None) -> int:
         """Add vectors to the shared cache and to the chunks of `projects` that lack them;
-        `batch` (what computing them cost) is recorded in the same transaction."""
+        `batch` (what computing them cost) is recorded in the same transaction. Returns the
+        number of chunks that got a vector."""
         if not vectors:
             return 0
         async with self.engine.begin() as conn:
@@ -169,11 +228,10 @@ class Store:
                 {"m": model_id, "hashes": list(vectors), "vectors": as_pgvectors(vectors.values())})
             updated = 0
             for project in projects:
-                updated += await project.apply_vectors(conn, vectors)
+                updated += await project.apply_vectors(conn, model_id, list(vectors))
             if batch is not None:
-                await _record_batch(conn, batch, project_id)
+                await _record_batch(conn, batch, project_id, self.installation)
             return updated
-
 
     async def embeddings_computed(self, model_id: str | None = None) -> int:
         """How many texts were embedded (not taken from the cache), per embedding_metadata."""
@@ -182,6 +240,41 @@ class Store:
             if model_id:
                 query += " WHERE model_id = :m"
             return int((await conn.execute(text(query), {"m": model_id})).scalar() or 0)
+
+
+async def _lock_project(conn: AsyncConnection, installation: str, project_id: str) -> None:
+    """Serialise every schema change of one project between processes (transaction-scoped)."""
+    await conn.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"),
+                       {"k": project_lock_key(installation, project_id)})
+
+
+async def _project_row(conn: AsyncConnection, installation: str, project_id: str) -> Any:
+    """This installation's row of the project, else a legacy (unadopted) one, else None.
+    ('' sorts before any installation id, so DESC puts this installation's row first.)"""
+    return (await conn.execute(text(
+        "SELECT installation, schema_name, root, schema_version FROM codequarry.projects "
+        "WHERE id = :id AND (installation = :i OR installation = '') "
+        "ORDER BY installation DESC LIMIT 1"), {"i": installation, "id": project_id})).first()
+
+
+async def _register_installation(conn: AsyncConnection, installation: str, host: str, data_dir: Path,
+                                 shared: bool) -> None:
+    """Record this installation; on a shared server, refuse an identity that a copy of
+    this data dir (on another host, or still present elsewhere on this one) also uses."""
+    row = (await conn.execute(text(
+        "SELECT host, data_dir FROM codequarry.installations WHERE id = :id"), {"id": installation})).first()
+    if row is not None and shared and (row.host, row.data_dir) != (host, str(data_dir)):
+        elsewhere = Path(row.data_dir) / "installation-id"
+        copied = row.host != host or (elsewhere.exists() and elsewhere.read_text().strip() == installation)
+        if copied:
+            raise StoreUnavailable(
+                f"installation {installation[:8]} is already used by {row.host}:{row.data_dir}; "
+                f"{data_dir} looks like a copy of it: delete {data_dir / 'installation-id'} to give "
+                "this installation its own identity (its indexes are then built anew)")
+    await conn.execute(text(
+        "INSERT INTO codequarry.installations (id, host, data_dir, version) VALUES (:id, :h, :d, :v) "
+        "ON CONFLICT (id) DO UPDATE SET host = :h, data_dir = :d, version = :v, last_seen_at = now()"),
+        {"id": installation, "h": host, "d": str(data_dir), "v": __version__})
 
 
 async def cached_vectors(conn: AsyncConnection, model_id: str, hashes: Sequence[str]) -> dict[str, Vector]:
@@ -221,14 +314,15 @@ async def _session_settings(conn: Any) -> None:
             await conn.execute(f"SET {setting}")
 
 
-async def _record_batch(conn: AsyncConnection, batch: EmbeddingBatch, project: str | None) -> None:
+async def _record_batch(conn: AsyncConnection, batch: EmbeddingBatch, project: str | None,
+                        installation: str) -> None:
     await conn.execute(text(
         "INSERT INTO codequarry.embedding_metadata "
-        "(model_id, model_name, model_version, dims, count, seconds, project) "
-        "VALUES (:model_id, :model_name, :model_version, :dims, :count, :seconds, :project)"),
+        "(model_id, model_name, model_version, dims, count, seconds, project, installation) "
+        "VALUES (:model_id, :model_name, :model_version, :dims, :count, :seconds, :project, :i)"),
         {"model_id": batch.model_id, "model_name": batch.model_name,
          "model_version": batch.model_version, "dims": batch.dims, "count": batch.count,
-         "seconds": batch.seconds, "project": project})
+         "seconds": batch.seconds, "project": project, "i": installation})
 
 
 def is_transient(exc: BaseException) -> bool:

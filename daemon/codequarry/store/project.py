@@ -1,20 +1,25 @@
-"""One project's schema: files, chunks (tsvector + vector), change events, counters.
+"""One project's schema: files, chunks (words + spans), definitions, vectors, change
+events, counters.
 
 Every write that changes what search sees happens in one transaction per batch of
-files, so a crash leaves each file either wholly old or wholly new.
+files, so a crash leaves each file either wholly old or wholly new. Vectors live in a
+narrow table of the active model (`vectors_<n>`, chunk id -> embedding): saving one never
+rewrites a chunk row or its full-text index entries. Its HNSW index is built once the
+project's backlog is embedded (`ensure_hnsw`), not maintained row by row during a cold
+index; until then vector search scans the table exactly.
 """
 
 from __future__ import annotations
 
+import difflib
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
-from pgvector import Vector as PgVector
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -25,6 +30,7 @@ from codequarry.models import (
     FileUpdate,
     Freshness,
     IndexedFile,
+    SymbolDefinition,
 )
 from codequarry.store.migrations import quote_ident
 
@@ -37,6 +43,18 @@ TSV_SQL = ("setweight(to_tsvector('english', :symbol_words), 'A') || "
 LEXICAL_CANDIDATES = 2000  # rows ranked per lexical query, at most
 SESSION_EF_SEARCH = 100  # every connection's hnsw.ef_search: enough up to 16 results
 MODEL_CACHE_SECONDS = 5.0
+HNSW_BUILD_MEMORY = "256MB"  # maintenance_work_mem for an HNSW build: 100k 384-d halfvecs fit
+
+
+@dataclass(frozen=True, slots=True)
+class VectorSpace:
+    """The project's active embedding model and where its vectors are stored."""
+
+    model_id: str | None
+    dims: int | None
+    table: str | None  # unquoted name in the project's schema, None before any model
+    type: str  # "vector" | "halfvec"
+    hnsw_ready: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,13 +64,14 @@ class Filters:
     languages: tuple[str, ...] = ()
     path_regex: str | None = None
 
-    def sql(self, params: dict[str, Any]) -> str:
+    def sql(self, params: dict[str, Any], alias: str = "") -> str:
+        """` AND ...` clauses on the chunks table (`alias` like "c." when joined)."""
         clauses = []
         if self.languages:
-            clauses.append("language = ANY(:languages)")
+            clauses.append(f"{alias}language = ANY(:languages)")
             params["languages"] = list(self.languages)
         if self.path_regex:
-            clauses.append("path ~ :path_regex")
+            clauses.append(f"{alias}path ~ :path_regex")
             params["path_regex"] = self.path_regex
         return "".join(f" AND {clause}" for clause in clauses)
 
@@ -63,7 +82,7 @@ class ChunkRow:
 
     id: int
     path: str
-    chunk: Chunk
+    chunk: Chunk  # with unit_start / unit_end: the enclosing unit's span
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,23 +105,30 @@ class Counts:
 
 
 class ProjectStore:
-    def __init__(self, engine: AsyncEngine, project_id: str, schema: str) -> None:
+    def __init__(self, engine: AsyncEngine, installation: str, project_id: str, schema: str,
+                 vector_type: Callable[[int], str] = lambda dims: "vector") -> None:
         self.engine = engine
         # single-statement reads need no transaction: autocommit spares a BEGIN and a
         # ROLLBACK round trip each, which is most of a search's database time
         self.reader = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self.installation = installation
         self.project_id = project_id
         self.schema = schema
         self.s = quote_ident(schema)
+        self._vector_type = vector_type
         self._term_stats: tuple[float, dict[str, float]] | None = None
-        self._model: tuple[float, tuple[str | None, int | None]] | None = None
+        self._space: tuple[float, VectorSpace] | None = None
+        self._unembedded_after = 0  # id cursor of the backlog scan (see unembedded)
+        self._key = {"i": installation, "id": project_id}
+        # the advisory lock of the project's schema changes (Store.ensure_project uses it too)
+        self._lock_key = project_lock_key(installation, project_id)
 
     # ---- reading what is indexed ------------------------------------------------------
 
     async def indexed_files(self, paths: Sequence[str] | None = None,
                             prefix: str | None = None) -> dict[str, IndexedFile]:
         """What the store knows of `paths`, or of paths starting with `prefix`, or of all."""
-        query = f"SELECT path, size, mtime_ns, content_hash, skip_reason FROM {self.s}.files"
+        query = f"SELECT path, size, mtime_ns, content_hash, skip_reason, chunker_version FROM {self.s}.files"
         if paths is not None:
             query += " WHERE path = ANY(:paths)"
         elif prefix is not None:
@@ -113,9 +139,12 @@ class ProjectStore:
 
     async def file_chunks(self, path: str) -> list[tuple[str, int, int, bool]]:
         """(content_hash, start_line, end_line, has_vector) of a file's chunks, in order."""
+        space = await self.space()
+        has_vector = (f"EXISTS (SELECT 1 FROM {self._table(space)} v WHERE v.chunk_id = c.id)"
+                      if space.table else "false")
         async with self.reader.connect() as conn:
             rows = await conn.execute(text(
-                f"SELECT content_hash, start_line, end_line, embedding IS NOT NULL FROM {self.s}.chunks "
+                f"SELECT content_hash, start_line, end_line, {has_vector} FROM {self.s}.chunks c "
                 "WHERE path = :p ORDER BY ordinal"), {"p": path})
             return [(row[0], row[1], row[2], row[3]) for row in rows]
 
@@ -162,20 +191,28 @@ class ProjectStore:
     # ---- writing files and chunks ------------------------------------------------------
 
     async def apply(self, updates: Sequence[FileUpdate], deleted: Sequence[str] = (),
-                    model_id: str | None = None, renames: dict[str, str] | None = None) -> list[str]:
-        """Replace the chunks of `updates`, drop `deleted`, in one transaction.
+                    model_id: str | None = None, renames: dict[str, str] | None = None,
+                    chunker_version: int = 0) -> list[str]:
+        """Replace the chunks and definitions of `updates`, drop `deleted`, in one transaction.
 
-        Vectors are copied from the embedding cache where it has them; returns the
-        content hashes still to embed. `renames` (new path -> old path) turns the pending
-        created-events of those paths into renamed-events.
+        Vectors are copied from the embedding cache where it has them (for `model_id`, the
+        active model); returns the content hashes still to embed. `renames` (new path ->
+        old path) turns the pending created-events of those paths into renamed-events.
         """
         paths = [u.path for u in updates] + list(deleted)
         if not paths:
             return []
         async with self.engine.begin() as conn:
+            space = await self._locked_space(conn)
+            removed_vectors = 0
+            if space.table:
+                removed_vectors = int((await conn.execute(text(
+                    f"SELECT count(*) FROM {self._table(space)} v JOIN {self.s}.chunks c "
+                    "ON c.id = v.chunk_id WHERE c.path = ANY(:paths)"), {"paths": paths})).scalar() or 0)
             removed = (await conn.execute(text(
-                f"DELETE FROM {self.s}.chunks WHERE path = ANY(:paths) "
-                "RETURNING embedding IS NOT NULL AS had_vector"), {"paths": paths})).all()
+                f"DELETE FROM {self.s}.chunks WHERE path = ANY(:paths)"), {"paths": paths})).rowcount or 0
+            await conn.execute(text(f"DELETE FROM {self.s}.definitions WHERE path = ANY(:paths)"),
+                               {"paths": paths})
             if deleted:
                 await conn.execute(text(f"DELETE FROM {self.s}.files WHERE path = ANY(:p)"),
                                    {"p": list(deleted)})
@@ -183,21 +220,34 @@ class ProjectStore:
             if updates:
                 await conn.execute(text(
                     f"INSERT INTO {self.s}.files (path, size, mtime_ns, content_hash, language, "
-                    "skip_reason, chunk_count, indexed_at) VALUES (:path, :size, :mtime_ns, :hash, "
-                    ":language, :skip, :count, :now) ON CONFLICT (path) DO UPDATE SET "
-                    "size = EXCLUDED.size, mtime_ns = EXCLUDED.mtime_ns, "
+                    "skip_reason, chunk_count, indexed_at, chunker_version) VALUES (:path, :size, "
+                    ":mtime_ns, :hash, :language, :skip, :count, :now, :cv) ON CONFLICT (path) DO UPDATE "
+                    "SET size = EXCLUDED.size, mtime_ns = EXCLUDED.mtime_ns, "
                     "content_hash = EXCLUDED.content_hash, "
                     "language = EXCLUDED.language, skip_reason = EXCLUDED.skip_reason, "
-                    "chunk_count = EXCLUDED.chunk_count, indexed_at = EXCLUDED.indexed_at"),
+                    "chunk_count = EXCLUDED.chunk_count, indexed_at = EXCLUDED.indexed_at, "
+                    "chunker_version = EXCLUDED.chunker_version"),
                     [{"path": u.path, "size": u.size, "mtime_ns": u.mtime_ns, "hash": u.content_hash,
                       "language": u.language, "skip": u.skip_reason, "count": len(u.chunks),
-                      "now": now} for u in updates])
-            missing, inserted, cached = await self._insert_chunks(conn, updates, model_id)
-            removed_vectors = sum(1 for row in removed if row.had_vector)
+                      "now": now, "cv": chunker_version} for u in updates])
+            inserted = await self._insert_chunks(conn, updates)
+            await self._insert_definitions(conn, updates)
+            missing: list[str] = []
+            cached = 0
+            written = [u.path for u in updates if u.chunks]
+            if written and model_id and space.table and space.model_id == model_id:
+                cached = await self._copy_cached_vectors(conn, self._table(space), space.type, model_id,
+                                                         "c.path = ANY(:paths)", {"paths": written})
+                missing = [row[0] for row in await conn.execute(text(
+                    f"SELECT DISTINCT c.content_hash FROM {self.s}.chunks c WHERE c.path = ANY(:paths) "
+                    f"AND NOT EXISTS (SELECT 1 FROM {self._table(space)} v WHERE v.chunk_id = c.id)"),
+                    {"paths": written})]
+            elif written:
+                missing = sorted({c.content_hash for u in updates for c in u.chunks})
             await conn.execute(text(
                 f"UPDATE {self.s}.stats SET chunks = chunks + :dc, embedded = embedded + :de, "
                 "last_indexed_at = :now"),
-                {"dc": inserted - len(removed), "de": cached - removed_vectors, "now": now})
+                {"dc": inserted - removed, "de": cached - removed_vectors, "now": now})
             if renames:
                 await conn.execute(text(
                     f"UPDATE {self.s}.change_events SET kind = 'renamed', previous_path = :old "
@@ -206,12 +256,7 @@ class ProjectStore:
             await _finish_events(conn, self.s, paths, None)
         return missing
 
-    async def _insert_chunks(self, conn: AsyncConnection, updates: Sequence[FileUpdate],
-                             model_id: str | None) -> tuple[list[str], int, int]:
-        from codequarry.store.db import cached_vectors
-
-        hashes = sorted({c.content_hash for u in updates for c in u.chunks})
-        vectors = await cached_vectors(conn, model_id, hashes) if model_id and hashes else {}
+    async def _insert_chunks(self, conn: AsyncConnection, updates: Sequence[FileUpdate]) -> int:
         rows = []
         for update in updates:
             for ordinal, (chunk, words) in enumerate(zip(update.chunks, update.search_texts, strict=True)):
@@ -219,15 +264,25 @@ class ProjectStore:
                     "path": update.path, "ordinal": ordinal, "start": chunk.start_line,
                     "end": chunk.end_line, "language": chunk.language, "symbol": chunk.symbol,
                     "kind": chunk.kind, "content": chunk.content, "hash": chunk.content_hash,
-                    "symbol_words": words.symbol, "path_words": words.path, "body_words": words.body,
-                    "embedding": vectors.get(chunk.content_hash)})
+                    "unit_start": chunk.unit_start, "unit_end": chunk.unit_end,
+                    "symbol_words": words.symbol, "path_words": words.path, "body_words": words.body})
         if rows:
             await conn.execute(text(
                 f"INSERT INTO {self.s}.chunks (path, ordinal, start_line, end_line, language, symbol, "
-                "kind, content, content_hash, tsv, embedding) VALUES (:path, :ordinal, :start, :end, "
-                f":language, :symbol, :kind, :content, :hash, {TSV_SQL}, :embedding)"), rows)
-        missing = [h for h in hashes if h not in vectors]
-        return missing, len(rows), sum(1 for row in rows if row["embedding"] is not None)
+                "kind, content, content_hash, unit_start, unit_end, tsv) VALUES (:path, :ordinal, "
+                ":start, :end, :language, :symbol, :kind, :content, :hash, :unit_start, :unit_end, "
+                f"{TSV_SQL})"), rows)
+        return len(rows)
+
+    async def _insert_definitions(self, conn: AsyncConnection, updates: Sequence[FileUpdate]) -> None:
+        rows = [{"path": u.path, "name": d.name, "qualified": d.qualified_name, "kind": d.kind,
+                 "language": u.language or "", "start": d.start_line, "end": d.end_line}
+                for u in updates for d in u.definitions]
+        if rows:
+            await conn.execute(text(
+                f"INSERT INTO {self.s}.definitions (path, name, qualified_name, kind, language, "
+                "start_line, end_line) VALUES (:path, :name, :qualified, :kind, :language, :start, :end)"),
+                rows)
 
     async def touch(self, stats: Sequence[tuple[str, int, int]]) -> None:
         """Record a new (size, mtime_ns) for files whose content hash did not change."""
@@ -241,63 +296,157 @@ class ProjectStore:
 
     # ---- vectors -------------------------------------------------------------------------
 
-    async def model(self) -> tuple[str | None, int | None]:
-        """(model id, dims) of the project's vectors; cached briefly, it is read per search."""
+    async def space(self, fresh: bool = False) -> VectorSpace:
+        """The active model and its vector table; cached briefly, it is read per search."""
         now = time.monotonic()
-        if self._model is not None and now - self._model[0] < MODEL_CACHE_SECONDS:
-            return self._model[1]
+        if not fresh and self._space is not None and now - self._space[0] < MODEL_CACHE_SECONDS:
+            return self._space[1]
         async with self.reader.connect() as conn:
             row = (await conn.execute(text(
-                "SELECT model_id, dims FROM codequarry.projects WHERE id = :id"),
-                {"id": self.project_id})).one()
-        self._model = (now, (row.model_id, row.dims))
-        return row.model_id, row.dims
+                "SELECT model_id, dims, vector_table, vector_type, hnsw_ready FROM codequarry.projects "
+                "WHERE installation = :i AND id = :id"), self._key)).one()
+        space = VectorSpace(row.model_id, row.dims, row.vector_table, row.vector_type or "vector",
+                            bool(row.hnsw_ready))
+        self._space = (now, space)
+        return space
 
-    async def set_model(self, model_id: str, dims: int) -> bool:
-        """Switch the project to an embedding model; on a change, all vectors are dropped
-        (to be re-embedded) and the HNSW index is rebuilt for the new dimension."""
-        self._model = None
-        current, current_dims = await self.model()
-        if current == model_id and current_dims == dims:
-            return False
-        index = quote_ident(f"{self.schema}_embedding_hnsw")
+    async def _locked_space(self, conn: AsyncConnection) -> VectorSpace:
+        """Take the project's advisory lock in shared mode for `conn`'s transaction (writers
+        of chunks and vectors run side by side; set_model, which swaps the vector table,
+        waits for them and they for it), then read the vector space as it is now."""
+        await conn.execute(text("SELECT pg_advisory_xact_lock_shared(hashtextextended(:k, 0))"),
+                           {"k": self._lock_key})
+        row = (await conn.execute(text(
+            "SELECT model_id, dims, vector_table, vector_type, hnsw_ready FROM codequarry.projects "
+            "WHERE installation = :i AND id = :id"), self._key)).one()
+        space = VectorSpace(row.model_id, row.dims, row.vector_table, row.vector_type or "vector",
+                            bool(row.hnsw_ready))
+        self._space = (time.monotonic(), space)
+        return space
+
+    async def model(self) -> tuple[str | None, int | None]:
+        """(model id, dims) of the project's vectors."""
+        space = await self.space()
+        return space.model_id, space.dims
+
+    def _table(self, space: VectorSpace) -> str:
+        assert space.table is not None
+        return f"{self.s}.{quote_ident(space.table)}"
+
+    async def set_model(self, model_id: str, dims: int) -> str | None:
+        """Make `model_id` the project's model. Returns None when it already was, else the
+        previous model id ("" for a project that had none). On a change, a new vector table
+        is filled at once from the embedding cache (what is not cached is embedded in the
+        background) and the old table is dropped. Safe when processes race: it runs under
+        the project's advisory lock and re-reads the row under it."""
+        vector_type = self._vector_type(dims)
         async with self.engine.begin() as conn:
-            await conn.execute(text(f"DROP INDEX IF EXISTS {self.s}.{index}"))
+            await conn.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"),
+                               {"k": self._lock_key})
+            row = (await conn.execute(text(
+                "SELECT model_id, dims, vector_table, vector_type FROM codequarry.projects "
+                "WHERE installation = :i AND id = :id"), self._key)).one()
+            same = (row.model_id, row.dims, row.vector_type) == (model_id, dims, vector_type)
+            if same and row.vector_table:
+                self._space = None
+                return None
+            number = int(row.vector_table.rsplit("_", 1)[1]) + 1 if row.vector_table else 1
+            table = f"vectors_{number}"
+            quoted = f"{self.s}.{quote_ident(table)}"
             await conn.execute(text(
-                f"ALTER TABLE {self.s}.chunks ALTER COLUMN embedding TYPE vector({int(dims)}) USING NULL"))
+                f"CREATE TABLE IF NOT EXISTS {quoted} (chunk_id bigint PRIMARY KEY REFERENCES "
+                f"{self.s}.chunks(id) ON DELETE CASCADE, embedding {vector_type}({int(dims)}) NOT NULL)"))
+            embedded = await self._copy_cached_vectors(conn, quoted, vector_type, model_id, "true", {})
+            if row.vector_table:
+                await conn.execute(text(f"DROP TABLE IF EXISTS {self.s}.{quote_ident(row.vector_table)}"))
+            await conn.execute(text(f"UPDATE {self.s}.stats SET embedded = :n"), {"n": embedded})
             await conn.execute(text(
-                f"CREATE INDEX {index} ON {self.s}.chunks USING hnsw (embedding vector_cosine_ops)"))
-            await conn.execute(text(f"UPDATE {self.s}.stats SET embedded = 0"))
+                "UPDATE codequarry.projects SET model_id = :m, dims = :d, vector_table = :t, "
+                "vector_type = :vt, hnsw_ready = false WHERE installation = :i AND id = :id"),
+                {"m": model_id, "d": dims, "t": table, "vt": vector_type, **self._key})
+        self._space = None
+        self._unembedded_after = 0
+        return row.model_id or ""
+
+    async def _copy_cached_vectors(self, conn: AsyncConnection, table: str, vector_type: str, model_id: str,
+                                   condition: str, params: dict[str, Any]) -> int:
+        """Give chunks matching `condition` (on alias c) their cached vector, in SQL (no
+        vector crosses the wire); returns how many chunks got one."""
+        result = await conn.execute(text(
+            f"INSERT INTO {table} (chunk_id, embedding) SELECT c.id, e.embedding::{vector_type} "
+            f"FROM {self.s}.chunks c JOIN codequarry.embedding_cache e "
+            f"ON e.model_id = :m AND e.content_hash = c.content_hash WHERE {condition} "
+            "ON CONFLICT (chunk_id) DO NOTHING"), {"m": model_id, **params})
+        return int(result.rowcount or 0)
+
+    async def ensure_hnsw(self) -> bool:
+        """Build the HNSW index of the active vector table if it has none; True if built.
+
+        Built CONCURRENTLY, so saving vectors and indexing files go on meanwhile. Called
+        once the backlog is embedded: one build costs far less than maintaining the graph
+        row by row during a cold index.
+        """
+        space = await self.space(fresh=True)
+        if space.table is None or space.hnsw_ready:
+            return False
+        index = quote_ident(f"{space.table}_hnsw")
+        ops = "halfvec_cosine_ops" if space.type == "halfvec" else "vector_cosine_ops"
+        async with self.engine.connect() as conn:
+            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            valid = (await conn.execute(text(
+                "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+                "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = :s AND c.relname = :x"),
+                {"s": self.schema, "x": f"{space.table}_hnsw"})).scalar()
+            if valid is False:  # an interrupted earlier build
+                await conn.execute(text(f"DROP INDEX CONCURRENTLY IF EXISTS {self.s}.{index}"))
+            if not valid:
+                await conn.execute(text(f"SET maintenance_work_mem = '{HNSW_BUILD_MEMORY}'"))
+                await conn.execute(text(
+                    f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {index} ON {self._table(space)} "
+                    f"USING hnsw (embedding {ops})"))
             await conn.execute(text(
-                "UPDATE codequarry.projects SET model_id = :m, dims = :d WHERE id = :id"),
-                {"m": model_id, "d": dims, "id": self.project_id})
-        self._model = None
+                "UPDATE codequarry.projects SET hnsw_ready = true WHERE installation = :i AND id = :id "
+                "AND vector_table = :t"), {"t": space.table, **self._key})
+        self._space = None
         return True
 
     async def unembedded(self, limit: int, skip: Sequence[str] = ()) -> list[Chunk]:
-        """Distinct chunks that still lack a vector, oldest first."""
-        async with self.reader.connect() as conn:
-            rows = await conn.execute(text(
-                f"SELECT content_hash, language, symbol, kind, content, start_line, end_line "
-                f"FROM {self.s}.chunks WHERE embedding IS NULL AND NOT content_hash = ANY(:skip) "
-                "ORDER BY id LIMIT :n"), {"n": limit * 2, "skip": list(skip)})
-            seen: dict[str, Chunk] = {}
-            for r in rows:
-                if r.content_hash not in seen:
-                    seen[r.content_hash] = Chunk(r.start_line, r.end_line, r.content, r.language,
-                                                 r.symbol, r.kind, r.content_hash)
-            return list(seen.values())[:limit]
+        """Distinct chunks that still lack a vector, oldest first.
 
-    async def apply_vectors(self, conn: AsyncConnection, vectors: dict[str, Vector]) -> int:
-        """Give every chunk with one of these hashes its vector; returns rows updated."""
-        if not vectors:
+        The scan resumes after the last chunk it returned (chunk ids only grow), so a cold
+        backlog costs one pass over the table, not one per batch; it wraps around once it
+        reaches the end, which finds chunks whose embedding failed or was lost.
+        """
+        space = await self.space()
+        if space.table is None:
+            return []
+        for after in (self._unembedded_after, 0) if self._unembedded_after else (0,):
+            async with self.reader.connect() as conn:
+                rows = (await conn.execute(text(
+                    f"SELECT c.id, c.content_hash, c.language, c.symbol, c.kind, c.content, c.start_line, "
+                    f"c.end_line FROM {self.s}.chunks c WHERE c.id > :after AND NOT EXISTS "
+                    f"(SELECT 1 FROM {self._table(space)} v WHERE v.chunk_id = c.id) "
+                    "AND NOT c.content_hash = ANY(:skip) ORDER BY c.id LIMIT :n"),
+                    {"n": limit * 2, "skip": list(skip), "after": after})).all()
+            if rows:
+                self._unembedded_after = rows[-1].id
+                seen: dict[str, Chunk] = {}
+                for r in rows:
+                    if r.content_hash not in seen:
+                        seen[r.content_hash] = Chunk(r.start_line, r.end_line, r.content, r.language,
+                                                     r.symbol, r.kind, r.content_hash)
+                return list(seen.values())[:limit]
+        self._unembedded_after = 0
+        return []
+
+    async def apply_vectors(self, conn: AsyncConnection, model_id: str, hashes: Sequence[str]) -> int:
+        """Give every chunk with one of these hashes its vector from the embedding cache
+        (the caller put them there in `conn`'s transaction); returns chunks updated."""
+        space = await self._locked_space(conn)
+        if not hashes or space.table is None or space.model_id != model_id:
             return 0
-        result = await conn.execute(text(
-            f"UPDATE {self.s}.chunks AS c SET embedding = v.embedding "
-            "FROM unnest(CAST(:hashes AS text[]), CAST(:vectors AS vector[])) AS v(hash, embedding) "
-            "WHERE c.content_hash = v.hash AND c.embedding IS NULL"),
-            {"hashes": list(vectors), "vectors": [PgVector(v) for v in vectors.values()]})
-        updated = int(result.rowcount or 0)
+        updated = await self._copy_cached_vectors(conn, self._table(space), space.type, model_id,
+                                                  "c.content_hash = ANY(:hashes)", {"hashes": list(hashes)})
         await conn.execute(text(f"UPDATE {self.s}.stats SET embedded = embedded + :n"), {"n": updated})
         return updated
 
@@ -319,7 +468,8 @@ class ProjectStore:
                 f"SELECT path, error FROM {self.s}.change_events WHERE error IS NOT NULL "
                 "ORDER BY detected_at DESC LIMIT 5"))]
             model = (await conn.execute(text(
-                "SELECT model_id FROM codequarry.projects WHERE id = :id"), {"id": self.project_id})).scalar()
+                "SELECT model_id FROM codequarry.projects WHERE installation = :i AND id = :id"),
+                self._key)).scalar()
         return Counts(files.files, files.skipped, stats.chunks, stats.embedded, events.files,
                       events.events, last, stats.last_indexed_at, events.oldest, model, errors)
 
@@ -342,23 +492,26 @@ class ProjectStore:
     async def consistency_problems(self) -> list[str]:
         """Vectors that differ from the cache, counters that drifted, missing vectors."""
         problems = []
+        space = await self.space(fresh=True)
         async with self.engine.connect() as conn:
-            wrong = (await conn.execute(text(
-                f"SELECT count(*) FROM {self.s}.chunks c JOIN codequarry.projects p ON p.id = :id "
-                "JOIN codequarry.embedding_cache e ON e.model_id = p.model_id "
-                "AND e.content_hash = c.content_hash "
-                "WHERE c.embedding IS NOT NULL AND c.embedding <> e.embedding"),
-                {"id": self.project_id})).scalar()
-            if wrong:
-                problems.append(f"{wrong} chunk vectors differ from the embedding cache")
-            actual = (await conn.execute(text(
-                f"SELECT count(*) AS chunks, count(embedding) AS embedded FROM {self.s}.chunks"))).one()
+            embedded = 0
+            if space.table:
+                wrong = (await conn.execute(text(
+                    f"SELECT count(*) FROM {self._table(space)} v JOIN {self.s}.chunks c "
+                    "ON c.id = v.chunk_id JOIN codequarry.embedding_cache e ON e.model_id = :m "
+                    "AND e.content_hash = c.content_hash "
+                    f"WHERE v.embedding <> e.embedding::{space.type}"), {"m": space.model_id})).scalar()
+                if wrong:
+                    problems.append(f"{wrong} chunk vectors differ from the embedding cache")
+                embedded = int((await conn.execute(text(
+                    f"SELECT count(*) FROM {self._table(space)}"))).scalar() or 0)
+            chunks = int((await conn.execute(text(f"SELECT count(*) FROM {self.s}.chunks"))).scalar() or 0)
             counters = (await conn.execute(text(f"SELECT chunks, embedded FROM {self.s}.stats"))).one()
-        if tuple(actual) != tuple(counters):
+        if (chunks, embedded) != tuple(counters):
             problems.append(f"counters say {tuple(counters)} (chunks, with vectors), "
-                            f"the table holds {tuple(actual)}")
-        if actual.embedded < actual.chunks:
-            problems.append(f"{actual.chunks - actual.embedded} chunks have no vector yet")
+                            f"the table holds {(chunks, embedded)}")
+        if embedded < chunks:
+            problems.append(f"{chunks - embedded} chunks have no vector yet")
         return problems
 
     # ---- search --------------------------------------------------------------------------
@@ -426,15 +579,21 @@ class ProjectStore:
 
     async def semantic(self, query: Vector, filters: Filters, limit: int,
                        iterative: bool) -> list[tuple[int, float]]:
-        """(chunk id, cosine similarity) from the HNSW index; filters never starve it."""
+        """(chunk id, cosine similarity), nearest first: from the HNSW index once built,
+        else an exact scan; filters never starve it."""
+        space = await self.space()
+        if space.table is None:
+            return []
         params: dict[str, Any] = {"q": query, "k": limit}
-        where = filters.sql(params)
+        where = filters.sql(params, "c.")
         fetch = limit if iterative or not where else limit * 10  # older pgvector: over-fetch
         params["fetch"] = fetch
-        statement = text(f"SELECT id, embedding <=> :q AS distance FROM {self.s}.chunks "
-                         f"WHERE embedding IS NOT NULL{where} ORDER BY embedding <=> :q LIMIT :fetch")
+        join = f" JOIN {self.s}.chunks c ON c.id = v.chunk_id WHERE true{where}" if where else ""
+        distance = f"v.embedding <=> CAST(:q AS {space.type})"
+        statement = text(f"SELECT v.chunk_id AS id, {distance} AS distance FROM {self._table(space)} v"
+                         f"{join} ORDER BY {distance} LIMIT :fetch")
         ef_search = max(40, min(1000, fetch * 2))
-        if ef_search <= SESSION_EF_SEARCH:  # the session's settings suffice (create_engine)
+        if ef_search <= SESSION_EF_SEARCH or not space.hnsw_ready:  # the session's settings suffice
             async with self.reader.connect() as conn:
                 rows = (await conn.execute(statement, params)).all()
         else:
@@ -450,26 +609,79 @@ class ProjectStore:
     async def chunk_rows(self, ids: Sequence[int]) -> dict[int, ChunkRow]:
         async with self.reader.connect() as conn:
             rows = await conn.execute(text(
-                f"SELECT id, path, start_line, end_line, language, symbol, kind, content, content_hash "
-                f"FROM {self.s}.chunks WHERE id = ANY(:ids)"), {"ids": list(ids)})
+                f"SELECT id, path, start_line, end_line, language, symbol, kind, content, content_hash, "
+                f"unit_start, unit_end FROM {self.s}.chunks WHERE id = ANY(:ids)"), {"ids": list(ids)})
             return {r.id: ChunkRow(r.id, r.path, Chunk(r.start_line, r.end_line, r.content, r.language,
-                                                        r.symbol, r.kind, r.content_hash)) for r in rows}
+                                                        r.symbol, r.kind, r.content_hash, r.unit_start,
+                                                        r.unit_end)) for r in rows}
 
     async def symbols_matching(self, names: Sequence[str]) -> set[str]:
-        """Which of `names` (lowercased) are the symbol of some chunk: exact identifier hits."""
+        """Which of `names` (lowercased) name a definition or a chunk: exact identifier hits."""
         if not names:
             return set()
         async with self.reader.connect() as conn:
             rows = await conn.execute(text(
-                f"SELECT DISTINCT lower(symbol) AS s FROM {self.s}.chunks "
-                "WHERE lower(symbol) = ANY(:names)"), {"names": list(names)})
+                f"SELECT lower(name) AS s FROM {self.s}.definitions WHERE lower(name) = ANY(:names) "
+                f"UNION SELECT lower(symbol) FROM {self.s}.chunks WHERE lower(symbol) = ANY(:names)"),
+                {"names": list(names)})
             return {row.s for row in rows}
+
+    async def find_definitions(self, name: str, kind: str | None = None,
+                               limit: int = 20) -> list[tuple[str, str, SymbolDefinition]]:
+        """(path, language, definition) by name or qualified name: exact matches first
+        (case-sensitive before case-insensitive), then prefix matches, then close spellings
+        (difflib ratio >= 0.75 over the project's names). `kind` restricts to one kind."""
+        wanted = name.strip()
+        lowered = wanted.lower()
+        params: dict[str, Any] = {"exact": lowered, "prefix": _like_prefix(lowered) + "%",
+                                  "kind": kind, "n": limit * 4}
+        kind_sql = " AND kind = :kind" if kind else ""
+        async with self.reader.connect() as conn:
+            rows = (await conn.execute(text(
+                f"SELECT path, language, name, qualified_name, kind, start_line, end_line "
+                f"FROM {self.s}.definitions WHERE (lower(name) LIKE :prefix OR lower(qualified_name) "
+                f"LIKE :prefix){kind_sql} ORDER BY length(qualified_name), path, start_line LIMIT :n"),
+                params)).all()
+            if not rows:
+                names = [r[0] for r in await conn.execute(text(
+                    f"SELECT DISTINCT name FROM {self.s}.definitions WHERE true{kind_sql} LIMIT 50000"),
+                    params)]
+                close = difflib.get_close_matches(wanted, names, n=limit, cutoff=0.75) or \
+                    difflib.get_close_matches(lowered, [n.lower() for n in names], n=limit, cutoff=0.75)
+                if close:
+                    rows = (await conn.execute(text(
+                        f"SELECT path, language, name, qualified_name, kind, start_line, end_line "
+                        f"FROM {self.s}.definitions WHERE lower(name) = ANY(:names){kind_sql} "
+                        "ORDER BY path, start_line LIMIT :n"),
+                        {**params, "names": [c.lower() for c in close]})).all()
+
+        def rank(row: Any) -> tuple[int, int]:
+            for order, hit in enumerate((row.name == wanted or row.qualified_name == wanted,
+                                         lowered in (row.name.lower(), row.qualified_name.lower()),
+                                         row.qualified_name.lower().endswith("." + lowered))):
+                if hit:
+                    return order, len(row.qualified_name)
+            return 3, len(row.qualified_name)
+
+        ordered = sorted(rows, key=rank)[:limit]
+        return [(r.path, r.language, SymbolDefinition(r.name, r.qualified_name, r.kind, r.start_line,
+                                                      r.end_line)) for r in ordered]
 
 
 async def _finish_events(conn: AsyncConnection, schema: str, paths: Sequence[str], error: str | None) -> None:
     await conn.execute(text(
         f"UPDATE {schema}.change_events SET processed_at = now(), error = :error "
         "WHERE path = ANY(:paths) AND processed_at IS NULL"), {"paths": list(paths), "error": error})
+
+
+def project_lock_key(installation: str, project_id: str) -> str:
+    """The text whose hashtextextended() is the project's advisory lock: exclusive for
+    schema changes (creation, migration, a model switch), shared for writes of rows."""
+    return f"codequarry:{installation}:{project_id}"
+
+
+def _like_prefix(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def _tsquery_literal(lexeme: str) -> str:

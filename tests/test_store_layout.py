@@ -1,0 +1,251 @@
+"""The version-2 store layout against a real PostgreSQL + pgvector: an upgrade from
+version 1 keeps every vector and search, installations never share an index, a newer
+schema is refused, concurrent starts are safe, and the definitions and unit spans the
+chunker finds are stored and found again."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import anyio
+import pytest
+from sqlalchemy import text
+
+from codequarry.chunking import CHUNKER_VERSION, Budget, Chunker, embedding_text, search_text
+from codequarry.config import Settings
+from codequarry.errors import StoreUnavailable
+from codequarry.models import FileUpdate
+from codequarry.runtime import open_runtime
+from codequarry.scan import content_hash
+from codequarry.store.db import Store, create_engine
+from codequarry.store.migrations import PROJECT_MIGRATIONS, SHARED_MIGRATIONS, quote_ident
+from codequarry.store.project import Filters
+
+from .conftest import write_files
+from .fakes import HashEmbedder
+
+CHUNKER = Chunker()
+SOURCE = (
+    "class Client:\n"
+    "    def send(self, request):\n        return self.transport.send(request)\n\n"
+    "    def close(self):\n        self.transport.close()\n\n\n"
+    "def parse_config(path):\n    return open(path).read()\n"
+)
+
+
+def update(path: str, source: str, chunker: Chunker = CHUNKER) -> FileUpdate:
+    analysed = chunker.analyse(path, source)
+    return FileUpdate(path, len(source), 1, content_hash(source.encode()), analysed.language,
+                      chunks=tuple(analysed.chunks),
+                      search_texts=tuple(search_text(path, c) for c in analysed.chunks),
+                      definitions=tuple(analysed.definitions))
+
+
+@pytest.fixture
+async def store(make_settings: Callable[..., Settings]) -> AsyncIterator[Store]:
+    store = await Store.open(make_settings())
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+async def test_definitions_are_stored_per_file_and_found_exactly_qualified_by_prefix_and_fuzzily(
+        store: Store) -> None:
+    project = await store.ensure_project("demo", "/repo")
+    await project.apply([update("client.py", SOURCE)])
+
+    def found(hits: list[tuple[str, str, object]]) -> list[str]:
+        return [definition.qualified_name for _, _, definition in hits]  # type: ignore[attr-defined]
+
+    exact = await project.find_definitions("send")
+    assert found(exact) == ["Client.send"]
+    path, language, definition = exact[0]
+    assert (path, language, definition.kind, definition.start_line, definition.end_line) == (
+        "client.py", "python", "method", 2, 3)
+    assert found(await project.find_definitions("Client.close")) == ["Client.close"]
+    assert found(await project.find_definitions("parse")) == ["parse_config"]  # prefix
+    assert found(await project.find_definitions("parse_confg")) == ["parse_config"]  # a typo
+    assert found(await project.find_definitions("client", kind="class")) == ["Client"]
+    assert await project.find_definitions("nothing_like_it") == []
+
+    await project.apply([update("client.py", "def only():\n    return 1\n")])
+    assert found(await project.find_definitions("send")) == []  # replaced with the file
+    await project.apply([], deleted=["client.py"])
+    assert await project.find_definitions("only") == []
+
+
+async def test_windows_of_a_long_function_share_the_functions_span_as_their_unit(store: Store) -> None:
+    body = "".join(f"    total += compute_step_{i}(value, factor={i})\n" for i in range(60))
+    source = f"def long_function(value):\n    total = 0\n{body}    return total\n"
+    chunker = Chunker(Budget(max_tokens=128, min_tokens=25))
+    project = await store.ensure_project("demo", "/repo")
+    await project.apply([update("long.py", source, chunker)])
+    async with store.engine.connect() as conn:
+        rows = (await conn.execute(text(
+            f"SELECT start_line, end_line, unit_start, unit_end FROM {project.s}.chunks "
+            "ORDER BY ordinal"))).all()
+    assert len(rows) > 2
+    assert {(row.unit_start, row.unit_end) for row in rows} == {(1, 63)}
+    assert rows[0].start_line == 1
+    assert rows[-1].end_line == 63
+    ids = await project.lexical([("comput", 1.0)], ["comput"], Filters(), 5)
+    chunk_rows = await project.chunk_rows([chunk_id for chunk_id, _ in ids])
+    assert chunk_rows
+    assert {row.chunk.unit_span for row in chunk_rows.values()} == {(1, 63)}
+
+
+async def test_two_installations_on_one_database_never_share_an_index(
+        make_settings: Callable[..., Settings], tmp_path: Path) -> None:
+    first_settings = make_settings()
+    second_settings = Settings(first_settings.config, first_settings.config_path, tmp_path / "teammate")
+    first, second = await Store.open(first_settings), await Store.open(second_settings)
+    try:
+        assert first.installation != second.installation
+        mine = await first.ensure_project("ext", "/home/a/ext")
+        theirs = await second.ensure_project("ext", "/home/b/ext")
+        assert mine.schema != theirs.schema
+        await mine.apply([update("mine.py", SOURCE)])
+        await theirs.apply([update("theirs.py", "def other():\n    return 2\n")])
+        assert set(await mine.indexed_files()) == {"mine.py"}
+        assert set(await theirs.indexed_files()) == {"theirs.py"}
+        assert await first.indexed_projects() == {"ext": "/home/a/ext"}
+        assert await second.indexed_projects() == {"ext": "/home/b/ext"}
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_a_copied_data_dir_on_a_shared_server_is_refused_with_the_fix(
+        make_settings: Callable[..., Settings], tmp_path: Path) -> None:
+    original = make_settings()
+    first = await Store.open(original)
+    await first.close()
+    copy_dir = tmp_path / "copied-data"
+    shutil.copytree(original.data_dir, copy_dir)
+    with pytest.raises(StoreUnavailable, match=r"looks like a copy of it: delete .*installation-id"):
+        await Store.open(Settings(original.config, original.config_path, copy_dir))
+    (copy_dir / "installation-id").unlink()  # the fix the message names
+    await (await Store.open(Settings(original.config, original.config_path, copy_dir))).close()
+
+
+async def test_a_database_written_by_a_newer_codequarry_is_refused_and_left_untouched(
+        make_settings: Callable[..., Settings]) -> None:
+    settings = make_settings()
+    store = await Store.open(settings)
+    async with store.transaction() as conn:
+        await conn.execute(text("UPDATE codequarry.schema_version SET version = 99 WHERE scope = 'shared'"))
+    await store.close()
+    with pytest.raises(StoreUnavailable, match=r"newer codequarry .*version 99"):
+        await Store.open(settings)
+    engine = create_engine(settings.config.database.url.replace("postgresql://", "postgresql+asyncpg://"))
+    async with engine.connect() as conn:
+        assert (await conn.execute(text("SELECT version FROM codequarry.schema_version"))).scalar() == 99
+    await engine.dispose()
+
+
+async def test_two_processes_starting_the_same_new_project_at_once_both_succeed(
+        make_settings: Callable[..., Settings], hash_embedder: HashEmbedder) -> None:
+    settings = make_settings()
+    stores = [await Store.open(settings) for _ in range(3)]
+    try:
+        async def start(store: Store) -> None:
+            project = await store.ensure_project("race", "/repo")
+            await project.set_model(hash_embedder.model_id, hash_embedder.dims)
+
+        async with anyio.create_task_group() as tasks:
+            for store in stores:
+                tasks.start_soon(start, store)
+        async with stores[0].engine.connect() as conn:
+            rows = (await conn.execute(text(
+                "SELECT count(*) FROM codequarry.projects WHERE id = 'race'"))).scalar()
+        assert rows == 1
+        assert (await (await stores[1].project("race")).space()).table == "vectors_1"
+    finally:
+        for store in stores:
+            await store.close()
+
+
+async def _write_version_1(settings: Settings, root: Path, embedder: HashEmbedder) -> None:
+    """A database exactly as codequarry 0.1 left it: vectors inside the chunk rows."""
+    url = settings.config.database.url.replace("postgresql://", "postgresql+asyncpg://")
+    schema = quote_ident("cq_legacy")
+    engine = create_engine(url)
+    async with engine.begin() as conn:
+        for statement in SHARED_MIGRATIONS[0]:
+            await conn.execute(text(statement))
+        await conn.execute(text("INSERT INTO codequarry.schema_version VALUES ('shared', 1)"))
+        for step in PROJECT_MIGRATIONS[0]:
+            assert isinstance(step, str)
+            await conn.execute(text(step.format(s=schema)))
+        await conn.execute(text(
+            f"ALTER TABLE {schema}.chunks ALTER COLUMN embedding TYPE vector({embedder.dims})"))
+    await engine.dispose()
+    engine = create_engine(url)  # new connections know the vector type now
+    async with engine.begin() as conn:
+        await conn.execute(text(
+            "INSERT INTO codequarry.projects (id, schema_name, root, model_id, dims, schema_version) "
+            "VALUES ('legacy', 'cq_legacy', :root, :m, :d, 1)"),
+            {"root": str(root), "m": embedder.model_id, "d": embedder.dims})
+        for path in ("client.py",):
+            source = (root / path).read_text()
+            written = update(path, source)
+            await conn.execute(text(
+                f"INSERT INTO {schema}.files (path, size, mtime_ns, content_hash, language, chunk_count) "
+                "VALUES (:p, :size, :mtime, :h, 'python', :n)"),
+                {"p": path, "size": (root / path).stat().st_size, "mtime": (root / path).stat().st_mtime_ns,
+                 "h": content_hash((root / path).read_bytes()), "n": len(written.chunks)})
+            vectors = embedder.vectors([embedding_text(c) for c in written.chunks])
+            for ordinal, (chunk, words) in enumerate(zip(written.chunks, written.search_texts, strict=True)):
+                await conn.execute(text(
+                    f"INSERT INTO {schema}.chunks (path, ordinal, start_line, end_line, language, symbol, "
+                    "kind, content, content_hash, tsv, embedding) VALUES (:p, :o, :s, :e, 'python', :sym, "
+                    ":k, :c, :h, to_tsvector('english', :w), :v)"),
+                    {"p": path, "o": ordinal, "s": chunk.start_line, "e": chunk.end_line, "sym": chunk.symbol,
+                     "k": chunk.kind, "c": chunk.content, "h": chunk.content_hash, "w": words.body,
+                     "v": vectors[ordinal]})
+                await conn.execute(text(
+                    "INSERT INTO codequarry.embedding_cache (model_id, content_hash, embedding) "
+                    "VALUES (:m, :h, :v) ON CONFLICT DO NOTHING"),
+                    {"m": embedder.model_id, "h": chunk.content_hash, "v": vectors[ordinal]})
+        count = len(update("client.py", (root / "client.py").read_text()).chunks)
+        await conn.execute(text(f"UPDATE {schema}.stats SET chunks = :n, embedded = :n"), {"n": count})
+    await engine.dispose()
+
+
+async def test_an_index_from_version_1_is_adopted_keeps_its_vectors_and_is_rechunked_without_embedding(
+        make_settings: Callable[..., Settings], tmp_path: Path, hash_embedder: HashEmbedder) -> None:
+    root = write_files(tmp_path / "legacy", {"client.py": SOURCE})
+    settings = make_settings([{"id": "legacy", "path": str(root)}])
+    await _write_version_1(settings, root, hash_embedder)
+
+    store = await Store.open(settings)
+    try:
+        project = await store.ensure_project("legacy", str(root))
+        assert project.schema == "cq_legacy"  # adopted by this installation, not rebuilt
+        chunks, embedded = await project.vector_counts()
+        assert chunks == embedded > 0
+        assert await project.consistency_problems() == []
+        hits = await project.semantic(hash_embedder.vectors(["transport send request"])[0], Filters(), 3,
+                                      store.iterative_scans)
+        assert hits  # search works straight after the upgrade, before any re-index
+    finally:
+        await store.close()
+
+    async with open_runtime(settings, hash_embedder) as runtime:  # the daemon's start: reconcile
+        indexed = await runtime.indexer.add_project(settings.config.project("legacy"))
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(runtime.indexer.run)
+            await runtime.indexer.reconcile("legacy")
+            with anyio.fail_after(30):
+                while not (runtime.indexer.idle() and runtime.indexer.embedding_settled()):  # noqa: ASYNC110
+                    await anyio.sleep(0.05)
+            tasks.cancel_scope.cancel()
+        files = await indexed.store.indexed_files()
+        assert files["client.py"].chunker_version == CHUNKER_VERSION  # re-chunked in the background
+        definitions = await indexed.store.find_definitions("send")
+        assert [d.qualified_name for _, _, d in definitions] == ["Client.send"]
+        assert hash_embedder.embedded_texts == []  # every vector came from the embedding cache
+        assert await indexed.store.consistency_problems() == []
