@@ -249,3 +249,53 @@ async def test_an_index_from_version_1_is_adopted_keeps_its_vectors_and_is_rechu
         assert [d.qualified_name for _, _, d in definitions] == ["Client.send"]
         assert hash_embedder.embedded_texts == []  # every vector came from the embedding cache
         assert await indexed.store.consistency_problems() == []
+
+
+async def test_an_embedding_text_upgrade_reembeds_in_the_background_and_vector_coverage_never_drops(
+        make_settings: Callable[..., Settings], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After an upgrade that changes what is embedded, every file is re-chunked with new
+    content hashes; each file keeps its old chunks and vectors until the cache holds all
+    its new vectors, so semantic search covers every chunk at every moment."""
+    import codequarry.chunking
+    import codequarry.indexer
+
+    from .conftest import SlowEmbedder
+
+    files = {f"pkg/mod{i}.py": f"def handler_{i}(request):\n    return respond(request, {i})\n"
+             for i in range(12)}
+    root = write_files(tmp_path / "repo", files)
+    settings = make_settings([{"id": "up", "path": str(root)}])
+    embedder = SlowEmbedder(0.05)
+
+    async def run_until_settled(runtime: object) -> list[tuple[int, int]]:
+        indexer = runtime.indexer  # type: ignore[attr-defined]
+        project = indexer.projects["up"]
+        seen = []
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(indexer.run)
+            await indexer.reconcile("up")
+            with anyio.fail_after(60):
+                while not (indexer.idle() and indexer.embedding_settled()):
+                    seen.append(await project.store.vector_counts())
+                    await anyio.sleep(0.02)
+            tasks.cancel_scope.cancel()
+        return seen
+
+    async with open_runtime(settings, embedder) as runtime:
+        await runtime.indexer.add_project(settings.config.project("up"))
+        await run_until_settled(runtime)
+        store = runtime.indexer.projects["up"].store
+        before = {h for path in files for h, *_ in await store.file_chunks(path)}
+
+    monkeypatch.setattr(codequarry.chunking, "EMBEDDING_TEXT_VERSION", 99)
+    monkeypatch.setattr(codequarry.indexer, "CHUNKER_VERSION", codequarry.indexer.CHUNKER_VERSION + 1)
+    embedder.embedded_texts.clear()
+    async with open_runtime(settings, embedder) as runtime:
+        project = await runtime.indexer.add_project(settings.config.project("up"))
+        seen = await run_until_settled(runtime)
+        after = {h for path in files for h, *_ in await project.store.file_chunks(path)}
+        assert await project.store.consistency_problems() == []
+    assert seen  # it was watched while it worked
+    assert all(chunks == embedded for chunks, embedded in seen)  # coverage never dropped
+    assert after.isdisjoint(before)  # every chunk is new ...
+    assert len(embedder.embedded_texts) == len(after)  # ... and embedded exactly once

@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,6 +35,7 @@ from codequarry.ignore import IgnoreRules
 from codequarry.lanes import WorkQueue
 from codequarry.logs import get_logger
 from codequarry.models import ChangeKind, Chunk, EmbeddingBatch, FileStat, FileUpdate, IndexedFile, Lane
+from codequarry.rechunks import HeldRechunks
 from codequarry.scan import read_text_file, scan_tree, stat_file
 from codequarry.store.db import Store, is_transient
 from codequarry.store.project import ProjectStore
@@ -108,6 +109,7 @@ class Indexer:
         self.lazy_embedder = False
         self._hot: deque[tuple[str, Chunk]] = deque()
         self._pool: deque[tuple[str, Chunk]] = deque()
+        self._rechunks = HeldRechunks()
         self._embed_wake = anyio.Event()
         self._rescan_wake = anyio.Event()
         self._busy = 0
@@ -140,6 +142,7 @@ class Indexer:
         self.queue.drop_project(project_id)
         self._hot = deque(item for item in self._hot if item[0] != project_id)
         self._pool = deque(item for item in self._pool if item[0] != project_id)
+        self._rechunks.drop_project(project_id)
 
     # ---- finding work ----------------------------------------------------------------------
 
@@ -309,7 +312,7 @@ class Indexer:
                 paths.extend(below)
         steps = await anyio.to_thread.run_sync(
             lambda: [self._plan(project, path, known.get(path)) for path in paths])
-        updates = [step for step in steps if isinstance(step, FileUpdate)]
+        updates = await self._hold_upgrades(project, [s for s in steps if isinstance(s, FileUpdate)], known)
         deleted = [step.path for step in steps if isinstance(step, _Deleted)]
         # a path that vanished while one with the same content appeared: a rename
         gone = {known[path].content_hash: path for path in deleted if known[path].content_hash}
@@ -326,6 +329,27 @@ class Indexer:
                         self._hot.append((project.id, chunk))
                         wanted.discard(chunk.content_hash)
             self._wake_embedder()
+
+    async def _hold_upgrades(self, project: Project, updates: list[FileUpdate],
+                             known: dict[str, IndexedFile]) -> list[FileUpdate]:
+        """The updates to write now: a file re-chunked only because the chunker changed waits
+        until the embedding cache has all its new chunks (see rechunks.py)."""
+        upgrades = [u for u in updates if (before := known.get(u.path)) is not None
+                    and before.chunker_version < CHUNKER_VERSION and before.content_hash == u.content_hash
+                    and not u.skip_reason and u.chunks]
+        if not upgrades or self.model_id is None:
+            return updates
+        cached = await self.store.cached_hashes(self.model_id,
+                                                [c.content_hash for u in upgrades for c in u.chunks])
+        held = set()
+        for update in upgrades:
+            hashes = {c.content_hash for c in update.chunks}
+            if not hashes <= cached and self._rechunks.hold(project.id, update.path, update.chunks,
+                                                            hashes - cached):
+                held.add(update.path)
+        if held:
+            self._wake_embedder()
+        return [u for u in updates if u.path not in held]
 
     def _plan(self, project: Project, path: str, before: IndexedFile | None) -> _Step:
         """Decide what one path needs; runs in a worker thread (reads and chunks)."""
@@ -430,7 +454,7 @@ class Indexer:
             chunks, embedded = await project.store.vector_counts()
             if chunks > embedded or (chunks and (await project.store.model())[0] != known):
                 return True
-        return bool(self._hot)
+        return bool(self._hot) or bool(self._rechunks)
 
     async def _start_embedder(self) -> None:
         await self.embedder.start()
@@ -455,25 +479,35 @@ class Indexer:
         project_id, chunks = self._take_hot()
         if not chunks:
             project_id, chunks = await self._take_backlog()
+        rechunks = not chunks
+        if rechunks:  # upgrades last: their files keep their old vectors meanwhile
+            project_id, chunks = self._rechunks.take(EMBED_BATCH)
         if not chunks or project_id not in self.projects:
             return False
         project = self.projects[project_id]
         by_hash = {chunk.content_hash: chunk for chunk in chunks}
         cached = await self.store.cached_vectors(self.model_id, list(by_hash))
-        if cached:
+        if cached and not rechunks:
             self.progress.reused += await self.store.save_vectors(self.model_id, cached, [project.store])
         todo = [chunk for h, chunk in by_hash.items() if h not in cached]
         if not todo:
+            if rechunks:
+                self._release_rechunks(project_id, by_hash)
             return True
         started = time.perf_counter()
         try:
             vectors = await self.embedder.embed_documents([embedding_text(c) for c in todo])
         except EmbedderUnavailable:
-            self._requeue_hot(project_id, todo)
+            if rechunks:
+                self._rechunks.put_back(project_id, todo)
+            else:
+                self._requeue_hot(project_id, todo)
             raise
         except CodequarryError as exc:  # e.g. wrong dims: skip these texts, keep going
             log.error("embedding_failed", project=project_id, error=str(exc))
             self._failed_hashes.update(c.content_hash for c in todo)
+            if rechunks:  # write those files anyway; the backlog retries what failed
+                self._release_rechunks(project_id, by_hash)
             return True
         batch = EmbeddingBatch(self.model_id, self.embedder.model_name, self.embedder.model_version,
                                self.embedder.dims, len(todo), time.perf_counter() - started)
@@ -481,15 +515,25 @@ class Indexer:
         await self._saved.wait()  # at most one save in flight
         self._saved = anyio.Event()
         assert self._saves is not None  # embed_worker opened it
-        self._saves.start_soon(self._save, project, fresh, batch)
+        self._saves.start_soon(self._save, project, fresh, batch, list(by_hash) if rechunks else None)
         return True
 
-    async def _save(self, project: Project, vectors: dict[str, Vectors], batch: EmbeddingBatch) -> None:
+    def _release_rechunks(self, project_id: str, hashes: Iterable[str]) -> None:
+        """Queue the held files whose new chunks are now all cached: they swap in at once."""
+        for path in self._rechunks.settle(project_id, hashes):
+            self.queue.offer(project_id, path, ChangeKind.MODIFIED, Lane.BACKLOG)
+
+    async def _save(self, project: Project, vectors: dict[str, Vectors], batch: EmbeddingBatch,
+                    rechunked: list[str] | None = None) -> None:
         """Store one batch of vectors; runs while the next batch is being embedded. A batch
-        lost to a connection failure is simply embedded again: its chunks still lack vectors."""
+        lost to a connection failure is simply embedded again: its chunks still lack vectors.
+        Vectors of held re-chunks (`rechunked`: the batch's hashes) go to the cache only."""
         try:
             self.progress.embedded += await self.store.save_vectors(
-                batch.model_id, vectors, [project.store], batch=batch, project_id=project.id)
+                batch.model_id, vectors, [] if rechunked is not None else [project.store],
+                batch=batch, project_id=project.id)
+            if rechunked is not None:
+                self._release_rechunks(project.id, rechunked)
         except Exception as exc:
             if is_transient(exc):
                 log.warning("store_unavailable", project=project.id, error=describe(exc))
@@ -531,7 +575,7 @@ class Indexer:
         return project_id, batch
 
     def embedding_settled(self) -> bool:
-        return self._settled_generation == self._work_generation and not self._hot
+        return self._settled_generation == self._work_generation and not self._hot and not self._rechunks
 
     def _wake_embedder(self) -> None:
         self._work_generation += 1

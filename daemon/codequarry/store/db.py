@@ -212,6 +212,16 @@ class Store:
         async with self.engine.connect() as conn:
             return await cached_vectors(conn, model_id, hashes)
 
+    async def cached_hashes(self, model_id: str, hashes: Sequence[str]) -> set[str]:
+        """Which of `hashes` the embedding cache holds a vector of for `model_id`."""
+        if not hashes:
+            return set()
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(text(
+                "SELECT content_hash FROM codequarry.embedding_cache "
+                "WHERE model_id = :m AND content_hash = ANY(:h)"), {"m": model_id, "h": list(set(hashes))})
+            return {row.content_hash for row in rows}
+
     async def save_vectors(self, model_id: str, vectors: dict[str, Vector],
                            projects: Sequence[ProjectStore], batch: EmbeddingBatch | None = None,
                            project_id: str | None = None) -> int:
