@@ -92,7 +92,7 @@ async def test_open_migrates_a_fresh_database_and_a_second_open_is_idempotent(se
             version = (await conn.execute(text(
                 "SELECT version FROM codequarry.schema_version WHERE scope = 'shared'"))).scalar()
         assert tables == {"schema_version", "projects", "embedding_cache", "embedding_metadata",
-                          "installations"}
+                          "installations", "models"}
         assert version == 2
         await first.ensure_project("demo", "/repo")
     finally:
@@ -187,7 +187,7 @@ async def test_apply_copies_vectors_from_the_embedding_cache_and_reports_only_mi
     assert same == embedded
 
 
-async def test_set_model_with_new_dims_replaces_the_vector_table_and_search_works_again(
+async def test_a_new_model_fills_its_own_table_beside_the_active_one_and_is_promoted_when_complete(
         store: Store, hash_embedder: HashEmbedder) -> None:
     project = await store.ensure_project("demo", "/repo")
     assert await project.set_model(hash_embedder.model_id, hash_embedder.dims) == ""  # the first model
@@ -197,30 +197,37 @@ async def test_set_model_with_new_dims_replaces_the_vector_table_and_search_work
     await embed_all(store, project, hash_embedder)
     chunks, embedded = await project.vector_counts()
     assert embedded == chunks > 0
+    first_table = (await project.space()).table
 
     smaller = HashEmbedder(dims=32, model_id="hash:test:32")
     assert await project.set_model(smaller.model_id, smaller.dims) == hash_embedder.model_id
-    assert await project.vector_counts() == (chunks, 0)
-    assert await table_counts(project) == (chunks, 0)
-    assert await project.model() == ("hash:test:32", 32)
-    space = await project.space()
-    table = f"{project.s}.{space.table}"
+    space = await project.space(fresh=True)
+    assert (space.model_id, space.table) == (hash_embedder.model_id, first_table)  # still serving
+    assert space.next is not None
+    assert (space.next.model_id, space.next.dims) == ("hash:test:32", 32)
+    assert await project.vector_counts() == (chunks, chunks)
+    assert await project.finish_vectors() is None  # the new model covers nothing yet
+    next_table = f"{project.s}.{space.next.table}"
     column = await scalar(store, "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE "
-                                 f"attrelid = '{table}'::regclass AND attname = 'embedding'")
+                                 f"attrelid = '{next_table}'::regclass AND attname = 'embedding'")
     assert column == "halfvec(32)"
+
+    await embed_all(store, project, smaller)  # the embed worker fills the next table
+    assert await project.vector_counts() == (chunks, chunks)
+    assert await project.finish_vectors() == "promoted"
+    assert await project.model() == ("hash:test:32", 32)
+    space = await project.space(fresh=True)
+    assert (space.next, space.hnsw_ready) == (None, True)
     tables = await scalar(store, "SELECT array_agg(tablename::text) FROM pg_tables "
                                  f"WHERE schemaname = '{project.schema}' AND tablename LIKE 'vectors%'")
     assert tables == [space.table]  # the old model's table is gone
-
-    await embed_all(store, project, smaller)
-    assert await project.vector_counts() == (chunks, chunks)
-    assert await project.ensure_hnsw() is True  # built once the backlog is embedded
-    assert await project.ensure_hnsw() is False
     indexes = await scalar(store, "SELECT array_agg(indexdef) FROM pg_indexes "
                                   f"WHERE schemaname = '{project.schema}' AND indexdef LIKE '%USING hnsw%'")
     assert isinstance(indexes, list)
     assert len(indexes) == 1
     assert "halfvec_cosine_ops" in indexes[0]
+    assert await project.consistency_problems() == []
+
     query = smaller.vectors(["parse config file"])[0]
     hits = await project.semantic(query, Filters(), 3, store.iterative_scans)
     rows = await project.chunk_rows([chunk_id for chunk_id, _ in hits])

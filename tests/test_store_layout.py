@@ -299,3 +299,62 @@ async def test_an_embedding_text_upgrade_reembeds_in_the_background_and_vector_c
     assert all(chunks == embedded for chunks, embedded in seen)  # coverage never dropped
     assert after.isdisjoint(before)  # every chunk is new ...
     assert len(embedder.embedded_texts) == len(after)  # ... and embedded exactly once
+
+
+async def test_a_model_change_keeps_the_previous_models_vectors_serving_until_the_new_ones_cover_all(
+        make_settings: Callable[..., Settings], tmp_path: Path) -> None:
+    """Blue/green: the project is indexed with the local model; the daemon restarts with
+    another model. While the new vectors fill in, semantic search still answers, through
+    the previous model (rebuilt from its recorded config); once the new model covers every
+    chunk it is promoted, with its HNSW index, and the old vectors are dropped."""
+    from codequarry.search import SearchRequest
+
+    from .conftest import SlowEmbedder
+
+    files = {f"net/client{i}.py": f"def send_request_{i}(url):\n    return http_get(url, retries={i})\n"
+             for i in range(40)}
+    files["geo/shapes.py"] = "def sphere_volume(radius):\n    return 4 / 3 * 3.14159 * radius ** 3\n"
+    root = write_files(tmp_path / "repo", files)
+    settings = make_settings([{"id": "bg", "path": str(root)}])
+    request = SearchRequest("volume of a ball", ("bg",), "semantic", limit=3)
+
+    async with open_runtime(settings) as runtime:  # the configured local model
+        project = await runtime.indexer.add_project(settings.config.project("bg"))
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(runtime.indexer.run)
+            await runtime.indexer.reconcile("bg")
+            with anyio.fail_after(120):
+                while not (runtime.indexer.idle() and runtime.indexer.embedding_settled()):  # noqa: ASYNC110
+                    await anyio.sleep(0.05)
+            tasks.cancel_scope.cancel()
+        local_model = runtime.indexer.model_id
+        assert local_model is not None
+        assert (await project.store.space()).hnsw_ready
+
+    new_model = SlowEmbedder(1.0)  # three batches: seconds of a half-switched project
+    async with open_runtime(settings, new_model) as runtime:
+        project = await runtime.indexer.add_project(settings.config.project("bg"))
+        answers = []
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(runtime.indexer.run)
+            with anyio.fail_after(120):
+                while (await project.store.space(fresh=True)).next is None:  # noqa: ASYNC110
+                    await anyio.sleep(0.05)
+                counts = await project.store.counts()
+                assert counts.model_id == local_model  # still serving
+                assert counts.next_model_id == new_model.model_id
+                answers.append(await runtime.searcher.search(request, new_model.model_id))
+                while (await project.store.space(fresh=True)).next is not None:  # noqa: ASYNC110
+                    await anyio.sleep(0.05)
+            tasks.cancel_scope.cancel()
+        space = await project.store.space(fresh=True)
+        after = await runtime.searcher.search(request, new_model.model_id)
+        problems = await project.store.consistency_problems()
+    during = answers[0]
+    assert during.results
+    assert during.results[0].path == "geo/shapes.py"  # the local model's answer
+    assert any("previous model" in note for note in during.notes)
+    assert (space.model_id, space.hnsw_ready, space.next) == (new_model.model_id, True, None)
+    assert after.results  # now answered with the new model's vectors
+    assert not any("previous model" in note for note in after.notes)
+    assert problems == []

@@ -22,6 +22,7 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup
@@ -93,10 +94,13 @@ class Progress:
 
 
 class Indexer:
-    def __init__(self, settings: Settings, store: Store, embedder: Embedder, chunker: Chunker) -> None:
+    def __init__(self, settings: Settings, store: Store, embedder: Embedder, chunker: Chunker,
+                 embedder_config: dict[str, Any] | None = None) -> None:
         self.settings = settings
         self.store = store
         self.embedder = embedder
+        # how to build this embedder again (recorded with its model id; see Store.record_model)
+        self.embedder_config = embedder_config
         self.chunker = chunker
         self.queue = WorkQueue(settings.config.daemon.max_pending_paths)
         self.projects: dict[str, Project] = {}
@@ -441,7 +445,10 @@ class Indexer:
         no-op for projects that have one)."""
         for project in list(self.projects.values()):
             try:
-                if not self._hot and await project.store.ensure_hnsw():
+                done = None if self._hot else await project.store.finish_vectors()
+                if done == "promoted":
+                    log.info("model_switched", project=project.id, model=self.model_id)
+                elif done == "indexed":
                     log.info("vector_index_built", project=project.id)
             except Exception as exc:  # search scans exactly meanwhile; retried when idle again
                 log.warning("vector_index_failed", project=project.id, error=describe(exc))
@@ -459,6 +466,8 @@ class Indexer:
     async def _start_embedder(self) -> None:
         await self.embedder.start()
         self.model_id = self.embedder.model_id
+        if self.embedder_config is not None:
+            await self.store.record_model(self.model_id, self.embedder.dims, self.embedder_config)
         for project in list(self.projects.values()):
             await self._use_model(project)
         log.info("embedder_ready", model=self.model_id)
@@ -471,7 +480,7 @@ class Indexer:
                      vector_type=(await project.store.space()).type)
         elif previous:  # "" is a project that had no model yet: nothing to re-embed
             log.info("model_changed", project=project.id, previous=previous, model=self.model_id,
-                     action="re-embedding in the background")
+                     action="re-embedding in the background; search uses the previous model until done")
 
     async def _embed_next(self) -> bool:
         """Embed one batch (live chunks first). False when there was nothing to do."""

@@ -16,7 +16,7 @@ from codequarry.chunking import Budget, Chunker
 from codequarry.config import Settings
 from codequarry.embedding import Embedder, create_embedder
 from codequarry.indexer import Indexer
-from codequarry.models import ProjectStatus
+from codequarry.models import ProjectStatus, floor4
 from codequarry.search import Searcher
 from codequarry.store.db import Store
 
@@ -41,12 +41,15 @@ def chunk_budget(settings: Settings, embedder: Embedder) -> Budget:
 async def open_runtime(settings: Settings, embedder: Embedder | None = None) -> AsyncIterator[Runtime]:
     """`embedder` replaces the configured one (tests use a deterministic fake)."""
     store = await Store.open(settings)
+    configured = settings.config.embedder.model_dump(mode="json") if embedder is None else None
     embedder = embedder or create_embedder(settings.config.embedder)
+    searcher = Searcher(store, embedder)
     try:
-        indexer = Indexer(settings, store, embedder, Chunker(chunk_budget(settings, embedder)))
-        yield Runtime(settings, store, embedder, indexer, Searcher(store, embedder))
+        indexer = Indexer(settings, store, embedder, Chunker(chunk_budget(settings, embedder)), configured)
+        yield Runtime(settings, store, embedder, indexer, searcher)
     finally:
         with anyio.CancelScope(shield=True):  # stop the embedded PostgreSQL even when cancelled
+            await searcher.aclose()
             await embedder.aclose()
             await store.close()
 
@@ -80,6 +83,10 @@ async def status_report(settings: Settings, store: Store, indexer: Indexer | Non
             counts.vector_coverage, max(counts.pending_files, queued, int(scanning)), counts.pending_events,
             counts.last_event_at, counts.last_indexed_at, lag, errors, counts.model_id,
             watching=bool(indexer and project_id in indexer.projects and daemon))
-        projects.append(status.to_json() | {"registered": project_id in registered, "scanning": scanning})
+        extra: dict[str, Any] = {"registered": project_id in registered, "scanning": scanning}
+        if counts.next_model_id:  # blue/green: search uses model_id until this one covers all
+            extra["reembedding"] = {"model_id": counts.next_model_id,
+                                    "coverage": floor4(counts.next_embedded / max(counts.chunks, 1))}
+        projects.append(status.to_json() | extra)
     return {"projects": projects, "daemon": daemon or {"running": False},
             "data_dir": str(settings.data_dir), "config": str(settings.config_path)}

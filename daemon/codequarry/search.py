@@ -12,13 +12,15 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import anyio
 
 from codequarry.chunking.words import code_words, identifier_like
-from codequarry.embedding import Embedder
+from codequarry.config import EmbedderConfig
+from codequarry.embedding import Embedder, create_embedder
 from codequarry.errors import CodequarryError, UsageError
+from codequarry.logs import get_logger
 from codequarry.models import Freshness, SearchHit, SearchResponse
 from codequarry.store.db import Store, is_transient
 from codequarry.store.project import LEXICAL_CANDIDATES, ChunkRow, Filters, ProjectStore
@@ -26,6 +28,7 @@ from codequarry.store.project import LEXICAL_CANDIDATES, ChunkRow, Filters, Proj
 Mode = Literal["hybrid", "semantic", "lexical"]
 MODES: tuple[Mode, ...] = ("hybrid", "semantic", "lexical")
 MAX_LIMIT = 50
+log = get_logger(__name__)
 SNIPPET_LINES = 40
 SNIPPET_CHARS = 2400
 
@@ -100,6 +103,9 @@ class Searcher:
     def __init__(self, store: Store, embedder: Embedder | None) -> None:
         self.store = store
         self.embedder = embedder
+        # embedders of previous models, for projects still searched with their vectors
+        # while the new model's fill in (blue/green); built from Store.model_config
+        self._previous: dict[str, Embedder | None] = {}
 
     async def search(self, request: SearchRequest, model_id: str | None) -> SearchResponse:
         """`model_id` is the embedder's id once it is ready, else None (lexical only)."""
@@ -172,18 +178,60 @@ class Searcher:
         if self.embedder is None or model_id is None:
             notes.append("the embedder is not available; showing lexical results")
             return []
-        try:
-            vector = (await self.embedder.embed_query(query))[0]
-        except CodequarryError as exc:
-            notes.append(f"semantic search unavailable ({exc}); showing lexical results")
-            return []
+        vectors: dict[str, Any] = {}
         ranked: list[_Ranked] = []
         for store in stores:
-            if (await store.model())[0] != model_id:
+            space = await store.space()  # one read: the query vector must fit its table
+            active = space.model_id
+            if active is None:
                 continue
-            hits = await store.semantic(vector, filters, fetch, self.store.iterative_scans)
+            if active not in vectors:
+                vectors[active] = await self._query_vector(query, active, model_id, notes)
+            if vectors[active] is None:
+                continue
+            hits = await store.semantic(vectors[active], filters, fetch, self.store.iterative_scans, space)
             ranked.extend(_Ranked(store.project_id, i, score) for i, score in hits)
+        if set(vectors) <= {model_id} and self._previous:  # every switch is done: free them
+            await self.aclose()
         return sorted(ranked, key=lambda r: -r.score)[:fetch]
+
+    async def _query_vector(self, query: str, model_id: str, current: str, notes: list[str]) -> Any:
+        """The query's vector in `model_id`'s space: from the running embedder, or, for a
+        project still served by a previous model, from an embedder rebuilt from its config."""
+        embedder = self.embedder if model_id == current else await self._previous_embedder(model_id)
+        if embedder is None:
+            notes.append(f"vectors of {model_id} cannot be searched (its embedder is not available) "
+                         "until re-embedding with the new model finishes; showing lexical results")
+            return None
+        if model_id != current:
+            notes.append(f"searching with the previous model {model_id} while vectors of {current} "
+                         "are computed")
+        try:
+            return (await embedder.embed_query(query))[0]
+        except CodequarryError as exc:
+            notes.append(f"semantic search unavailable ({exc}); showing lexical results")
+            return None
+
+    async def aclose(self) -> None:
+        """Release the embedders of previous models (a local model holds ~300 MB)."""
+        previous, self._previous = self._previous, {}
+        for embedder in previous.values():
+            if embedder is not None:
+                await embedder.aclose()
+
+    async def _previous_embedder(self, model_id: str) -> Embedder | None:
+        if model_id not in self._previous:
+            self._previous[model_id] = None
+            recorded = await self.store.model_config(model_id)
+            if recorded is not None:
+                try:
+                    embedder = create_embedder(EmbedderConfig.model_validate(recorded))
+                    await embedder.start()
+                    if embedder.model_id == model_id:
+                        self._previous[model_id] = embedder
+                except (CodequarryError, ValueError) as exc:
+                    log.warning("previous_embedder_unavailable", model=model_id, error=str(exc))
+        return self._previous[model_id]
 
     async def _lexical(self, query: str, stores: list[ProjectStore], filters: Filters,
                        fetch: int) -> list[_Ranked]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -211,6 +212,21 @@ class Store:
             return {}
         async with self.engine.connect() as conn:
             return await cached_vectors(conn, model_id, hashes)
+
+    async def record_model(self, model_id: str, dims: int, embedder: dict[str, Any]) -> None:
+        """Remember how to build an embedder of `model_id` (its [embedder] config; never a
+        secret), so that queries can be embedded for its vectors after the config changed."""
+        async with self.engine.begin() as conn:
+            await conn.execute(text(
+                "INSERT INTO codequarry.models (model_id, embedder, dims) VALUES (:m, CAST(:e AS jsonb), :d) "
+                "ON CONFLICT (model_id) DO UPDATE SET embedder = EXCLUDED.embedder, recorded_at = now()"),
+                {"m": model_id, "e": json.dumps(embedder), "d": dims})
+
+    async def model_config(self, model_id: str) -> dict[str, Any] | None:
+        async with self.engine.connect() as conn:
+            found = (await conn.execute(text(
+                "SELECT embedder FROM codequarry.models WHERE model_id = :m"), {"m": model_id})).scalar()
+        return found if isinstance(found, dict) else None
 
     async def cached_hashes(self, model_id: str, hashes: Sequence[str]) -> set[str]:
         """Which of `hashes` the embedding cache holds a vector of for `model_id`."""

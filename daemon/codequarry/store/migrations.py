@@ -11,7 +11,8 @@ Layout (version 2): `codequarry.projects` is keyed by (installation, id) — sev
 installations share a server without sharing an index; each project's schema holds
 `files`, `chunks` (words, spans, the enclosing unit's span), `definitions`,
 `change_events`, `stats` and one narrow vector table of its active model
-(`vectors_<n>`: chunk id -> embedding), so saving a vector never rewrites a chunk row.
+(`vectors_<n>`: chunk id -> embedding), so saving a vector never rewrites a chunk row;
+while the model changes, the next model's table fills beside it (blue/green).
 """
 
 from __future__ import annotations
@@ -65,6 +66,16 @@ SHARED_MIGRATIONS: list[list[str]] = [
         "ALTER TABLE codequarry.projects ADD COLUMN vector_type text",
         "ALTER TABLE codequarry.projects ADD COLUMN hnsw_ready boolean NOT NULL DEFAULT false",
         "ALTER TABLE codequarry.embedding_metadata ADD COLUMN installation text",
+        # a model switch fills the next table in the background while the active one serves
+        "ALTER TABLE codequarry.projects ADD COLUMN next_model_id text",
+        "ALTER TABLE codequarry.projects ADD COLUMN next_dims int",
+        "ALTER TABLE codequarry.projects ADD COLUMN next_vector_table text",
+        "ALTER TABLE codequarry.projects ADD COLUMN next_vector_type text",
+        # how to build an embedder of each model (no secrets: api keys are env var names),
+        # so queries can still be embedded for vectors of the previous model
+        """CREATE TABLE codequarry.models (
+               model_id text PRIMARY KEY, embedder jsonb NOT NULL, dims int NOT NULL,
+               recorded_at timestamptz NOT NULL DEFAULT now())""",
     ],
 ]
 

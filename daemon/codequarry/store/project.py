@@ -47,14 +47,50 @@ HNSW_BUILD_MEMORY = "256MB"  # maintenance_work_mem for an HNSW build: 100k 384-
 
 
 @dataclass(frozen=True, slots=True)
+class VectorTable:
+    """One model's vectors: a table `vectors_<n>` in the project's schema."""
+
+    model_id: str
+    dims: int
+    table: str  # unquoted name in the project's schema
+    type: str  # "vector" | "halfvec"
+
+
+@dataclass(frozen=True, slots=True)
 class VectorSpace:
-    """The project's active embedding model and where its vectors are stored."""
+    """The project's active embedding model (which search uses) and, while the model
+    changes, the next one (which the embed worker fills until it covers every chunk)."""
 
     model_id: str | None
     dims: int | None
     table: str | None  # unquoted name in the project's schema, None before any model
     type: str  # "vector" | "halfvec"
     hnsw_ready: bool
+    next: VectorTable | None = None
+
+    @property
+    def active(self) -> VectorTable | None:
+        if self.table is None or self.model_id is None or self.dims is None:
+            return None
+        return VectorTable(self.model_id, self.dims, self.table, self.type)
+
+    @property
+    def target(self) -> VectorTable | None:
+        """Where new vectors go: the next model's table while there is one."""
+        return self.next or self.active
+
+
+_SPACE_SQL = ("SELECT model_id, dims, vector_table, vector_type, hnsw_ready, next_model_id, next_dims, "
+              "next_vector_table, next_vector_type FROM codequarry.projects "
+              "WHERE installation = :i AND id = :id")
+
+
+def _space_of(row: Any) -> VectorSpace:
+    following = None
+    if row.next_vector_table:
+        following = VectorTable(row.next_model_id, row.next_dims, row.next_vector_table, row.next_vector_type)
+    return VectorSpace(row.model_id, row.dims, row.vector_table, row.vector_type or "vector",
+                       bool(row.hnsw_ready), following)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +134,8 @@ class Counts:
     oldest_pending_at: datetime | None
     model_id: str | None
     recent_errors: list[str]
+    next_model_id: str | None = None  # the model being switched to, while its vectors fill
+    next_embedded: int = 0
 
     @property
     def vector_coverage(self) -> float:
@@ -235,12 +273,18 @@ class ProjectStore:
             missing: list[str] = []
             cached = 0
             written = [u.path for u in updates if u.chunks]
-            if written and model_id and space.table and space.model_id == model_id:
-                cached = await self._copy_cached_vectors(conn, self._table(space), space.type, model_id,
-                                                         "c.path = ANY(:paths)", {"paths": written})
+            active = space.active
+            for table in (active, space.next) if written else ():
+                if table is not None:  # each table takes its own model's cached vectors
+                    copied = await self._copy_cached_vectors(conn, self._table(table), table.type,
+                                                             table.model_id, "c.path = ANY(:paths)",
+                                                             {"paths": written})
+                    cached += copied if table is active else 0
+            target = space.target
+            if written and target is not None and target.model_id == model_id:
                 missing = [row[0] for row in await conn.execute(text(
                     f"SELECT DISTINCT c.content_hash FROM {self.s}.chunks c WHERE c.path = ANY(:paths) "
-                    f"AND NOT EXISTS (SELECT 1 FROM {self._table(space)} v WHERE v.chunk_id = c.id)"),
+                    f"AND NOT EXISTS (SELECT 1 FROM {self._table(target)} v WHERE v.chunk_id = c.id)"),
                     {"paths": written})]
             elif written:
                 missing = sorted({c.content_hash for u in updates for c in u.chunks})
@@ -302,11 +346,7 @@ class ProjectStore:
         if not fresh and self._space is not None and now - self._space[0] < MODEL_CACHE_SECONDS:
             return self._space[1]
         async with self.reader.connect() as conn:
-            row = (await conn.execute(text(
-                "SELECT model_id, dims, vector_table, vector_type, hnsw_ready FROM codequarry.projects "
-                "WHERE installation = :i AND id = :id"), self._key)).one()
-        space = VectorSpace(row.model_id, row.dims, row.vector_table, row.vector_type or "vector",
-                            bool(row.hnsw_ready))
+            space = _space_of((await conn.execute(text(_SPACE_SQL), self._key)).one())
         self._space = (now, space)
         return space
 
@@ -316,57 +356,80 @@ class ProjectStore:
         waits for them and they for it), then read the vector space as it is now."""
         await conn.execute(text("SELECT pg_advisory_xact_lock_shared(hashtextextended(:k, 0))"),
                            {"k": self._lock_key})
-        row = (await conn.execute(text(
-            "SELECT model_id, dims, vector_table, vector_type, hnsw_ready FROM codequarry.projects "
-            "WHERE installation = :i AND id = :id"), self._key)).one()
-        space = VectorSpace(row.model_id, row.dims, row.vector_table, row.vector_type or "vector",
-                            bool(row.hnsw_ready))
-        self._space = (time.monotonic(), space)
-        return space
+        return _space_of((await conn.execute(text(_SPACE_SQL), self._key)).one())
 
     async def model(self) -> tuple[str | None, int | None]:
         """(model id, dims) of the project's vectors."""
         space = await self.space()
         return space.model_id, space.dims
 
-    def _table(self, space: VectorSpace) -> str:
+    def _table(self, space: VectorSpace | VectorTable) -> str:
         assert space.table is not None
         return f"{self.s}.{quote_ident(space.table)}"
 
     async def set_model(self, model_id: str, dims: int) -> str | None:
-        """Make `model_id` the project's model. Returns None when it already was, else the
-        previous model id ("" for a project that had none). On a change, a new vector table
-        is filled at once from the embedding cache (what is not cached is embedded in the
-        background) and the old table is dropped. Safe when processes race: it runs under
-        the project's advisory lock and re-reads the row under it."""
+        """Make `model_id` the project's model. Returns None when nothing changed, else the
+        previous model id ("" for a project that had none).
+
+        A first model, or the same model stored as another vector type, takes effect at
+        once: its table is filled from the embedding cache. A different model is switched
+        blue/green: its table fills beside the active one (from the cache now, the rest in
+        the background) while search keeps using the previous model's vectors, and
+        `finish_vectors` promotes it once it covers every chunk. Safe when processes race:
+        it runs under the project's advisory lock and re-reads the row under it.
+        """
         vector_type = self._vector_type(dims)
         async with self.engine.begin() as conn:
             await conn.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"),
                                {"k": self._lock_key})
-            row = (await conn.execute(text(
-                "SELECT model_id, dims, vector_table, vector_type FROM codequarry.projects "
-                "WHERE installation = :i AND id = :id"), self._key)).one()
-            same = (row.model_id, row.dims, row.vector_type) == (model_id, dims, vector_type)
-            if same and row.vector_table:
+            space = _space_of((await conn.execute(text(_SPACE_SQL), self._key)).one())
+            wanted = (model_id, dims, vector_type)
+            active, following = space.active, space.next
+            if active is not None and (active.model_id, active.dims, active.type) == wanted:
+                if following is not None:  # back to the model still serving: stop the switch
+                    await self._set_next(conn, None)
+                    await conn.execute(text(f"DROP TABLE IF EXISTS {self._table(following)}"))
                 self._space = None
                 return None
-            number = int(row.vector_table.rsplit("_", 1)[1]) + 1 if row.vector_table else 1
-            table = f"vectors_{number}"
-            quoted = f"{self.s}.{quote_ident(table)}"
+            if following is not None and (following.model_id, following.dims, following.type) == wanted:
+                self._space = None
+                return space.model_id or ""  # already switching to it
+            numbers = [int(t.table.rsplit("_", 1)[1]) for t in (active, following) if t is not None]
+            table = VectorTable(model_id, dims, f"vectors_{max(numbers, default=0) + 1}", vector_type)
             await conn.execute(text(
-                f"CREATE TABLE IF NOT EXISTS {quoted} (chunk_id bigint PRIMARY KEY REFERENCES "
+                f"CREATE TABLE IF NOT EXISTS {self._table(table)} (chunk_id bigint PRIMARY KEY REFERENCES "
                 f"{self.s}.chunks(id) ON DELETE CASCADE, embedding {vector_type}({int(dims)}) NOT NULL)"))
-            embedded = await self._copy_cached_vectors(conn, quoted, vector_type, model_id, "true", {})
-            if row.vector_table:
-                await conn.execute(text(f"DROP TABLE IF EXISTS {self.s}.{quote_ident(row.vector_table)}"))
-            await conn.execute(text(f"UPDATE {self.s}.stats SET embedded = :n"), {"n": embedded})
-            await conn.execute(text(
-                "UPDATE codequarry.projects SET model_id = :m, dims = :d, vector_table = :t, "
-                "vector_type = :vt, hnsw_ready = false WHERE installation = :i AND id = :id"),
-                {"m": model_id, "d": dims, "t": table, "vt": vector_type, **self._key})
+            embedded = await self._copy_cached_vectors(conn, self._table(table), vector_type, model_id,
+                                                       "true", {})
+            if following is not None:
+                await conn.execute(text(f"DROP TABLE IF EXISTS {self._table(following)}"))
+            if active is not None and active.model_id != model_id:
+                await self._set_next(conn, table)  # blue/green: the active table keeps serving
+            else:
+                await self._activate(conn, table, embedded, active)
         self._space = None
         self._unembedded_after = 0
-        return row.model_id or ""
+        return space.model_id or ""
+
+    async def _set_next(self, conn: AsyncConnection, table: VectorTable | None) -> None:
+        await conn.execute(text(
+            "UPDATE codequarry.projects SET next_model_id = :m, next_dims = :d, next_vector_table = :t, "
+            "next_vector_type = :vt WHERE installation = :i AND id = :id"),
+            {"m": table and table.model_id, "d": table and table.dims, "t": table and table.table,
+             "vt": table and table.type, **self._key})
+
+    async def _activate(self, conn: AsyncConnection, table: VectorTable, embedded: int,
+                        previous: VectorTable | None, hnsw_ready: bool = False) -> None:
+        """Make `table` (holding `embedded` vectors) the one search uses; drop `previous`."""
+        if previous is not None:
+            await conn.execute(text(f"DROP TABLE IF EXISTS {self._table(previous)}"))
+        await conn.execute(text(f"UPDATE {self.s}.stats SET embedded = :n"), {"n": embedded})
+        await conn.execute(text(
+            "UPDATE codequarry.projects SET model_id = :m, dims = :d, vector_table = :t, vector_type = :vt, "
+            "hnsw_ready = :ready, next_model_id = NULL, next_dims = NULL, next_vector_table = NULL, "
+            "next_vector_type = NULL WHERE installation = :i AND id = :id"),
+            {"m": table.model_id, "d": table.dims, "t": table.table, "vt": table.type, "ready": hnsw_ready,
+             **self._key})
 
     async def _copy_cached_vectors(self, conn: AsyncConnection, table: str, vector_type: str, model_id: str,
                                    condition: str, params: dict[str, Any]) -> int:
@@ -379,36 +442,71 @@ class ProjectStore:
             "ON CONFLICT (chunk_id) DO NOTHING"), {"m": model_id, **params})
         return int(result.rowcount or 0)
 
-    async def ensure_hnsw(self) -> bool:
-        """Build the HNSW index of the active vector table if it has none; True if built.
+    async def finish_vectors(self) -> str | None:
+        """Once nothing is left to embed: give the vectors their HNSW index, and promote a
+        next model that covers every chunk (its index is built first, so search never meets
+        an unindexed table). Returns "promoted", "indexed" or None (nothing to do).
 
-        Built CONCURRENTLY, so saving vectors and indexing files go on meanwhile. Called
-        once the backlog is embedded: one build costs far less than maintaining the graph
-        row by row during a cold index.
+        Indexes are built CONCURRENTLY, so saving vectors and indexing files go on
+        meanwhile; one build costs far less than maintaining the graph row by row during a
+        cold index.
         """
         space = await self.space(fresh=True)
-        if space.table is None or space.hnsw_ready:
-            return False
-        index = quote_ident(f"{space.table}_hnsw")
-        ops = "halfvec_cosine_ops" if space.type == "halfvec" else "vector_cosine_ops"
+        if space.next is not None:
+            if await self._lacking(space.next):
+                return None
+            await self._build_hnsw(space.next)
+            async with self.engine.begin() as conn:
+                await conn.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"),
+                                   {"k": self._lock_key})
+                now = _space_of((await conn.execute(text(_SPACE_SQL), self._key)).one())
+                if now.next != space.next or await self._lacking(space.next, conn):
+                    return None  # changed meanwhile: the next idle moment tries again
+                embedded = int((await conn.execute(text(
+                    f"SELECT count(*) FROM {self._table(space.next)}"))).scalar() or 0)
+                await self._activate(conn, space.next, embedded, now.active, hnsw_ready=True)
+            self._space = None
+            self._unembedded_after = 0
+            return "promoted"
+        if space.active is None or space.hnsw_ready:
+            return None
+        await self._build_hnsw(space.active)
+        async with self.engine.begin() as conn:
+            await conn.execute(text(
+                "UPDATE codequarry.projects SET hnsw_ready = true WHERE installation = :i AND id = :id "
+                "AND vector_table = :t"), {"t": space.active.table, **self._key})
+        self._space = None
+        return "indexed"
+
+    async def ensure_hnsw(self) -> bool:
+        """Build the active vector table's HNSW index if it has none; True if built."""
+        return await self.finish_vectors() == "indexed"
+
+    async def _lacking(self, table: VectorTable, conn: AsyncConnection | None = None) -> bool:
+        """Does some chunk lack a vector in `table`?"""
+        query = text(f"SELECT EXISTS (SELECT 1 FROM {self.s}.chunks c WHERE NOT EXISTS "
+                     f"(SELECT 1 FROM {self._table(table)} v WHERE v.chunk_id = c.id))")
+        if conn is not None:
+            return bool((await conn.execute(query)).scalar())
+        async with self.reader.connect() as reader:
+            return bool((await reader.execute(query)).scalar())
+
+    async def _build_hnsw(self, table: VectorTable) -> None:
+        index = quote_ident(f"{table.table}_hnsw")
+        ops = "halfvec_cosine_ops" if table.type == "halfvec" else "vector_cosine_ops"
         async with self.engine.connect() as conn:
             conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
             valid = (await conn.execute(text(
                 "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
                 "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = :s AND c.relname = :x"),
-                {"s": self.schema, "x": f"{space.table}_hnsw"})).scalar()
+                {"s": self.schema, "x": f"{table.table}_hnsw"})).scalar()
             if valid is False:  # an interrupted earlier build
                 await conn.execute(text(f"DROP INDEX CONCURRENTLY IF EXISTS {self.s}.{index}"))
             if not valid:
                 await conn.execute(text(f"SET maintenance_work_mem = '{HNSW_BUILD_MEMORY}'"))
                 await conn.execute(text(
-                    f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {index} ON {self._table(space)} "
+                    f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {index} ON {self._table(table)} "
                     f"USING hnsw (embedding {ops})"))
-            await conn.execute(text(
-                "UPDATE codequarry.projects SET hnsw_ready = true WHERE installation = :i AND id = :id "
-                "AND vector_table = :t"), {"t": space.table, **self._key})
-        self._space = None
-        return True
 
     async def unembedded(self, limit: int, skip: Sequence[str] = ()) -> list[Chunk]:
         """Distinct chunks that still lack a vector, oldest first.
@@ -417,15 +515,15 @@ class ProjectStore:
         backlog costs one pass over the table, not one per batch; it wraps around once it
         reaches the end, which finds chunks whose embedding failed or was lost.
         """
-        space = await self.space()
-        if space.table is None:
+        target = (await self.space()).target
+        if target is None:
             return []
         for after in (self._unembedded_after, 0) if self._unembedded_after else (0,):
             async with self.reader.connect() as conn:
                 rows = (await conn.execute(text(
                     f"SELECT c.id, c.content_hash, c.language, c.symbol, c.kind, c.content, c.start_line, "
                     f"c.end_line FROM {self.s}.chunks c WHERE c.id > :after AND NOT EXISTS "
-                    f"(SELECT 1 FROM {self._table(space)} v WHERE v.chunk_id = c.id) "
+                    f"(SELECT 1 FROM {self._table(target)} v WHERE v.chunk_id = c.id) "
                     "AND NOT c.content_hash = ANY(:skip) ORDER BY c.id LIMIT :n"),
                     {"n": limit * 2, "skip": list(skip), "after": after})).all()
             if rows:
@@ -443,11 +541,13 @@ class ProjectStore:
         """Give every chunk with one of these hashes its vector from the embedding cache
         (the caller put them there in `conn`'s transaction); returns chunks updated."""
         space = await self._locked_space(conn)
-        if not hashes or space.table is None or space.model_id != model_id:
+        target = space.target
+        if not hashes or target is None or target.model_id != model_id:
             return 0
-        updated = await self._copy_cached_vectors(conn, self._table(space), space.type, model_id,
+        updated = await self._copy_cached_vectors(conn, self._table(target), target.type, model_id,
                                                   "c.content_hash = ANY(:hashes)", {"hashes": list(hashes)})
-        await conn.execute(text(f"UPDATE {self.s}.stats SET embedded = embedded + :n"), {"n": updated})
+        if space.next is None:  # the counters follow the table search uses
+            await conn.execute(text(f"UPDATE {self.s}.stats SET embedded = embedded + :n"), {"n": updated})
         return updated
 
     # ---- status --------------------------------------------------------------------------
@@ -470,8 +570,14 @@ class ProjectStore:
             model = (await conn.execute(text(
                 "SELECT model_id FROM codequarry.projects WHERE installation = :i AND id = :id"),
                 self._key)).scalar()
+            space = await self.space(fresh=True)
+            following = 0
+            if space.next is not None:
+                following = int((await conn.execute(text(
+                    f"SELECT count(*) FROM {self._table(space.next)}"))).scalar() or 0)
         return Counts(files.files, files.skipped, stats.chunks, stats.embedded, events.files,
-                      events.events, last, stats.last_indexed_at, events.oldest, model, errors)
+                      events.events, last, stats.last_indexed_at, events.oldest, model, errors,
+                      space.next.model_id if space.next else None, following)
 
     async def vector_counts(self) -> tuple[int, int]:
         """(chunks, chunks with a vector), from the counters."""
@@ -577,11 +683,12 @@ class ProjectStore:
                 "GROUP BY c.id ORDER BY score DESC LIMIT :k"), params)
             return [(row.id, float(row.score)) for row in rows]
 
-    async def semantic(self, query: Vector, filters: Filters, limit: int,
-                       iterative: bool) -> list[tuple[int, float]]:
+    async def semantic(self, query: Vector, filters: Filters, limit: int, iterative: bool,
+                       space: VectorSpace | None = None) -> list[tuple[int, float]]:
         """(chunk id, cosine similarity), nearest first: from the HNSW index once built,
-        else an exact scan; filters never starve it."""
-        space = await self.space()
+        else an exact scan; filters never starve it. `space` is the one the caller embedded
+        the query for (default: the current one)."""
+        space = space or await self.space()
         if space.table is None:
             return []
         params: dict[str, Any] = {"q": query, "k": limit}
