@@ -52,6 +52,9 @@ def follow_daemon_index(client: DaemonClient, project: str, path: str) -> int:
     with IndexProgress(project, enabled=sys.stderr.isatty()) as progress:
         while True:
             status = _project_status(client, project)
+            if status is not None and status.get("state") == "retrying":
+                raise CodequarryError(f"{project} cannot be indexed now (the daemon retries it): "
+                                      f"{status.get('error')}")
             if status is not None:
                 files = status["files"] + status["skipped_files"]
                 progress.update(files, files + status["pending_files"],
@@ -99,12 +102,22 @@ def print_status(answer: dict[str, Any]) -> None:
     stdout.print(f"daemon: {state}; data: {answer['data_dir']}; config: {answer['config']}")
     if not answer["projects"]:
         stdout.print("no projects; register one with: codequarry add PATH --project ID")
+        print_orphans(answer)
         return
-    table = Table("project", "files", "skipped", "chunks", "vectors", "pending", "last change",
+    table = Table("project", "state", "files", "skipped", "chunks", "vectors", "pending", "last change",
                   "lag", "errors")
     for p in answer["projects"]:
-        table.add_row(p["project"], str(p["files"]), str(p["skipped_files"]), str(p["chunks"]),
+        table.add_row(p["project"], p.get("state", "-"), str(p["files"]), str(p["skipped_files"]),
+                      str(p["chunks"]),
                       f"{p['vector_coverage']:.1%}", str(p["pending_files"]),
                       (p["last_event_at"] or "-")[:19].replace("T", " "), f"{p['index_lag_seconds']:.1f}s",
                       "; ".join(p["errors"])[:60] or "-")
     stdout.print(table)
+    print_orphans(answer)
+
+
+def print_orphans(answer: dict[str, Any]) -> None:
+    """Indexes of projects no longer registered, with how to delete them."""
+    for orphan in answer.get("orphaned", []):
+        stdout.print(f"orphaned index: {orphan['project']} ({orphan['root']}, {orphan['files']} files); "
+                     f"delete it with: codequarry remove --purge {orphan['project']}", markup=False)
