@@ -488,6 +488,8 @@ def write_process_config(path: Path, ollama_url: str, projects: dict[str, Path],
                 "embedder": {"kind": "ollama", "url": ollama_url, "max_retries": 0, "timeout_seconds": 20},
                 "daemon": {"drain_timeout_seconds": drain},
                 "projects": [{"id": pid, "path": str(root)} for pid, root in projects.items()]}
+    if not projects:
+        del document["projects"]  # tomlkit would write `projects = []`, which add_project cannot extend
     path.write_text(tomlkit.dumps(document))
     from codequarry.config import load_settings
 

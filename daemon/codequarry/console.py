@@ -46,15 +46,26 @@ class IndexProgress:
         self._progress.update(self._vectors, completed=embedded, total=max(chunks, embedded))
 
 
+RETRYING_GIVE_UP_SECONDS = 30.0
+
+
 def follow_daemon_index(client: DaemonClient, project: str, path: str) -> int:
     """Ask the running daemon to index, then show its progress until the project is idle."""
     client.post("/api/index", {"path": path, "project": project})
+    retrying_since: float | None = None
     with IndexProgress(project, enabled=sys.stderr.isatty()) as progress:
         while True:
             status = _project_status(client, project)
-            if status is not None and status.get("state") == "retrying":
-                raise CodequarryError(f"{project} cannot be indexed now (the daemon retries it): "
-                                      f"{status.get('error')}")
+            if status is not None and status.get("state") in ("starting", "retrying"):
+                # the daemon retries a failed start with backoff; give up if it keeps failing
+                if status.get("state") == "retrying":
+                    retrying_since = retrying_since or time.monotonic()
+                    if time.monotonic() - retrying_since > RETRYING_GIVE_UP_SECONDS:
+                        raise CodequarryError(f"{project} cannot be indexed now (the daemon keeps "
+                                              f"retrying it): {status.get('error')}")
+                time.sleep(0.3)
+                continue
+            retrying_since = None
             if status is not None:
                 files = status["files"] + status["skipped_files"]
                 progress.update(files, files + status["pending_files"],

@@ -69,10 +69,6 @@ class RunnerReport:
         return {"state": str(self.state), "error": self.error, "retry_at": retry}
 
 
-class ProjectFault(Exception):
-    """Raised inside a runner when a worker reported a failure of its project."""
-
-
 class ProjectRunner:
     """Runs one project until cancelled: add it to the indexer, watch it (the watcher asks
     for the scan once live), and start over with backoff after any exception."""
@@ -148,7 +144,7 @@ class ProjectRunner:
             await self._faulted.wait()
             tasks.cancel_scope.cancel()
         assert self._fault is not None
-        raise ProjectFault(describe(self._fault))
+        raise self._fault  # a worker's failure on this project: start over
 
 
 class Supervisor:
