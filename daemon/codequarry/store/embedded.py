@@ -13,6 +13,7 @@ import contextlib
 import os
 import re
 import subprocess
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from codequarry.errors import StoreUnavailable
 from codequarry.logs import get_logger
 
 log = get_logger(__name__)
+START_ATTEMPTS = 5
 
 
 def _pgserver() -> Any:
@@ -90,7 +92,17 @@ class EmbeddedPostgres:
                     _remove_stale_pid_file(pgdata)
                 server = server_class(pgdata, cleanup_mode=None)
                 server.ensure_pgdata_inited()
-                server.ensure_postgres_running()
+                for attempt in range(START_ATTEMPTS):
+                    try:
+                        server.ensure_postgres_running()
+                        break
+                    # pg_ctl waits 10 s, a loaded machine needs more; then the server is found
+                    # running but not yet ready (pgserver asserts that it is)
+                    except (subprocess.TimeoutExpired, AssertionError):
+                        if attempt == START_ATTEMPTS - 1:
+                            raise
+                        log.warning("embedded_postgres_slow_start", pgdata=str(pgdata), attempt=attempt + 1)
+                        time.sleep(2)
             self._server = server
             self.owned = self.owned or not was_running or self.owner
             info = server.get_postmaster_info()
