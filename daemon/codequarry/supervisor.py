@@ -253,10 +253,17 @@ class Supervisor:
     async def watch_config(self) -> None:
         """Apply project additions, removals and changes from the config file, no restart."""
         path = self.settings.config_path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        async for _ in watchfiles.awatch(path.parent, debounce=200, recursive=False, rust_timeout=500,
-                                         watch_filter=lambda _c, p: Path(p).name == path.name):
-            await self.reload()
+        while True:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                async for _ in watchfiles.awatch(path.parent, debounce=200, recursive=False,
+                                                 rust_timeout=500,
+                                                 watch_filter=lambda _c, p: Path(p).name == path.name):
+                    await self.reload()
+            except (OSError, RuntimeError) as exc:  # e.g. the config's directory vanished
+                log.warning("config_watch_failed", error=describe(exc), retry_in=2)
+            await anyio.sleep(2)
+            await self.reload()  # changes made while not watching
 
     async def housekeeping(self) -> None:
         """Refresh planner statistics after big changes (lexical idf uses them), prune old
