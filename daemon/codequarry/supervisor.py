@@ -256,10 +256,13 @@ class Supervisor:
         while True:
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
-                async for _ in watchfiles.awatch(path.parent, debounce=200, recursive=False,
-                                                 rust_timeout=500,
-                                                 watch_filter=lambda _c, p: Path(p).name == path.name):
-                    await self.reload()
+                first = True
+                async for changes in watchfiles.awatch(
+                        path.parent, debounce=200, recursive=False, rust_timeout=500,
+                        yield_on_timeout=True, watch_filter=lambda _c, p: Path(p).name == path.name):
+                    if changes or first:  # first: what changed before the watcher was live
+                        first = False
+                        await self.reload()
             except (OSError, RuntimeError) as exc:  # e.g. the config's directory vanished
                 log.warning("config_watch_failed", error=describe(exc), retry_in=2)
             await anyio.sleep(2)
