@@ -160,8 +160,14 @@ def store_access(settings: Settings, role: str) -> Iterator[DaemonClient | None]
     from codequarry.daemon_lock import IndexLock, labelled_holder
 
     client = DaemonClient(settings.socket_path)
-    deadline = time.monotonic() + DAEMON_WAIT_SECONDS
-    announced = False
+    deadline: float | None = None
+    announced: set[str] = set()
+
+    def announce(message: str) -> None:
+        if message not in announced:
+            print(f"codequarry: {message}", file=sys.stderr)
+            announced.add(message)
+
     while True:
         try:
             if client.running():
@@ -172,19 +178,18 @@ def store_access(settings: Settings, role: str) -> Iterator[DaemonClient | None]
         try:
             lock.__enter__()
         except DaemonRunning:
-            if "daemon" not in labelled_holder(lock):
-                lock = IndexLock(settings.lock_path, role, wait=True)  # a one-shot command
-                lock.__enter__()
-            else:
+            holder = labelled_holder(lock)
+            if "daemon" in holder:
+                deadline = deadline or time.monotonic() + DAEMON_WAIT_SECONDS
                 if time.monotonic() > deadline:
                     raise DaemonNotRunning(
                         f"the daemon holds {settings.data_dir} but did not answer on "
                         f"{settings.socket_path} within {DAEMON_WAIT_SECONDS:.0f}s; see its log") from None
-                if not announced:
-                    print("codequarry: daemon starting, waiting…", file=sys.stderr)
-                    announced = True
-                time.sleep(0.2)
-                continue
+                announce("daemon starting, waiting…")
+            else:  # a one-shot command: polled, not blocked on, so a daemon starting meanwhile wins
+                announce(f"waiting for {holder} to finish")
+            time.sleep(0.2)
+            continue
         try:
             yield None
         finally:
