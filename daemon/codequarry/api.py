@@ -8,23 +8,39 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
+
+import anyio
 
 from codequarry import __version__
-from codequarry.config import add_project, load_settings
+from codequarry.config import ProjectConfig, Settings
 from codequarry.errors import UsageError
 from codequarry.models import validate_project_id
+from codequarry.registration import repository_path
 from codequarry.runtime import Runtime, status_report
-from codequarry.search import SearchRequest
-
-if TYPE_CHECKING:
-    from codequarry.service import Daemon
+from codequarry.search import MODES, Mode, SearchRequest
 
 MAX_CHANGES = 200
+VERIFY_SETTLE_SECONDS = 60.0
+
+
+class DaemonControl(Protocol):
+    """What the API needs of the daemon (service.Daemon; the supervisor behind it)."""
+
+    @property
+    def settings(self) -> Settings: ...
+
+    def info(self) -> dict[str, Any]: ...
+
+    def project_states(self) -> dict[str, dict[str, Any]]: ...
+
+    async def register(self, path: str | Path, project_id: str | None = None) -> ProjectConfig: ...
+
+    async def purge(self, project_id: str, unregister_first: bool = False) -> bool: ...
 
 
 class DaemonApi:
-    def __init__(self, runtime: Runtime, daemon: Daemon) -> None:
+    def __init__(self, runtime: Runtime, daemon: DaemonControl) -> None:
         self.runtime = runtime
         self.daemon = daemon
 
@@ -44,7 +60,7 @@ class DaemonApi:
 
     async def status(self, project: str | None = None) -> dict[str, Any]:
         report = await status_report(self.daemon.settings, self.runtime.store, self.runtime.indexer,
-                                     self.daemon.info())
+                                     self.daemon.info(), self.daemon.project_states())
         if project is not None:
             project_id = self.resolve_project(project)
             report["projects"] = [p for p in report["projects"] if p["project"] == project_id]
@@ -52,16 +68,48 @@ class DaemonApi:
 
     async def index(self, path: str, project: str | None = None) -> dict[str, Any]:
         """Register a repository (persisted in the config) and start indexing it."""
-        from codequarry.cli import derive_project_id
+        config = await self.daemon.register(repository_path(path), project)
+        return await self.status(config.id)
 
-        repo = Path(os.path.abspath(os.path.expanduser(path)))
-        if not repo.is_dir():
-            raise UsageError(f"not a directory: {repo}")
-        project_id = validate_project_id(project) if project else derive_project_id(repo)
-        settings = self.daemon.settings
-        add_project(settings.config_path, project_id, repo)
-        await self.daemon.apply_settings(load_settings(settings.config_path))  # not waiting for the watcher
-        return await self.status(project_id)
+    async def purge(self, project: str, unregister: bool = False) -> dict[str, Any]:
+        """Delete a project's index: {"project", "deleted": whether there was one}. A
+        registered project is refused unless `unregister` (then it is unregistered first)."""
+        project_id = validate_project_id(project)
+        return {"project": project_id, "deleted": await self.daemon.purge(project_id, unregister)}
+
+    async def verify(self, project: str) -> dict[str, Any]:
+        """Compare a project's index with a fresh index of its tree, once the daemon has
+        no work pending (waits up to a minute): {"project", "problems": [str]}."""
+        from codequarry.verify import check_project
+
+        project_id = self.resolve_project(project)
+        indexer = self.runtime.indexer
+        with anyio.move_on_after(VERIFY_SETTLE_SECONDS):
+            while not (indexer.idle() and indexer.embedding_settled()):  # noqa: ASYNC110 (polled state)
+                await anyio.sleep(0.1)
+        config = self.daemon.settings.config.project(project_id)
+        problems = await check_project(self.daemon.settings, config, self.runtime.store,
+                                       indexer.chunker)
+        return {"project": project_id, "problems": problems}
+
+    async def evaluate(self, queries: list[dict[str, Any]], projects: list[str],
+                       modes: list[str]) -> dict[str, Any]:
+        """`codequarry eval` on the daemon's store: queries as in the qrels file."""
+        from codequarry.evaluation import Query, Span, evaluate
+
+        chosen: list[Mode] = [m for m in MODES if m in (modes or MODES)]
+        try:
+            parsed = [Query(str(q["query"]), tuple(Span(str(r["path"]), int(r["start_line"]),
+                                                        int(r["end_line"])) for r in q["relevant"]))
+                      for q in queries]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise UsageError(f"malformed queries: {type(exc).__name__}: {exc}") from None
+        model_id = self.runtime.indexer.model_id
+        if chosen != ["lexical"] and model_id is None:
+            raise UsageError("semantic modes need the embedder, which is not ready: "
+                             f"{self.runtime.indexer.embedder_error or 'still loading'}")
+        return await evaluate(self.runtime.searcher, model_id, parsed,
+                              [self.resolve_project(p) for p in projects], chosen)
 
     async def recent_changes(self, project: str | None = None, limit: int = 20) -> dict[str, Any]:
         if not 1 <= limit <= MAX_CHANGES:

@@ -10,15 +10,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from codequarry import __version__
-from codequarry.config import Settings, add_project, load_settings, remove_project
-from codequarry.errors import CodequarryError, DaemonNotRunning, UsageError
+from codequarry.config import Settings, load_settings
+from codequarry.errors import CodequarryError, DaemonNotRunning, DaemonRunning, UnknownProject, UsageError
+from codequarry.registration import register, unregister
+
+if TYPE_CHECKING:
+    from codequarry.client import DaemonClient
 
 Handler = Callable[[argparse.Namespace, Settings], int]
 
@@ -139,59 +144,122 @@ def _add_globs(p: argparse.ArgumentParser) -> None:
                    help="never index files matching this glob (repeatable)")
 
 
-def derive_project_id(path: Path) -> str:
-    name = re.sub(r"[^a-z0-9]+", "-", path.resolve().name.lower()).strip("-")
-    return name[:50].strip("-") or "project"
+# ---- the store: through the daemon, or here while holding the data dir's lock ----------
+
+DAEMON_WAIT_SECONDS = 120.0
+LONG_REQUEST_SECONDS = 900.0  # verify and eval read a whole project
+
+
+@contextmanager
+def store_access(settings: Settings, role: str) -> Iterator[DaemonClient | None]:
+    """How a command that needs the store reaches it: a client of the daemon when one runs
+    or is starting (waited for, up to DAEMON_WAIT_SECONDS), else None while this process
+    holds the data dir's lock, so that it may open the store itself and no daemon starts
+    its database meanwhile. A one-shot command holding the lock is waited for."""
+    from codequarry.client import DaemonClient
+    from codequarry.daemon_lock import IndexLock, labelled_holder
+
+    client = DaemonClient(settings.socket_path)
+    deadline: float | None = None
+    announced: set[str] = set()
+
+    def announce(message: str) -> None:
+        if message not in announced:
+            print(f"codequarry: {message}", file=sys.stderr)
+            announced.add(message)
+
+    while True:
+        try:
+            if client.running():
+                break
+        except CodequarryError:
+            pass  # a socket that does not answer (yet): see who holds the lock
+        lock = IndexLock(settings.lock_path, role, wait=False)
+        try:
+            lock.__enter__()
+        except DaemonRunning:
+            holder = labelled_holder(lock)
+            if "daemon" in holder:
+                deadline = deadline or time.monotonic() + DAEMON_WAIT_SECONDS
+                if time.monotonic() > deadline:
+                    raise DaemonNotRunning(
+                        f"the daemon holds {settings.data_dir} but did not answer on "
+                        f"{settings.socket_path} within {DAEMON_WAIT_SECONDS:.0f}s; see its log") from None
+                announce("daemon starting, waiting…")
+            else:  # a one-shot command: polled, not blocked on, so a daemon starting meanwhile wins
+                announce(f"waiting for {holder} to finish")
+            time.sleep(0.2)
+            continue
+        try:
+            yield None
+        finally:
+            lock.__exit__(None, None, None)
+        return
+    yield client
 
 
 # ---- commands -------------------------------------------------------------------------
 
 
 def cmd_add(args: argparse.Namespace, settings: Settings) -> int:
-    project = add_project(settings.config_path, args.project or derive_project_id(args.path),
-                          args.path, args.include, args.exclude)
+    project = register(settings.config_path, args.path, args.project, args.include, args.exclude)
     print(f"registered {project.id} -> {project.path} in {settings.config_path}", file=sys.stderr)
     return 0
 
 
 def cmd_remove(args: argparse.Namespace, settings: Settings) -> int:
-    removed = remove_project(settings.config_path, args.project)
-    print(f"unregistered {removed.id} ({removed.path})", file=sys.stderr)
-    if args.purge:
-        import anyio
+    from codequarry.models import validate_project_id
 
-        from codequarry.store.db import Store
-
-        async def purge() -> bool:
-            store = await Store.open(settings)
-            try:
-                return await store.drop_project(removed.id)
-            finally:
-                await store.close()
-
-        if anyio.run(purge):
-            print(f"deleted the indexed data of {removed.id}", file=sys.stderr)
+    project_id = validate_project_id(args.project)
+    registered = any(p.id == project_id for p in settings.config.projects)
+    if registered:
+        removed = unregister(settings.config_path, project_id)
+        print(f"unregistered {removed.id} ({removed.path})", file=sys.stderr)
+    elif not args.purge:
+        unregister(settings.config_path, project_id)  # UnknownProject, with its message
+    if not args.purge:
+        return 0
+    with store_access(settings, "remove") as client:
+        if client is not None:
+            deleted = bool(client.post("/api/purge", {"project": project_id})["deleted"])
+        else:
+            deleted = _purge_here(settings, project_id)
+    if deleted:
+        print(f"deleted the indexed data of {project_id}", file=sys.stderr)
+    elif not registered:
+        raise UnknownProject(f"no project or index named {project_id!r}")
     return 0
 
 
+def _purge_here(settings: Settings, project_id: str) -> bool:
+    import anyio
+
+    from codequarry.store.db import Store
+
+    async def purge() -> bool:
+        store = await Store.open(settings)
+        try:
+            return await store.drop_project(project_id)
+        finally:
+            await store.close()
+
+    return anyio.run(purge)
+
+
 def cmd_index(args: argparse.Namespace, settings: Settings) -> int:
-    from codequarry.client import DaemonClient
-
-    project_id = args.project or derive_project_id(args.path)
-    project = add_project(settings.config_path, project_id, args.path, args.include, args.exclude)
+    project = register(settings.config_path, args.path, args.project, args.include, args.exclude)
     settings = load_settings(settings.config_path)
-    client = DaemonClient(settings.socket_path)
-    if client.running():
-        from codequarry.console import follow_daemon_index
+    with store_access(settings, "index") as client:
+        if client is not None:
+            from codequarry.console import follow_daemon_index
 
-        return follow_daemon_index(client, project.id, str(project.path))
-    from codequarry.oneshot import index_here
+            return follow_daemon_index(client, project.id, str(project.path))
+        from codequarry.oneshot import index_here
 
-    return index_here(settings, settings.config.project(project.id))
+        return index_here(settings, settings.config.project(project.id))
 
 
 def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
-    from codequarry.client import DaemonClient
     from codequarry.models import validate_project_id
 
     for project in args.project:
@@ -200,10 +268,8 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
         raise UsageError(f"--limit must be between 1 and 50, got {args.limit}")
     body = {"query": args.query, "projects": args.project, "mode": args.mode,
             "languages": args.language, "path_glob": args.path_glob, "limit": args.limit}
-    try:
-        answer = DaemonClient(settings.socket_path).post("/api/search", body)
-    except DaemonNotRunning:
-        answer = _search_here(settings, body)
+    with store_access(settings, "search") as client:
+        answer = client.post("/api/search", body) if client else _search_here(settings, body)
     if args.json:
         print(json.dumps(answer, indent=2))
     else:
@@ -238,21 +304,18 @@ def _search_here(settings: Settings, body: dict[str, Any]) -> Any:
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
-    from codequarry.client import DaemonClient
     from codequarry.console import print_status
     from codequarry.models import validate_project_id
     from codequarry.oneshot import status_here
 
     if args.project:
         validate_project_id(args.project)
-    try:
-        answer = DaemonClient(settings.socket_path).get("/api/status")
-    except DaemonNotRunning:
-        answer = status_here(settings)
+    with store_access(settings, "status") as client:
+        answer = client.get("/api/status") if client else status_here(settings)
     if args.project:
-        validate_project_id(args.project)
         answer["projects"] = [p for p in answer["projects"] if p["project"] == args.project]
-        if not answer["projects"]:
+        answer["orphaned"] = [p for p in answer.get("orphaned", []) if p["project"] == args.project]
+        if not answer["projects"] and not answer["orphaned"]:
             raise UsageError(f"unknown project {args.project!r}")
     if args.json:
         print(json.dumps(answer, indent=2))
@@ -262,9 +325,15 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
-    from codequarry.verify import verify_project
+    config = settings.config.project(args.project)
+    with store_access(settings, "verify") as client:
+        if client is not None:
+            problems = list(client.post("/api/verify", {"project": config.id},
+                                        timeout=LONG_REQUEST_SECONDS)["problems"])
+        else:
+            from codequarry.verify import verify_project
 
-    problems = verify_project(settings, settings.config.project(args.project))
+            problems = verify_project(settings, config)
     for problem in problems[:50]:
         print(problem)
     if problems:
@@ -305,6 +374,21 @@ def cmd_service(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
-    from codequarry.evaluation import run_eval_command
+    from codequarry.evaluation import load_qrels, print_report, run_eval_command
 
-    return run_eval_command(settings, args.qrels, args.project, args.mode or None, args.json, args.worst)
+    with store_access(settings, "eval") as client:
+        if client is None:
+            return run_eval_command(settings, args.qrels, args.project, args.mode or None, args.json,
+                                    args.worst)
+        queries = load_qrels(args.qrels)
+        body = {"queries": [{"query": q.text, "relevant": [
+                    {"path": r.path, "start_line": r.start_line, "end_line": r.end_line}
+                    for r in q.relevant]} for q in queries],
+                "projects": args.project, "modes": args.mode}
+        report = client.post("/api/eval", body, timeout=LONG_REQUEST_SECONDS)
+    report["worst"] = report["worst"][:args.worst]
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print_report(report, len(queries))
+    return 0

@@ -46,12 +46,26 @@ class IndexProgress:
         self._progress.update(self._vectors, completed=embedded, total=max(chunks, embedded))
 
 
+RETRYING_GIVE_UP_SECONDS = 30.0
+
+
 def follow_daemon_index(client: DaemonClient, project: str, path: str) -> int:
     """Ask the running daemon to index, then show its progress until the project is idle."""
     client.post("/api/index", {"path": path, "project": project})
+    retrying_since: float | None = None
     with IndexProgress(project, enabled=sys.stderr.isatty()) as progress:
         while True:
             status = _project_status(client, project)
+            if status is not None and status.get("state") in ("starting", "retrying"):
+                # the daemon retries a failed start with backoff; give up if it keeps failing
+                if status.get("state") == "retrying":
+                    retrying_since = retrying_since or time.monotonic()
+                    if time.monotonic() - retrying_since > RETRYING_GIVE_UP_SECONDS:
+                        raise CodequarryError(f"{project} cannot be indexed now (the daemon keeps "
+                                              f"retrying it): {status.get('error')}")
+                time.sleep(0.3)
+                continue
+            retrying_since = None
             if status is not None:
                 files = status["files"] + status["skipped_files"]
                 progress.update(files, files + status["pending_files"],
@@ -99,12 +113,22 @@ def print_status(answer: dict[str, Any]) -> None:
     stdout.print(f"daemon: {state}; data: {answer['data_dir']}; config: {answer['config']}")
     if not answer["projects"]:
         stdout.print("no projects; register one with: codequarry add PATH --project ID")
+        print_orphans(answer)
         return
-    table = Table("project", "files", "skipped", "chunks", "vectors", "pending", "last change",
+    table = Table("project", "state", "files", "skipped", "chunks", "vectors", "pending", "last change",
                   "lag", "errors")
     for p in answer["projects"]:
-        table.add_row(p["project"], str(p["files"]), str(p["skipped_files"]), str(p["chunks"]),
+        table.add_row(p["project"], p.get("state", "-"), str(p["files"]), str(p["skipped_files"]),
+                      str(p["chunks"]),
                       f"{p['vector_coverage']:.1%}", str(p["pending_files"]),
                       (p["last_event_at"] or "-")[:19].replace("T", " "), f"{p['index_lag_seconds']:.1f}s",
                       "; ".join(p["errors"])[:60] or "-")
     stdout.print(table)
+    print_orphans(answer)
+
+
+def print_orphans(answer: dict[str, Any]) -> None:
+    """Indexes of projects no longer registered, with how to delete them."""
+    for orphan in answer.get("orphaned", []):
+        stdout.print(f"orphaned index: {orphan['project']} ({orphan['root']}, {orphan['files']} files); "
+                     f"delete it with: codequarry remove --purge {orphan['project']}", markup=False)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -128,6 +128,9 @@ class Indexer:
         # latest write that could have created work for it
         self._work_generation = 0
         self._settled_generation = -1
+        # told about a project's failure that retrying the same step cannot fix (the
+        # daemon's supervisor restarts that project with backoff)
+        self.on_project_error: Callable[[str, BaseException], None] | None = None
 
     # ---- projects ------------------------------------------------------------------
 
@@ -266,6 +269,8 @@ class Indexer:
                 except Exception as exc:
                     if not is_transient(exc):
                         log.error("rescan_failed", project=project.id, error=describe(exc))
+                        if self.on_project_error is not None:
+                            self.on_project_error(project.id, exc)
                         continue
                     log.warning("store_unavailable", project=project.id, error=describe(exc), retry_in=2)
                     project.needs_rescan = True
@@ -433,10 +438,11 @@ class Indexer:
                 self.embedder_fatal = isinstance(exc, ModelFileError)
                 await anyio.sleep(backoff)
                 backoff = min(backoff * 2, 60.0)
-            except Exception as exc:
-                if not is_transient(exc):
-                    raise
-                log.warning("store_unavailable", error=describe(exc), retry_in=round(backoff))
+            except Exception as exc:  # never let one project's data end the worker
+                if is_transient(exc):
+                    log.warning("store_unavailable", error=describe(exc), retry_in=round(backoff))
+                else:
+                    log.error("embed_failed", error=describe(exc), retry_in=round(backoff))
                 await anyio.sleep(backoff)
                 backoff = min(backoff * 2, 60.0)
 

@@ -168,6 +168,19 @@ def _add_json_routes(mcp: FastMCP, api: DaemonApi) -> None:
     async def changes(body: dict[str, Any]) -> Any:
         return await api.recent_changes(body.get("project"), int(body.get("limit", 20)))
 
+    async def verify(body: dict[str, Any]) -> Any:
+        return await api.verify(str(body.get("project", "")))
+
+    async def purge(body: dict[str, Any]) -> Any:
+        return await api.purge(str(body.get("project", "")), bool(body.get("unregister")))
+
+    async def evaluate(body: dict[str, Any]) -> Any:
+        return await api.evaluate(list(body.get("queries") or []), list(body.get("projects") or []),
+                                  list(body.get("modes") or []))
+
+    route("/api/verify", "POST")(verify)
+    route("/api/purge", "POST")(purge)
+    route("/api/eval", "POST")(evaluate)
     route("/api/health", "GET")(health)
     route("/api/search", "POST")(search)
     route("/api/status", "GET")(status)

@@ -1,4 +1,5 @@
-"""Commands that do their work in the CLI process when no daemon is running."""
+"""Commands that do their work in the CLI process when no daemon is running (the CLI
+holds the data dir's lock meanwhile, see cli.store_access)."""
 
 from __future__ import annotations
 
@@ -18,9 +19,12 @@ EMBEDDER_GIVE_UP_SECONDS = 60.0
 
 
 def index_here(settings: Settings, config: ProjectConfig) -> int:
-    """Index one project and wait until every chunk has a vector; 1 if the embedder fails."""
-    from codequarry.daemon_lock import IndexLock
+    """Index one project and wait until every chunk has a vector; 1 if the embedder fails.
+    Runs holding the data dir's lock (taken here unless the caller holds it already)."""
+    from codequarry.daemon_lock import IndexLock, holds
 
+    if holds(settings.lock_path):
+        return anyio.run(_index, settings, config)
     with IndexLock(settings.lock_path, "index"):
         return anyio.run(_index, settings, config)
 

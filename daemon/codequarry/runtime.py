@@ -55,17 +55,26 @@ async def open_runtime(settings: Settings, embedder: Embedder | None = None) -> 
 
 
 async def status_report(settings: Settings, store: Store, indexer: Indexer | None = None,
-                        daemon: dict[str, Any] | None = None) -> dict[str, Any]:
-    """What `codequarry status --json` prints: one entry per registered or indexed project."""
+                        daemon: dict[str, Any] | None = None,
+                        states: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """What `codequarry status --json` prints: {"projects": one entry per registered
+    project, with "state" (starting|scanning|watching|retrying|stopped) and "error" (why it
+    is retrying, else None); "orphaned": indexes of projects no longer registered (deleted
+    by `codequarry remove --purge ID`), each {"project", "root", "files", "chunks"};
+    "daemon", "data_dir", "config"}. `states` comes from the daemon's supervisor."""
     indexed = await store.indexed_projects()
     registered = {p.id: str(p.path) for p in settings.config.projects}
     projects = []
-    for project_id in sorted(set(indexed) | set(registered)):
-        root = registered.get(project_id) or indexed[project_id]
+    for project_id in sorted(registered):
+        root = registered[project_id]
+        runner = (states or {}).get(project_id) or {"state": "stopped", "error": None, "retry_at": None}
+        lifecycle = {"registered": True, "state": runner["state"], "error": runner["error"],
+                     "retry_at": runner.get("retry_at")}
         if project_id not in indexed:
+            errors = ["not indexed yet"] + ([runner["error"]] if runner["error"] else [])
             projects.append(ProjectStatus(project_id, root, 0, 0, 0, 0.0, 0, 0, None, None, 0.0,
-                                          ["not indexed yet"], None).to_json()
-                            | {"registered": True})
+                                          errors, None).to_json()
+                            | lifecycle | {"scanning": runner["state"] in ("starting", "scanning")})
             continue
         counts = await (await store.project(project_id)).counts()
         queued = indexer.pending_files(project_id) if indexer else 0
@@ -74,6 +83,8 @@ async def status_report(settings: Settings, store: Store, indexer: Indexer | Non
         if counts.oldest_pending_at is not None:
             lag = (datetime.now(UTC) - counts.oldest_pending_at).total_seconds()
         errors = list(counts.recent_errors)
+        if runner["error"]:
+            errors.insert(0, f"{runner['state']}: {runner['error']}")
         if not Path(root).is_dir():
             errors.insert(0, f"repository directory is missing: {root}")
         if indexer and indexer.embedder_error:
@@ -83,10 +94,15 @@ async def status_report(settings: Settings, store: Store, indexer: Indexer | Non
             counts.vector_coverage, max(counts.pending_files, queued, int(scanning)), counts.pending_events,
             counts.last_event_at, counts.last_indexed_at, lag, errors, counts.model_id,
             watching=bool(indexer and project_id in indexer.projects and daemon))
-        extra: dict[str, Any] = {"registered": project_id in registered, "scanning": scanning}
+        extra: dict[str, Any] = {"scanning": scanning}
         if counts.next_model_id:  # blue/green: search uses model_id until this one covers all
             extra["reembedding"] = {"model_id": counts.next_model_id,
                                     "coverage": floor4(counts.next_embedded / max(counts.chunks, 1))}
-        projects.append(status.to_json() | extra)
-    return {"projects": projects, "daemon": daemon or {"running": False},
+        projects.append(status.to_json() | lifecycle | extra)
+    orphaned = []
+    for project_id in sorted(set(indexed) - set(registered)):
+        counts = await (await store.project(project_id)).counts()
+        orphaned.append({"project": project_id, "root": indexed[project_id], "files": counts.files,
+                         "chunks": counts.chunks})
+    return {"projects": projects, "orphaned": orphaned, "daemon": daemon or {"running": False},
             "data_dir": str(settings.data_dir), "config": str(settings.config_path)}

@@ -1,7 +1,8 @@
 """The daemon's lifespan: start, watch, serve, reload config, shut down cleanly.
 
-Start: store, embedder and workers; one watcher per project (each scans and reconciles
-once its watcher is live); the MCP socket; then READY for systemd. Shutdown on the first
+Start: the data dir's lock first (the daemon owns its embedded PostgreSQL), then store,
+embedder and workers; the supervisor's runner per project (each watches, then scans and
+reconciles once its watcher is live); the MCP socket; then READY for systemd. Shutdown on the first
 SIGTERM/SIGINT: stop serving and watching, let the batch in flight finish (bounded by
 drain_timeout_seconds), cancel the rest, stop the embedded PostgreSQL. A second signal
 cancels at once. Work not done is not lost: it is found again by the next start's scan.
@@ -20,21 +21,18 @@ from typing import Any
 
 import anyio
 import uvicorn
-import watchfiles
 from anyio.abc import TaskGroup
 
 from codequarry import __version__
-from codequarry.config import ProjectConfig, Settings, load_settings
-from codequarry.daemon_lock import IndexLock
+from codequarry.config import ProjectConfig, Settings
+from codequarry.daemon_lock import IndexLock, labelled_holder
 from codequarry.embedding import Embedder
 from codequarry.errors import CodequarryError, DaemonRunning
 from codequarry.logs import get_logger
 from codequarry.runtime import Runtime, open_runtime
-from codequarry.store.db import is_transient
-from codequarry.watch import watch_repository
+from codequarry.supervisor import Supervisor
 
 log = get_logger(__name__)
-HOUSEKEEPING_SECONDS = 60.0
 
 
 class _UnixServer(uvicorn.Server):
@@ -56,17 +54,22 @@ class _UnixServer(uvicorn.Server):
 
 
 class Daemon:
+    """The daemon process's parts: runtime, supervisor (projects), socket servers, signals."""
+
     def __init__(self, settings: Settings, embedder: Embedder | None = None) -> None:
-        self.settings = settings
+        self._settings = settings
         self._embedder = embedder
         self.started_at = time.time()
         self.ready = anyio.Event()
         self.runtime: Runtime | None = None
-        self._tasks: TaskGroup | None = None
-        self._watchers: dict[str, tuple[ProjectConfig, anyio.CancelScope]] = {}
+        self.supervisor: Supervisor | None = None
         self._servers: list[_UnixServer] = []
         self._stop = anyio.Event()
-        self._analyzed: dict[str, int] = {}
+
+    @property
+    def settings(self) -> Settings:
+        """The config in force (the supervisor's, once it runs: hot reload replaces it)."""
+        return self.supervisor.settings if self.supervisor is not None else self._settings
 
     def info(self) -> dict[str, Any]:
         runtime = self.runtime
@@ -75,7 +78,21 @@ class Daemon:
                 "uptime_seconds": round(time.time() - self.started_at),
                 "model": runtime.indexer.model_id if runtime else None,
                 "embedder_error": runtime.indexer.embedder_error if runtime else None,
-                "watching": sorted(self._watchers)}
+                "watching": self.supervisor.watching() if self.supervisor else []}
+
+    def project_states(self) -> dict[str, dict[str, Any]]:
+        """Project id -> {"state", "error", "retry_at"} of every project the daemon runs."""
+        if self.supervisor is None:
+            return {}
+        return {pid: report.to_json() for pid, report in self.supervisor.reports().items()}
+
+    async def register(self, path: str | Path, project_id: str | None = None) -> ProjectConfig:
+        assert self.supervisor is not None
+        return await self.supervisor.register(path, project_id)
+
+    async def purge(self, project_id: str, unregister_first: bool = False) -> bool:
+        assert self.supervisor is not None
+        return await self.supervisor.purge(project_id, unregister_first)
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -83,16 +100,17 @@ class Daemon:
     # ---- lifespan ------------------------------------------------------------------
 
     async def serve(self) -> None:
-        async with open_runtime(self.settings, self._embedder) as runtime:
+        async with open_runtime(self._settings, self._embedder) as runtime:
             self.runtime = runtime
             async with anyio.create_task_group() as tasks:
-                self._tasks = tasks
+                supervisor = Supervisor(self._settings, runtime, tasks)
+                self.supervisor = supervisor
                 tasks.start_soon(runtime.indexer.run)
-                for project in self.settings.config.projects:
-                    await self.start_project(project)
+                await supervisor.apply(self._settings)
                 await self._start_socket_server(tasks)
-                tasks.start_soon(self._watch_config)
-                tasks.start_soon(self._housekeeping)
+                tasks.start_soon(supervisor.watch_config)
+                tasks.start_soon(supervisor.housekeeping)
+                tasks.start_soon(supervisor.guard_store)
                 log.info("daemon_ready", socket=str(self.settings.socket_path),
                          projects=[p.id for p in self.settings.config.projects])
                 sd_notify("READY=1")
@@ -106,9 +124,10 @@ class Daemon:
         log.info("daemon_stopping", drain_timeout=self.settings.config.daemon.drain_timeout_seconds)
         for server in self._servers:
             server.should_exit = True
-        for _, scope in self._watchers.values():
-            scope.cancel()
         assert self.runtime is not None
+        assert self.supervisor is not None
+        for runner in self.supervisor.runners.values():
+            runner.scope.cancel()  # stop watching; the indexer keeps its projects to drain
         with anyio.move_on_after(self.settings.config.daemon.drain_timeout_seconds):
             await self.runtime.indexer.drain()
         with anyio.move_on_after(5):  # let uvicorn finish its lifespan before we cancel
@@ -116,92 +135,10 @@ class Daemon:
                 await server.stopped.wait()
         self._remove_socket()
 
-    # ---- projects ------------------------------------------------------------------
-
-    async def start_project(self, config: ProjectConfig) -> None:
-        """Watch and index a project; restarts it if its config changed. Idempotent."""
-        current = self._watchers.get(config.id)
-        if current is not None:
-            if current[0] == config:
-                return
-            self.stop_project(config.id)
-        assert self.runtime is not None
-        assert self._tasks is not None
-        try:
-            project = await self.runtime.indexer.add_project(config)
-        except Exception as exc:
-            if not isinstance(exc, CodequarryError) and not is_transient(exc):
-                raise
-            log.error("project_start_failed", project=config.id, error=str(exc))
-            return
-        scope = anyio.CancelScope()
-        self._watchers[config.id] = (config, scope)
-        indexer = self.runtime.indexer
-
-        async def watch() -> None:
-            with scope:
-                await watch_repository(
-                    project.root, project.rules, self.settings.config.daemon.debounce_ms,
-                    lambda changes: indexer.notify(config.id, changes),
-                    lambda: indexer.request_rescan(config.id))
-
-        self._tasks.start_soon(watch)
-        log.info("project_watching", project=config.id, root=str(config.path))
-
-    def stop_project(self, project_id: str) -> None:
-        entry = self._watchers.pop(project_id, None)
-        if entry is not None:
-            entry[1].cancel()
-        if self.runtime is not None:
-            self.runtime.indexer.remove_project(project_id)
-        log.info("project_stopped", project=project_id)
-
-    async def _watch_config(self) -> None:
-        """Apply project additions, removals and changes from the config file, no restart."""
-        path = self.settings.config_path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        async for _ in watchfiles.awatch(path.parent, debounce=200, recursive=False, rust_timeout=500,
-                                         watch_filter=lambda _c, p: Path(p).name == path.name):
-            try:
-                fresh = load_settings(path)
-            except CodequarryError as exc:
-                log.error("config_invalid", error=str(exc), action="keeping the running config")
-                continue
-            await self.apply_settings(fresh)
-
     async def apply_settings(self, fresh: Settings) -> None:
-        before = {p.id: p for p in self.settings.config.projects}
-        after = {p.id: p for p in fresh.config.projects}
-        if (fresh.config.embedder, fresh.config.database) != (
-                self.settings.config.embedder, self.settings.config.database):
-            log.warning("config_needs_restart", sections="[embedder]/[database]")
-        self.settings = fresh
-        for project_id in sorted(set(before) - set(after)):
-            self.stop_project(project_id)
-        for _, config in sorted(after.items()):
-            await self.start_project(config)
-
-    async def _housekeeping(self) -> None:
-        """Retry projects that could not start, refresh planner statistics after big changes
-        (lexical idf uses them), prune old events."""
-        last_prune = 0.0
-        while True:
-            await anyio.sleep(HOUSEKEEPING_SECONDS)
-            assert self.runtime is not None
-            for config in self.settings.config.projects:  # retry projects that failed to start
-                if config.id not in self._watchers:
-                    await self.start_project(config)
-            for project in list(self.runtime.indexer.projects.values()):
-                try:
-                    chunks, _ = await project.store.vector_counts()
-                    if abs(chunks - self._analyzed.get(project.id, 0)) > max(100, chunks // 10):
-                        await project.store.analyze()
-                        self._analyzed[project.id] = chunks
-                    if time.time() - last_prune > 86_400:
-                        await project.store.prune_events()
-                except Exception as exc:
-                    log.warning("housekeeping_failed", project=project.id, error=str(exc))
-            last_prune = time.time() if time.time() - last_prune > 86_400 else last_prune
+        """Apply a new config now (the config-file watcher does the same on its own)."""
+        assert self.supervisor is not None
+        await self.supervisor.apply(fresh)
 
     # ---- the socket ----------------------------------------------------------------
 
@@ -278,7 +215,7 @@ def run_daemon(settings: Settings) -> int:
     try:
         lock.__enter__()
     except DaemonRunning:
-        if "daemon" in lock.holder():
+        if "daemon" in labelled_holder(lock):
             raise
         lock = IndexLock(settings.lock_path, "daemon", wait=True)  # an index run: wait for it
         lock.__enter__()

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import anyio
 
+from codequarry.chunking import Chunker
 from codequarry.config import ProjectConfig, Settings
 from codequarry.ignore import IgnoreRules
 from codequarry.runtime import open_runtime
 from codequarry.scan import read_text_file, scan_tree
+from codequarry.store.db import Store
 
 
 def verify_project(settings: Settings, config: ProjectConfig) -> list[str]:
@@ -19,40 +21,47 @@ def verify_project(settings: Settings, config: ProjectConfig) -> list[str]:
 
 
 async def _verify(settings: Settings, config: ProjectConfig) -> list[str]:
+    async with open_runtime(settings) as runtime:
+        return await check_project(settings, config, runtime.store, runtime.indexer.chunker)
+
+
+async def check_project(settings: Settings, config: ProjectConfig, database: Store,
+                        chunker: Chunker) -> list[str]:
+    """The differences between a project's index and its tree, one line each (empty: none).
+    UnknownProject if the project has no index."""
     problems: list[str] = []
     max_bytes = settings.config.index.max_file_bytes
     rules = IgnoreRules(config.path, [*settings.config.index.exclude, *config.exclude], config.include)
-    async with open_runtime(settings) as runtime:
-        store = await runtime.store.project(config.id)
-        chunker = runtime.indexer.chunker
-        on_disk = {f.path: f for f in scan_tree(config.path, rules, max_bytes)}
-        indexed = await store.indexed_files()
-        for path in sorted(set(indexed) - set(on_disk)):
-            problems.append(f"{path}: indexed but not in the tree")
-        for path, stat in sorted(on_disk.items()):
-            before = indexed.get(path)
-            if before is None:
-                problems.append(f"{path}: in the tree but not indexed")
+    store = await database.project(config.id)
+    on_disk = await anyio.to_thread.run_sync(  # off the event loop: the daemon runs this too
+        lambda: {f.path: f for f in scan_tree(config.path, rules, max_bytes)})
+    indexed = await store.indexed_files()
+    for path in sorted(set(indexed) - set(on_disk)):
+        problems.append(f"{path}: indexed but not in the tree")
+    for path, stat in sorted(on_disk.items()):
+        before = indexed.get(path)
+        if before is None:
+            problems.append(f"{path}: in the tree but not indexed")
+            continue
+        if (before.size, before.mtime_ns) != (stat.size, stat.mtime_ns):
+            problems.append(f"{path}: stat differs from the index")
+            continue
+        expected: list[tuple[str, int, int]] = []
+        reason = stat.skip_reason
+        if reason is None:
+            source = read_text_file(config.path / path, max_bytes)
+            reason = source.skip_reason
+            if before.content_hash != source.content_hash:
+                problems.append(f"{path}: content hash differs from the index")
                 continue
-            if (before.size, before.mtime_ns) != (stat.size, stat.mtime_ns):
-                problems.append(f"{path}: stat differs from the index")
-                continue
-            expected: list[tuple[str, int, int]] = []
-            reason = stat.skip_reason
-            if reason is None:
-                source = read_text_file(config.path / path, max_bytes)
-                reason = source.skip_reason
-                if before.content_hash != source.content_hash:
-                    problems.append(f"{path}: content hash differs from the index")
-                    continue
-                if source.text is not None:
-                    _, chunks = chunker.chunk_file(path, source.text)
-                    expected = [(c.content_hash, c.start_line, c.end_line) for c in chunks]
-            if (before.skip_reason is None) != (reason is None):
-                problems.append(f"{path}: skip reason {before.skip_reason!r}, expected {reason!r}")
-            stored = await store.file_chunks(path)
-            if [row[:3] for row in stored] != expected:
-                problems.append(f"{path}: chunks differ from a fresh chunking "
-                                f"({len(stored)} stored, {len(expected)} expected)")
-        problems.extend(await store.consistency_problems())
+            if source.text is not None:
+                _, chunks = chunker.chunk_file(path, source.text)
+                expected = [(c.content_hash, c.start_line, c.end_line) for c in chunks]
+        if (before.skip_reason is None) != (reason is None):
+            problems.append(f"{path}: skip reason {before.skip_reason!r}, expected {reason!r}")
+        stored = await store.file_chunks(path)
+        if [row[:3] for row in stored] != expected:
+            problems.append(f"{path}: chunks differ from a fresh chunking "
+                            f"({len(stored)} stored, {len(expected)} expected)")
+    problems.extend(await store.consistency_problems())
     return problems

