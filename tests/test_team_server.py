@@ -130,6 +130,9 @@ def test_the_url_maps_sslmode_to_asyncpg_and_renders_without_the_password() -> N
     masked = dburl.mask("postgresql://team@db.example/cq?password=s3cret-pw")
     assert "s3cret-pw" not in masked
     assert dburl.mask_text("failed: postgresql://team:s3cret-pw@db/cq", None) == "failed: postgresql://team:***@db/cq"
+    assert dburl.parse("postgres://team@db/cq").drivername == "postgresql+asyncpg"
+    socket_url = dburl.parse("postgresql://team@/cq?host=/run/postgresql&sslmode=disable")
+    assert dict(socket_url.query) == {"host": "/run/postgresql", "ssl": "disable"}
 
 
 def test_a_bad_sslmode_or_unknown_url_parameter_is_one_config_line_without_the_password(
@@ -247,6 +250,30 @@ async def test_without_create_on_the_database_the_error_names_the_grant(
         tcp_postgres.drop_database(database)
 
 
+async def test_teammates_with_their_own_login_roles_share_the_team_role(
+        tcp_postgres: TcpPostgres, tmp_path: Path) -> None:
+    """The README's per-person roles: members of the team role that own nothing themselves
+    (ALTER ROLE ... SET role), so one teammate's tables are usable by the next."""
+    team, _, database = tcp_postgres.role_and_database()
+    try:
+        urls = {}
+        for person in ("alice", "bob"):
+            login, password = f"{person}_{database}", "pw-" + person + "-" + database[-6:]
+            tcp_postgres.create_role(login, password)
+            tcp_postgres.psql(f"GRANT {team} TO {login}")
+            tcp_postgres.psql(f"ALTER ROLE {login} SET role = '{team}'")
+            urls[person] = tcp_postgres.dsn(login, password, database)
+        for person, project in (("alice", "api"), ("bob", "web")):
+            repo = write_files(tmp_path / person / "checkout", REPO if person == "alice" else OTHER)
+            settings = installation(tmp_path / person, urls[person], [{"id": project, "path": str(repo)}])
+            await index_project(settings, HashEmbedder(), project)
+        owners = tcp_postgres.psql("SELECT DISTINCT tableowner FROM pg_tables WHERE schemaname = "
+                                   "'codequarry' OR schemaname LIKE 'cq%'", database=database)
+        assert owners.split() == [team]
+    finally:
+        tcp_postgres.drop_database(database)
+
+
 # ---- two installations on one server -------------------------------------------------------
 
 
@@ -333,7 +360,8 @@ def test_two_daemons_starting_at_once_on_an_empty_database_both_come_up(
     configs = []
     for name in ("alice", "bob"):
         repo = write_files(tmp_path / name / "checkout", REPO)
-        settings = installation(tmp_path / name, team_db.url, [{"id": "ext", "path": str(repo)}])
+        settings = installation(tmp_path / name, team_db.url, [{"id": "ext", "path": str(repo)}],
+                                daemon={"drain_timeout_seconds": 1})
         (tmp_path / name / "run").mkdir(mode=0o700)
         configs.append((tmp_path / name / "daemon.log", settings))
     for log, settings in configs:  # both at once, before either has migrated anything
@@ -368,6 +396,23 @@ def test_two_daemons_starting_at_once_on_an_empty_database_both_come_up(
     versions = team_db.server.psql("SELECT scope || '=' || version FROM codequarry.schema_version",
                                    database=team_db.database)
     assert "shared=" in versions
+
+
+async def test_a_daemon_meeting_a_newer_schema_refuses_in_one_line_and_changes_nothing(
+        team_db: TeamDatabase, tmp_path: Path) -> None:
+    await _open_and_close(team_db.url, tmp_path / "first")
+    team_db.server.psql("UPDATE codequarry.schema_version SET version = version + 100 "
+                        "WHERE scope = 'shared'", database=team_db.database)
+    before = team_db.server.psql("SELECT scope, version, applied_at FROM codequarry.schema_version "
+                                 "ORDER BY scope", database=team_db.database)
+    with pytest.raises(StoreUnavailable) as caught:
+        await _open_and_close(team_db.url, tmp_path / "older")
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "newer" in message.lower() or "upgrade" in message.lower(), \
+        f"an older daemon should say the schema is newer and ask for an upgrade: {message!r}"
+    assert team_db.server.psql("SELECT scope, version, applied_at FROM codequarry.schema_version "
+                               "ORDER BY scope", database=team_db.database) == before
 
 
 # ---- the server goes away and comes back ----------------------------------------------------

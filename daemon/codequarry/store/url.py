@@ -63,9 +63,10 @@ def mask(url: str | URL) -> str:
 
 
 def mask_text(text: str, *passwords: str | None) -> str:
-    """`text` with every given password (and any user:password@ authority) masked."""
+    """`text` with every given password (4+ characters) and any user:password@ authority
+    masked."""
     for password in passwords:
-        if password:
+        if password and len(password) >= 4:  # masking "a" would mangle every message
             text = text.replace(password, MASK)
     # an unparseable URL still must not leak "user:secret@host"
     scheme, sep, rest = text.partition("://")
