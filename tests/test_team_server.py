@@ -339,6 +339,8 @@ async def test_a_copied_installation_identity_pointing_the_project_elsewhere_is_
     message = str(caught.value)
     assert "\n" not in message, f"the refusal should be one line, got {message!r}"
     assert "installation" in message, f"the refusal should name the shared installation identity: {message!r}"
+    assert "installation-id" in message, f"the refusal should say how to get a new identity: {message!r}"
+    monkeypatch.undo()  # back on the laptop's own host
     assert await search_paths(laptop, HashEmbedder(), "torus_volume", "ext") == ["src/geometry.py"], \
         "the refused installation changed the original's index"
 
