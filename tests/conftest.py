@@ -24,6 +24,7 @@ from codequarry.embedding.base import Vectors
 from codequarry.store.embedded import EmbeddedPostgres
 
 from .fakes import HashEmbedder
+from .tcp_postgres import tcp_postgres  # noqa: F401  (the team-server tests' TCP server)
 
 if TYPE_CHECKING:
     from codequarry.service import Daemon

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import parse_qs, urlsplit
 
 import tomlkit
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -24,6 +25,14 @@ from codequarry.errors import ConfigError, UnknownProject, UsageError
 from codequarry.models import validate_project_id
 
 EMBEDDED = "embedded"
+# libpq's sslmode values, which asyncpg's `ssl=` takes as they are
+SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+# libpq query parameter -> asyncpg connect() keyword (store/url.py maps them)
+DATABASE_URL_RENAMED = {"sslmode": "ssl"}
+# query parameters a [database] url may carry: libpq's names, and asyncpg's own
+DATABASE_URL_PARAMETERS = frozenset({
+    "host", "port", "password", "passfile", "sslmode", "ssl", "target_session_attrs",
+    "prepared_statement_cache_size"})
 
 
 class _Section(BaseModel):
@@ -40,8 +49,20 @@ class DatabaseConfig(_Section):
     @field_validator("url")
     @classmethod
     def _check_url(cls, url: str) -> str:
-        if url != EMBEDDED and not re.match(r"postgres(ql)?(\+asyncpg)?://", url):
+        if url == EMBEDDED:
+            return url
+        if not re.match(r"postgres(ql)?(\+asyncpg)?://", url):
             raise ValueError('must be "embedded" or a postgresql:// DSN')
+        # messages name parameters, never echo the URL: it may hold a password
+        query = parse_qs(urlsplit(url).query, keep_blank_values=True)
+        unknown = sorted(set(query) - DATABASE_URL_PARAMETERS)
+        if unknown:
+            raise ValueError(f"unsupported URL parameter {unknown[0]!r} (supported: "
+                             f"{', '.join(sorted(DATABASE_URL_PARAMETERS))})")
+        for name in ("sslmode", "ssl"):
+            for value in query.get(name, []):
+                if value not in SSL_MODES:
+                    raise ValueError(f"{name} must be one of {', '.join(SSL_MODES)}")
         return url
 
 

@@ -221,10 +221,25 @@ def run_daemon(settings: Settings) -> int:
         lock.__enter__()
     try:
         daemon = Daemon(settings)
-        anyio.run(_serve_until_signal, daemon)
+        try:
+            anyio.run(_serve_until_signal, daemon)
+        except ExceptionGroup as group:
+            raise _user_error(group) or group from None
     finally:
         lock.__exit__(None, None, None)
     return 0
+
+
+def _user_error(group: BaseExceptionGroup[Any]) -> CodequarryError | None:
+    """The error to report when a task group failed only of user-caused errors (a wrong
+    database password at startup), so the CLI prints its one line, not "internal error"."""
+    matched, rest = group.split(CodequarryError)
+    if matched is None or rest is not None:
+        return None
+    leaves: list[BaseException] = list(matched.exceptions)
+    while leaves and isinstance(leaves[0], BaseExceptionGroup):
+        leaves = list(leaves[0].exceptions)
+    return leaves[0] if leaves and isinstance(leaves[0], CodequarryError) else None
 
 
 async def _serve_until_signal(daemon: Daemon) -> None:

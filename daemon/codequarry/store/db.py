@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from pgvector import Vector as PgVector
 from pgvector.asyncpg import register_vector
-from sqlalchemy import event, text
+from sqlalchemy import URL, event, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -21,6 +21,7 @@ from codequarry.config import EMBEDDED, Settings
 from codequarry.errors import StoreUnavailable, UnknownProject
 from codequarry.installation import host_name, installation_id
 from codequarry.models import EmbeddingBatch, validate_project_id
+from codequarry.store import url as dburl
 from codequarry.store.embedded import EmbeddedPostgres
 from codequarry.store.migrations import (
     PROJECT_VERSION,
@@ -29,17 +30,17 @@ from codequarry.store.migrations import (
     quote_ident,
     schema_name,
 )
+from codequarry.store.privileges import check_database
 from codequarry.store.project import SESSION_EF_SEARCH, ProjectStore, project_lock_key
 
 Vector = np.ndarray[Any, np.dtype[np.float32]]
 MAX_HNSW_DIMS = {"vector": 2000, "halfvec": 4000}
 
 
-def asyncpg_url(url: str) -> str:
-    for prefix in ("postgresql://", "postgres://"):
-        if url.startswith(prefix):
-            return "postgresql+asyncpg://" + url[len(prefix):]
-    return url
+def asyncpg_url(url: str) -> URL:
+    """The SQLAlchemy asyncpg URL of a [database] url (libpq names mapped, e.g. sslmode ->
+    ssl); a URL object, whose str() masks the password. StoreUnavailable if unparseable."""
+    return dburl.parse(url)
 
 
 class Store:
@@ -75,6 +76,7 @@ class Store:
         engine = create_engine(asyncpg_url(url))
         try:
             async with engine.begin() as conn:
+                await check_database(conn)  # least privilege: name the admin's SQL first
                 await migrate_shared(conn)
                 version = (await conn.execute(text(
                     "SELECT extversion FROM pg_extension WHERE extname = 'vector'"))).scalar()
@@ -87,7 +89,7 @@ class Store:
                 embedded.stop()
             if isinstance(exc, StoreUnavailable):
                 raise
-            raise StoreUnavailable(f"cannot use the database: {describe_db_error(exc)}") from None
+            raise StoreUnavailable(f"cannot use the database: {describe_db_error(exc, url)}") from None
         parsed = tuple(int(part) for part in str(version).split(".")[:3] if part.isdigit())
         if parsed < (0, 6):
             await engine.dispose()
@@ -318,7 +320,7 @@ def as_pgvectors(vectors: Iterable[Vector]) -> list[PgVector]:
     return [PgVector(v) for v in vectors]
 
 
-def create_engine(url: str) -> AsyncEngine:
+def create_engine(url: str | URL) -> AsyncEngine:
     # no pool_pre_ping: a ping per checkout cost searches a round trip per query; a
     # connection that died with the server fails once, resets the pool, and callers retry
     engine = create_async_engine(url, pool_size=8, max_overflow=12, pool_recycle=3600)
@@ -375,7 +377,39 @@ def is_transient(exc: BaseException) -> bool:
     return False
 
 
-def describe_db_error(exc: BaseException) -> str:
-    original = getattr(exc, "orig", None) or exc
+def describe_db_error(exc: BaseException, url: str | URL | None = None) -> str:
+    """One line for a database failure: the driver's own error (asyncpg's, not SQLAlchemy's
+    wrapper), where the daemon tried to connect when `url` is given, a hint for the
+    usual team-server mistakes, and never the URL's password."""
+    original = _driver_error(exc)
     message = str(original).strip().splitlines()[0] if str(original).strip() else ""
-    return f"{type(original).__name__}: {message}" if message else type(original).__name__
+    name = type(original).__name__
+    hint = ""
+    if "rejected SSL upgrade" in message:
+        hint = ("; the server does not offer TLS, and the URL's sslmode requires it "
+                "(use sslmode=prefer or disable, or enable TLS on the server)")
+    elif name == "InvalidPasswordError" and url is not None and dburl.password_of(str(url)) is None:
+        hint = "; the URL has no password: set PGPASSWORD or add a ~/.pgpass line for this host"
+    where = ""
+    password = None
+    if url is not None:
+        text_url = url.render_as_string(hide_password=False) if isinstance(url, URL) else url
+        password = dburl.password_of(text_url)
+        if not text_url.startswith("postgresql+asyncpg://postgres@/"):  # the embedded server's socket
+            where = f" ({dburl.describe_target(text_url)})"
+    line = (f"{name}: {message}" if message else name) + where + hint
+    return dburl.mask_text(line, password)
+
+
+def _driver_error(exc: BaseException) -> BaseException:
+    """The asyncpg (or OS) exception under SQLAlchemy's and the adapter's wrappers."""
+    seen: BaseException = getattr(exc, "orig", None) or exc
+    for _ in range(4):
+        inner = seen.__cause__ or seen.__context__
+        if inner is None or type(inner).__module__.startswith("sqlalchemy"):
+            break
+        if type(seen).__module__.startswith("sqlalchemy"):
+            seen = inner
+        else:
+            break
+    return seen
