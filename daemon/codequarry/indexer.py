@@ -418,9 +418,13 @@ class Indexer:
 
     async def _use_model(self, project: Project) -> None:
         assert self.model_id is not None
+        previous, _ = await project.store.model()
         if await project.store.set_model(self.model_id, self.embedder.dims):
-            log.info("model_changed", project=project.id, model=self.model_id,
-                     action="re-embedding in the background")
+            if previous is None:  # a new project: nothing to re-embed
+                log.info("model_set", project=project.id, model=self.model_id)
+            else:
+                log.info("model_changed", project=project.id, model=self.model_id, previous=previous,
+                         action="re-embedding in the background")
 
     async def _embed_next(self) -> bool:
         """Embed one batch (live chunks first). False when there was nothing to do."""

@@ -23,7 +23,7 @@ import uvicorn
 import watchfiles
 from anyio.abc import TaskGroup
 
-from codequarry import __version__
+from codequarry import __version__, paths
 from codequarry.config import ProjectConfig, Settings, load_settings
 from codequarry.daemon_lock import IndexLock
 from codequarry.embedding import Embedder
@@ -71,7 +71,7 @@ class Daemon:
     def info(self) -> dict[str, Any]:
         runtime = self.runtime
         return {"running": True, "pid": os.getpid(), "version": __version__,
-                "socket": str(self.settings.socket_path),
+                "socket": str(self.settings.listen_socket_path),
                 "uptime_seconds": round(time.time() - self.started_at),
                 "model": runtime.indexer.model_id if runtime else None,
                 "embedder_error": runtime.indexer.embedder_error if runtime else None,
@@ -93,7 +93,7 @@ class Daemon:
                 await self._start_socket_server(tasks)
                 tasks.start_soon(self._watch_config)
                 tasks.start_soon(self._housekeeping)
-                log.info("daemon_ready", socket=str(self.settings.socket_path),
+                log.info("daemon_ready", socket=str(self.settings.listen_socket_path),
                          projects=[p.id for p in self.settings.config.projects])
                 sd_notify("READY=1")
                 self.ready.set()
@@ -211,7 +211,7 @@ class Daemon:
         from codequarry.mcp_server import build_server
 
         assert self.runtime is not None
-        path = self.settings.socket_path
+        path = self.settings.listen_socket_path
         prepare_socket_path(path)
         mcp = build_server(DaemonApi(self.runtime, self))
         quiet_fastmcp_logging()
@@ -224,6 +224,8 @@ class Daemon:
                 raise CodequarryError(f"cannot serve on {path}")
             await anyio.sleep(0.01)
         os.chmod(path, 0o600)
+        # clients started with another environment (no XDG_RUNTIME_DIR) find us through this
+        paths.write_daemon_record(self.settings.data_dir, path, os.getpid(), __version__, self.started_at)
         if self.settings.config.mcp.http:
             from codequarry.mcp_server import tcp_app
 
@@ -235,8 +237,9 @@ class Daemon:
             tasks.start_soon(tcp.serve)
 
     def _remove_socket(self) -> None:
+        paths.remove_daemon_record(self.settings.data_dir, os.getpid())
         with contextlib.suppress(FileNotFoundError):
-            self.settings.socket_path.unlink()
+            self.settings.listen_socket_path.unlink()
 
 
 def prepare_socket_path(path: Path) -> None:
