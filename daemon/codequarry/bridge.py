@@ -318,6 +318,10 @@ class Forwarder:
         if isinstance(parsed, dict) and parsed.get("id") is None and "error" in parsed and wanted is not None:
             parsed["id"] = wanted
         answered = isinstance(parsed, dict) and "method" not in parsed and parsed.get("id") == wanted
+        if isinstance(parsed, dict) and "method" not in parsed and parsed.get("id") in self.cancelled:
+            # the HTTP transport ends a cancelled request's stream with an error; on stdio the
+            # spec says a cancelled request gets no response at all
+            return True
         if answered and isinstance(parsed, dict):
             version = (parsed.get("result") or {}).get("protocolVersion") if isinstance(
                 parsed.get("result"), dict) else None

@@ -67,6 +67,7 @@ class Daemon:
         self._servers: list[_UnixServer] = []
         self._stop = anyio.Event()
         self._analyzed: dict[str, int] = {}
+        self._settings_lock = anyio.Lock()
 
     def info(self) -> dict[str, Any]:
         runtime = self.runtime
@@ -170,6 +171,12 @@ class Daemon:
             await self.apply_settings(fresh)
 
     async def apply_settings(self, fresh: Settings) -> None:
+        # the config watcher and index_repository both apply the file: one at a time, or two
+        # start_project calls for one new project race to create its index
+        async with self._settings_lock:
+            await self._apply_settings(fresh)
+
+    async def _apply_settings(self, fresh: Settings) -> None:
         before = {p.id: p for p in self.settings.config.projects}
         after = {p.id: p for p in fresh.config.projects}
         if (fresh.config.embedder, fresh.config.database) != (
