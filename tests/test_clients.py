@@ -62,9 +62,9 @@ class RawBridge:
         self.process.stdin.write(json.dumps(message).encode() + b"\n")
         self.process.stdin.flush()
 
-    async def expect(self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 60) -> dict[str, Any]:
+    async def expect(self, predicate: Callable[[dict[str, Any]], bool], within: float = 60) -> dict[str, Any]:
         """The next message matching `predicate` (all messages are kept in `seen`)."""
-        with anyio.fail_after(timeout):
+        with anyio.fail_after(within):
             while True:
                 message = await anyio.to_thread.run_sync(self.lines.get)
                 if message is None:
@@ -74,9 +74,9 @@ class RawBridge:
                     return message
 
     async def request(self, request_id: int, method: str, params: dict[str, Any] | None = None,
-                      timeout: float = 60) -> dict[str, Any]:
+                      within: float = 60) -> dict[str, Any]:
         self.send({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params or {}})
-        return await self.expect(lambda m: m.get("id") == request_id and "method" not in m, timeout)
+        return await self.expect(lambda m: m.get("id") == request_id and "method" not in m, within)
 
     async def initialize(self) -> dict[str, Any]:
         answer = await self.request(1, "initialize", {
@@ -130,8 +130,10 @@ async def test_server_info_output_schemas_annotations_capabilities_and_one_line_
             assert info.capabilities.resources is not None
             tools = {tool.name: tool for tool in (await session.list_tools()).tools}
             for tool in tools.values():
-                assert tool.output_schema is not None and tool.output_schema.get("properties"), tool.name
-                assert tool.annotations is not None and tool.annotations.open_world_hint is False, tool.name
+                assert tool.output_schema is not None, tool.name
+                assert tool.output_schema.get("properties"), tool.name
+                assert tool.annotations is not None, tool.name
+                assert tool.annotations.open_world_hint is False, tool.name
                 assert tool.annotations.idempotent_hint is True, tool.name
             for name in ("search_code", "get_status", "recent_changes", "list_projects"):
                 assert tools[name].annotations.read_only_hint is True, name  # type: ignore[union-attr]
@@ -145,10 +147,12 @@ async def test_server_info_output_schemas_annotations_capabilities_and_one_line_
             assert await call_error(session, "search_code", query="x", limit=0) == \
                 "limit must be between 1 and 50, got 0"
             text = await call_error(session, "search_code", query="x", mode="fuzzy")
-            assert text.startswith("mode must be one of") and "\n" not in text
+            assert text.startswith("mode must be one of")
+            assert "\n" not in text
             text = await call_error(session, "recent_changes", limit=500)
             assert text == "limit must be between 1 and 200, got 500"
-            assert "pydantic" not in text and "http" not in text
+            assert "pydantic" not in text
+            assert "http" not in text
 
             resources = {str(r.uri) for r in (await session.list_resources()).resources}
             assert "codequarry://projects" in resources
@@ -174,12 +178,13 @@ def alpha(tmp_path: Path) -> Path:
 # ---- index_repository -------------------------------------------------------------------
 
 
-async def test_index_repository_resolves_a_relative_path_against_the_clients_directory_and_waits_with_progress(
+async def test_index_repository_takes_a_path_relative_to_the_clients_directory_and_waits_with_progress(
         make_settings: Callable[..., Settings], tmp_path: Path, runtime_dir: Path,
         hash_embedder: HashEmbedder) -> None:
     settings = make_settings(mcp={"allowed_roots": [str(tmp_path)]})
     work = tmp_path / "work"
-    repo = write_files(work / "gizmo", {f"g{i}.py": f"def gizmo_part_{i}():\n    return {i}\n" for i in range(30)})
+    repo = write_files(work / "gizmo", {f"g{i}.py": f"def gizmo_part_{i}():\n    return {i}\n"
+                                        for i in range(30)})
     async with running_daemon(settings, hash_embedder):
         with raw_bridge(bridge_env(settings), work, tmp_path / "bridge.err") as bridge:
             await bridge.initialize()
@@ -192,7 +197,8 @@ async def test_index_repository_resolves_a_relative_path_against_the_clients_dir
             assert result["files_to_index"] == 30
             assert result["waited_for"] == "complete"
             assert result["state"] == "complete"
-            assert result["status"]["files"] == 30 and result["status"]["vector_coverage"] == 1.0
+            assert result["status"]["files"] == 30
+            assert result["status"]["vector_coverage"] == 1.0
             progress = [m for m in bridge.seen if m.get("method") == "notifications/progress"]
             assert progress, "no progress notifications while waiting"
             assert all(m["params"]["progressToken"] == "tok-1" for m in progress)
@@ -200,7 +206,8 @@ async def test_index_repository_resolves_a_relative_path_against_the_clients_dir
             assert values == sorted(values)
             assert load_settings(settings.config_path).config.project("gizmo").path == repo
 
-            listed = tool_result(await bridge.request(3, "tools/call", {"name": "list_projects", "arguments": {}}))
+            listed = tool_result(await bridge.request(3, "tools/call",
+                                                      {"name": "list_projects", "arguments": {}}))
             assert [(p["project"], p["state"]) for p in listed["projects"]] == [("gizmo", "complete")]
 
 
@@ -295,7 +302,8 @@ async def test_a_cancelled_request_gets_no_response_and_the_session_goes_on(
             bridge.send({"jsonrpc": "2.0", "method": "notifications/cancelled",
                          "params": {"requestId": 7, "reason": "the user pressed Esc"}})
             assert "result" in await bridge.request(8, "ping")
-            status = tool_result(await bridge.request(9, "tools/call", {"name": "get_status", "arguments": {}}))
+            status = tool_result(await bridge.request(9, "tools/call",
+                                                      {"name": "get_status", "arguments": {}}))
             assert status["projects"][0]["project"] == "big"
             assert "result" in await bridge.request(10, "ping")
             assert not [m for m in bridge.seen if m.get("id") == 7 and "method" not in m]
@@ -329,7 +337,7 @@ async def test_a_stopped_daemon_gives_an_error_at_once_and_a_restarted_one_is_re
             await searchable(daemon, "alpha", len(ALPHA))
             assert tool_result(await bridge.request(2, "tools/call", {"name": "get_status", "arguments": {}}))
         # the daemon is gone: an error result, not silence
-        gone = await bridge.request(3, "tools/call", {"name": "get_status", "arguments": {}}, timeout=30)
+        gone = await bridge.request(3, "tools/call", {"name": "get_status", "arguments": {}}, within=30)
         assert gone["error"]["code"] == -32000
         assert "did not answer" in gone["error"]["message"]
         assert bridge.process.poll() is None
@@ -343,7 +351,8 @@ async def test_a_stopped_daemon_gives_an_error_at_once_and_a_restarted_one_is_re
 # ---- the CLI and the log ---------------------------------------------------------------------
 
 
-def test_plain_progress_lines_name_files_chunks_vectors_and_an_eta(capsys: pytest.CaptureFixture[str]) -> None:
+def test_plain_progress_lines_name_files_chunks_vectors_and_an_eta(
+        capsys: pytest.CaptureFixture[str]) -> None:
     from codequarry.console import IndexProgress, progress_line
 
     assert progress_line("big", 50, 100, 10, 400, 20.0) == \
@@ -379,17 +388,20 @@ def test_client_config_names_the_absolute_executable_for_every_client(tmp_path: 
         f"{CODEQUARRY} mcp" in printed
     desktop = printed.split("\n\n")[0]
     server = json.loads(desktop.split("\n", 1)[1])["mcpServers"]["codequarry"]
-    assert server == {"command": CODEQUARRY, "args": ["mcp"], "env": {"CODEQUARRY_HOME": str(tmp_path / "data")}}
+    assert server == {"command": CODEQUARRY, "args": ["mcp"],
+                      "env": {"CODEQUARRY_HOME": str(tmp_path / "data")}}
     assert f'command = "{CODEQUARRY}"' in printed
 
 
-def test_install_link_puts_codequarry_on_a_path_directory_and_says_when_it_is_not_on_path(tmp_path: Path) -> None:
+def test_install_link_puts_codequarry_in_a_bin_directory_and_says_when_it_is_not_on_path(
+        tmp_path: Path) -> None:
     bin_dir = tmp_path / "home" / ".local" / "bin"
     env = minimal_env(PATH="/usr/bin:/bin")
     done = subprocess.run([CODEQUARRY, "install-link"], env=env, capture_output=True, text=True,
                           check=True, timeout=60)
     link = bin_dir / "codequarry"
-    assert link.is_symlink() and link.resolve() == Path(CODEQUARRY).resolve()
+    assert link.is_symlink()
+    assert link.resolve() == Path(CODEQUARRY).resolve()
     assert f"linked {link}" in done.stderr
     assert "is not on your PATH" in done.stderr
     version = subprocess.run(["codequarry", "--version"], env=env | {"PATH": f"{bin_dir}:/usr/bin:/bin"},

@@ -38,6 +38,7 @@ SESSION_HEADER = "mcp-session-id"
 VERSION_HEADER = "mcp-protocol-version"
 AUTOSTART_SECONDS = 60.0
 CONNECT_SECONDS = 5.0
+EXIT_GRACE_SECONDS = 0.5
 DAEMON_GONE = -32000  # JSON-RPC "server error": the daemon does not answer
 
 
@@ -189,6 +190,7 @@ class Forwarder:
         self._session_lock = threading.Lock()
         self._ids = itertools.count(1)
         self._listener: threading.Thread | None = None
+        self._requests: list[threading.Thread] = []
 
     # ---- the client side ---------------------------------------------------------
 
@@ -204,12 +206,17 @@ class Forwarder:
                             "error": {"code": -32700, "message": "parse error: not a JSON line"}})
                 continue
             self.dispatch(message)
+        # stdin closed: the client is gone or done. Answers already on their way get a
+        # moment (EXIT_GRACE_SECONDS in all) to reach a client that reads to the end.
+        deadline = time.monotonic() + EXIT_GRACE_SECONDS
+        for thread in list(self._requests):
+            thread.join(max(0.0, deadline - time.monotonic()))
         self.closing.set()
         self._end_session()
 
     def dispatch(self, message: Any) -> None:
         if not isinstance(message, dict):
-            threading.Thread(target=self._forward, args=(message,), daemon=True).start()
+            self._start_request(message)
             return
         method = message.get("method")
         if method == "initialize":
@@ -223,7 +230,14 @@ class Forwarder:
                 self.initialized = True
                 self._listen()
         else:
-            threading.Thread(target=self._forward, args=(message,), daemon=True).start()
+            self._start_request(message)
+
+    def _start_request(self, message: Any) -> None:
+        """A request in its own thread: stdin keeps being read (a cancellation may follow)."""
+        thread = threading.Thread(target=self._forward, args=(message,), daemon=True)
+        self._requests = [t for t in self._requests if t.is_alive()]
+        self._requests.append(thread)
+        thread.start()
 
     def write(self, message: Any) -> None:
         line = message if isinstance(message, bytes) else json.dumps(message, separators=(",", ":")).encode()
