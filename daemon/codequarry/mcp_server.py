@@ -158,8 +158,7 @@ def build_server(api: DaemonApi) -> FastMCP:
     async def lifespan(server: FastMCP) -> AsyncIterator[dict[str, Any]]:
         yield {"api": api}
 
-    mcp = FastMCP("codequarry", instructions=INSTRUCTIONS, lifespan=lifespan, version=__version__,
-                  website_url="https://github.com/codequarry/codequarry")
+    mcp = FastMCP("codequarry", instructions=INSTRUCTIONS, lifespan=lifespan, version=__version__)
     mcp.add_middleware(OneLineArgumentErrors(mcp))
 
     @mcp.tool(annotations=READ_ONLY)
