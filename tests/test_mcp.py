@@ -36,7 +36,7 @@ from .conftest import SlowEmbedder, running_daemon, until, write_files
 from .fakes import HashEmbedder
 
 CODEQUARRY = str(Path(sys.executable).with_name("codequarry"))
-TOOLS = {"search_code", "index_repository", "get_status", "recent_changes"}
+TOOLS = {"search_code", "index_repository", "get_status", "recent_changes", "list_projects"}
 
 ALPHA = {
     "src/lighthouse.py": "def lighthouse_beacon(signal):\n    \"\"\"Flash the lighthouse lamp.\"\"\"\n"
@@ -202,7 +202,7 @@ async def test_caller_mistakes_are_tool_errors_with_one_clear_message_and_no_tra
 async def test_index_repository_returns_at_once_and_the_project_then_becomes_searchable(
         make_settings: Callable[..., Settings], alpha: Path, tmp_path: Path, runtime_dir: Path,
         hash_embedder: HashEmbedder) -> None:
-    settings = make_settings([{"id": "alpha", "path": str(alpha)}])
+    settings = make_settings([{"id": "alpha", "path": str(alpha)}], mcp={"allowed_roots": [str(tmp_path)]})
     fresh = write_files(tmp_path / "Fresh Repo", {
         f"mod{i:03d}.py": f"def quokka_helper_{i}(x):\n    return x + {i}\n" for i in range(200)})
     async with running_daemon(settings, hash_embedder) as daemon, \
@@ -211,7 +211,11 @@ async def test_index_repository_returns_at_once_and_the_project_then_becomes_sea
         status = await call(session, "index_repository", path=str(fresh))
         took = time.monotonic() - started
         assert took < 5, f"index_repository took {took:.1f}s"
-        assert status["projects"][0]["project"] == "fresh-repo"
+        assert status["project"] == "fresh-repo"
+        assert status["path"] == str(fresh)
+        assert status["files_to_index"] == 200
+        assert status["estimated_seconds"] > 0
+        assert status["waited_for"] == "none"
         assert load_settings(settings.config_path).config.project("fresh-repo").path == fresh
 
         async def found() -> bool:
@@ -221,7 +225,8 @@ async def test_index_repository_returns_at_once_and_the_project_then_becomes_sea
         await until(found, 30, "the new project to become searchable")
         await searchable(daemon, "fresh-repo", 200)
         again = await call(session, "index_repository", path=str(fresh), project="fresh-repo")
-        assert again["projects"][0]["files"] == 200  # registering twice is harmless
+        assert again["status"]["files"] == 200  # registering twice is harmless
+        assert again["state"] == "complete"
 
 
 async def test_recent_changes_lists_a_change_after_a_file_is_edited(

@@ -7,16 +7,17 @@ message meant for the caller (an agent or a person); never a stack trace.
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Protocol
 
 import anyio
 
-from codequarry import __version__
+from codequarry import __version__, paths
 from codequarry.config import ProjectConfig, Settings
 from codequarry.errors import UsageError
 from codequarry.models import validate_project_id
-from codequarry.registration import repository_path
 from codequarry.runtime import Runtime, status_report
 from codequarry.search import MODES, Mode, SearchRequest
 
@@ -37,6 +38,43 @@ class DaemonControl(Protocol):
     async def register(self, path: str | Path, project_id: str | None = None) -> ProjectConfig: ...
 
     async def purge(self, project_id: str, unregister_first: bool = False) -> bool: ...
+
+
+WAIT_LEVELS = ("none", "lexical", "complete")
+WAIT_POLL_SECONDS = 0.5
+WAIT_LIMIT_SECONDS = 3600.0
+# a cold index on 2 cores with the local model: ~50 chunks/s, ~600 bytes per chunk (bench/)
+CHUNKS_PER_SECOND = 50.0
+BYTES_PER_CHUNK = 600.0
+
+ProgressCallback = Callable[[float, float | None, str], Awaitable[None]]
+
+
+def estimate_seconds(files: int, size: int) -> float:
+    """A rough duration of a cold index of `files` files of `size` bytes in total."""
+    return round(size / BYTES_PER_CHUNK / CHUNKS_PER_SECOND + files * 0.002, 1)
+
+
+def project_state(entry: dict[str, Any]) -> str:
+    """One word for a status entry: starting, retrying (after an error), not indexed,
+    scanning, indexing (files pending), embedding (searchable by words, vectors pending),
+    complete, or error."""
+    errors = [str(e) for e in entry.get("errors", [])]
+    if entry.get("state") in ("starting", "retrying"):  # the supervisor's view of the project
+        return str(entry["state"])
+    if any(e.startswith("repository directory is missing") for e in errors):
+        return "error"
+    if "files" not in entry or "not indexed yet" in errors:
+        return "not indexed"
+    if entry.get("scanning"):
+        return "scanning"
+    if entry.get("pending_files", 0) or entry.get("pending_events", 0):
+        return "indexing"
+    if any(e.startswith("embedder:") for e in errors):
+        return "error"  # every file is searchable by words; vectors cannot come
+    if entry.get("chunks", 0) and float(entry.get("vector_coverage", 0.0)) < 1.0:
+        return "embedding"
+    return "complete"
 
 
 class DaemonApi:
@@ -66,10 +104,98 @@ class DaemonApi:
             report["projects"] = [p for p in report["projects"] if p["project"] == project_id]
         return report
 
-    async def index(self, path: str, project: str | None = None) -> dict[str, Any]:
-        """Register a repository (persisted in the config) and start indexing it."""
-        config = await self.daemon.register(repository_path(path), project)
-        return await self.status(config.id)
+    async def index(self, path: str, project: str | None = None, *, base: str | None = None,
+                    allowed_roots: list[Path] | None = None, wait: str = "none",
+                    on_progress: ProgressCallback | None = None) -> dict[str, Any]:
+        """Register a repository (persisted in the config) and start indexing it.
+
+        `path` relative: to `base` (the MCP client's root or working directory); without a
+        base a relative path is refused, never read against the daemon's own directory.
+        `allowed_roots` (MCP callers): refuse anything outside them, system directories and
+        dot-directories (paths.mcp_refusal); None (the CLI, run by the user): any directory.
+        `wait`: "none" returns at once; "lexical" when every file is chunked (searchable by
+        words); "complete" when every chunk also has its vector. `on_progress(done, total,
+        message)` is called about every half second while waiting.
+        Returns {project, path, state, files_to_index, bytes_to_index, estimated_seconds,
+        waited_for, status}. Raises UsageError for a bad path, id or wait level.
+        """
+        if wait not in WAIT_LEVELS:
+            raise UsageError(f"wait must be one of {', '.join(WAIT_LEVELS)}, got {wait!r}")
+        expanded = os.path.expanduser(path)
+        if not os.path.isabs(expanded):
+            if not base:
+                raise UsageError(f"relative path {path!r} needs the client's working directory or "
+                                 "roots; give an absolute path")
+            expanded = os.path.join(base, expanded)
+        repo = Path(os.path.abspath(expanded))
+        if not repo.is_dir():
+            raise UsageError(f"not a directory: {repo}")
+        if allowed_roots is not None:
+            refusal = paths.mcp_refusal(repo, allowed_roots)
+            if refusal:
+                raise UsageError(refusal)
+        registered = await self.daemon.register(repo, project)  # applied now, not by the watcher
+        project_id = registered.id
+        files, size = await anyio.to_thread.run_sync(self._indexable, registered)
+        answer: dict[str, Any] = {
+            "project": project_id, "path": str(registered.path), "files_to_index": files,
+            "bytes_to_index": size, "estimated_seconds": estimate_seconds(files, size),
+            "waited_for": wait}
+        entry = await self._wait(project_id, wait, on_progress)
+        answer["state"] = project_state(entry)
+        answer["status"] = entry
+        return answer
+
+    def _indexable(self, project: ProjectConfig) -> tuple[int, int]:
+        """Files and bytes a full index of `project` would read (ignore rules applied)."""
+        from codequarry.ignore import IgnoreRules
+        from codequarry.scan import scan_tree
+
+        config = self.daemon.settings.config
+        rules = IgnoreRules(project.path, [*config.index.exclude, *project.exclude], project.include)
+        files = size = 0
+        for stat in scan_tree(project.path, rules, config.index.max_file_bytes):
+            if stat.skip_reason is None:
+                files += 1
+                size += stat.size
+        return files, size
+
+    async def _wait(self, project_id: str, wait: str, on_progress: ProgressCallback | None) -> dict[str, Any]:
+        """Poll the project's status until `wait` is reached (or WAIT_LIMIT_SECONDS pass)."""
+        deadline = time.monotonic() + WAIT_LIMIT_SECONDS
+        done_before = 0.0
+        while True:
+            entries = (await self.status(project_id))["projects"]
+            entry: dict[str, Any] = entries[0] if entries else {"project": project_id}
+            state = project_state(entry)
+            reached = (wait == "none" or state in ("complete", "error", "retrying")
+                       or (wait == "lexical" and state == "embedding"))
+            if on_progress is not None and wait != "none":
+                files, pending = int(entry.get("files", 0)), int(entry.get("pending_files", 0))
+                chunks = int(entry.get("chunks", 0))
+                embedded = round(float(entry.get("vector_coverage", 0.0)) * chunks)
+                done, total = float(files), float(files + pending)
+                if wait == "complete":
+                    done, total = done + embedded, total + chunks
+                done_before = max(done_before, done)  # progress never goes back
+                await on_progress(done_before, max(total, done_before) or None,
+                                  f"{state}: {files} files, {chunks} chunks, "
+                                  f"{float(entry.get('vector_coverage', 0.0)):.0%} with vectors")
+            if reached or time.monotonic() > deadline:
+                return entry
+            await anyio.sleep(WAIT_POLL_SECONDS)
+
+    async def list_projects(self) -> dict[str, Any]:
+        """Every registered or indexed project: {projects: [{project, path, state, files,
+        chunks, vector_coverage, pending_files, last_indexed_change, index_lag_seconds,
+        errors}]}; state as in project_state."""
+        report = await self.status()
+        return {"projects": [
+            {"project": p["project"], "path": p["path"], "state": project_state(p),
+             "files": p["files"], "chunks": p["chunks"], "vector_coverage": p["vector_coverage"],
+             "pending_files": p["pending_files"], "last_indexed_change": p["last_indexed_change"],
+             "index_lag_seconds": p["index_lag_seconds"], "errors": p["errors"]}
+            for p in report["projects"]]}
 
     async def purge(self, project: str, unregister: bool = False) -> dict[str, Any]:
         """Delete a project's index: {"project", "deleted": whether there was one}. A
@@ -147,3 +273,10 @@ class DaemonApi:
                 if best is None or depth > best[0]:
                     best = (depth, project.id)
         return best[1] if best else None
+
+    def projects_for_root(self, root: str) -> list[str]:
+        """Registered projects a client root covers: the one containing it, and those inside it."""
+        target = Path(os.path.abspath(os.path.expanduser(root)))
+        inside = [p.id for p in self.daemon.settings.config.projects if p.path.is_relative_to(target)]
+        containing = self.project_containing(str(target))
+        return sorted({*inside, *([containing] if containing else [])})

@@ -119,6 +119,15 @@ def build_parser() -> argparse.ArgumentParser:
     command("mcp", cmd_mcp, "Bridge MCP over stdio to the running daemon (for MCP client configs: "
             '{"command": "codequarry", "args": ["mcp"]}).')
 
+    p = command("client-config", cmd_client_config, "Print a ready-to-paste MCP config for a client "
+                "(absolute path of this codequarry): claude-desktop, claude-code, cursor, codex, "
+                "inspector (default: all).")
+    p.add_argument("client", nargs="*", metavar="CLIENT")
+
+    p = command("install-link", cmd_install_link, "Put `codequarry` on your PATH: link it into "
+                "~/.local/bin (or --bin-dir) and say whether that directory is on PATH.")
+    p.add_argument("--bin-dir", type=Path, default=None, help="directory for the link (default ~/.local/bin)")
+
     command("init", cmd_init, "Write a starter config file (refuses to overwrite one).")
 
     p = command("service", cmd_service, "Install, remove or inspect the login service "
@@ -354,9 +363,21 @@ def cmd_daemon(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_mcp(args: argparse.Namespace, settings: Settings) -> int:
-    from codequarry.bridge import run_bridge
+    from codequarry.bridge import load_target, run_bridge
 
-    return run_bridge(settings)
+    return run_bridge(load_target(settings.config_path))
+
+
+def cmd_client_config(args: argparse.Namespace, settings: Settings) -> int:
+    from codequarry.clientconfig import print_client_configs
+
+    return print_client_configs(list(args.client))
+
+
+def cmd_install_link(args: argparse.Namespace, settings: Settings) -> int:
+    from codequarry.clientconfig import install_link
+
+    return install_link(args.bin_dir)
 
 
 def cmd_init(args: argparse.Namespace, settings: Settings) -> int:

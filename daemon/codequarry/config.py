@@ -103,11 +103,28 @@ class McpConfig(_Section):
     socket: Path | None = None
     http: str | None = None  # "127.0.0.1:PORT": optional loopback TCP listener (bearer token)
     autostart: bool = False  # `codequarry mcp` starts a daemon when none runs
+    # where MCP clients may register repositories (index_repository); None: the user's home.
+    # The CLI may index any directory; roots a client offers never widen this.
+    allowed_roots: list[Path] | None = None
 
     @field_validator("socket")
     @classmethod
     def _expand_socket(cls, value: Path | None) -> Path | None:
         return value.expanduser() if value is not None else None
+
+    @field_validator("allowed_roots")
+    @classmethod
+    def _expand_roots(cls, value: list[Path] | None) -> list[Path] | None:
+        if value is None:
+            return None
+        roots = [Path(os.path.abspath(root.expanduser())) for root in value]
+        if Path("/") in roots:
+            raise ValueError("must not contain / (list the directories that hold your repositories)")
+        return roots
+
+    def allowed(self) -> list[Path]:
+        """The allowed roots, with the default (the user's home) filled in."""
+        return self.allowed_roots if self.allowed_roots is not None else paths.default_allowed_roots()
 
     @field_validator("http")
     @classmethod
@@ -190,6 +207,13 @@ class Settings:
 
     @property
     def socket_path(self) -> Path:
+        """Where clients find the daemon of this data dir: its record (daemon.json) first,
+        then the defaults (see paths.socket_candidates)."""
+        return paths.find_socket(self.data_dir, self.config.mcp.socket)
+
+    @property
+    def listen_socket_path(self) -> Path:
+        """Where a daemon started in this environment listens."""
         return paths.socket_path(self.data_dir, self.config.mcp.socket)
 
     @property

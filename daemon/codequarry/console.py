@@ -20,11 +20,20 @@ stderr = Console(stderr=True)
 stdout = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
 
 
-class IndexProgress:
-    """Two bars: files checked and chunks with vectors. Silent when stderr is no TTY."""
+PLAIN_EVERY_SECONDS = 5.0  # a progress line at least this often when stderr is no terminal
 
-    def __init__(self, project: str, enabled: bool = True) -> None:
+
+class IndexProgress:
+    """Two bars on a terminal: files checked and chunks with vectors. When stderr is no
+    terminal (`enabled` False: a log file, a pipe, CI), one plain line every
+    PLAIN_EVERY_SECONDS instead: files, chunks, vectors and an ETA."""
+
+    def __init__(self, project: str, enabled: bool = True, plain_every: float = PLAIN_EVERY_SECONDS) -> None:
         self.enabled = enabled
+        self.project = project
+        self.plain_every = plain_every
+        self._started = time.monotonic()
+        self._last_line = self._started
         self._progress = Progress(TextColumn("{task.description:<10}"), BarColumn(),
                                   MofNCompleteColumn(), TimeElapsedColumn(), console=stderr,
                                   transient=False)
@@ -44,6 +53,30 @@ class IndexProgress:
     def update(self, files_done: int, files_total: int, embedded: int, chunks: int) -> None:
         self._progress.update(self._files, completed=files_done, total=max(files_total, files_done))
         self._progress.update(self._vectors, completed=embedded, total=max(chunks, embedded))
+        now = time.monotonic()
+        if not self.enabled and now - self._last_line >= self.plain_every:
+            self._last_line = now
+            print(progress_line(self.project, files_done, files_total, embedded, chunks,
+                                now - self._started), file=sys.stderr, flush=True)
+
+
+def progress_line(project: str, files_done: int, files_total: int, embedded: int, chunks: int,
+                  elapsed: float) -> str:
+    """One line of progress for a log: files, chunks, vectors, elapsed time and an ETA
+    (from the rate so far of the slower of files and vectors)."""
+    files_total = max(files_total, files_done)
+    chunks = max(chunks, embedded)
+    pairs = ((files_done, files_total), (embedded, chunks))
+    left = [(total - done) * elapsed / done for done, total in pairs if done and total > done and elapsed > 0]
+    eta = f"ETA {_duration(max(left))}" if left else ("ETA -" if files_done < files_total or
+                                                       embedded < chunks else "done")
+    return (f"{project}: files {files_done}/{files_total}, chunks {chunks}, vectors {embedded}/{chunks}, "
+            f"{_duration(elapsed)} elapsed, {eta}")
+
+
+def _duration(seconds: float) -> str:
+    seconds = round(seconds)
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
 RETRYING_GIVE_UP_SECONDS = 30.0

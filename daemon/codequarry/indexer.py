@@ -481,10 +481,12 @@ class Indexer:
     async def _use_model(self, project: Project) -> None:
         assert self.model_id is not None
         previous = await project.store.set_model(self.model_id, self.embedder.dims)
-        if previous == self.model_id:
+        if previous == "":  # a new project: nothing to re-embed
+            log.info("model_set", project=project.id, model=self.model_id)
+        elif previous == self.model_id:
             log.info("vectors_converted", project=project.id, model=self.model_id,
                      vector_type=(await project.store.space()).type)
-        elif previous:  # "" is a project that had no model yet: nothing to re-embed
+        elif previous:
             log.info("model_changed", project=project.id, previous=previous, model=self.model_id,
                      action="re-embedding in the background; search uses the previous model until done")
 

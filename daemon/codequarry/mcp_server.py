@@ -10,37 +10,59 @@ import hmac
 import json
 import os
 import secrets
+import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
+from typing import Annotated, Any, Literal, cast
+from urllib.parse import unquote, urlsplit
 
 os.environ.setdefault("FASTMCP_SHOW_SERVER_BANNER", "false")
 os.environ.setdefault("FASTMCP_CHECK_FOR_UPDATES", "off")
 
+import anyio
+import mcp_types
 from fastmcp import Context, FastMCP
 from fastmcp.exceptions import ToolError
+from fastmcp.exceptions import ValidationError as FastMCPValidationError
 from fastmcp.server.dependencies import get_http_headers
+from fastmcp.server.middleware import CallNext, Middleware, MiddlewareContext
+from mcp.shared.message import ServerMessageMetadata
+from mcp_types import ToolAnnotations
 from pydantic import Field
+from pydantic import ValidationError as PydanticValidationError
 from starlette.datastructures import Headers
-from starlette.middleware import Middleware
+from starlette.middleware import Middleware as AsgiMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from codequarry import __version__
 from codequarry.api import DaemonApi
 from codequarry.client import CWD_HEADER
 from codequarry.errors import CodequarryError, UsageError
 from codequarry.logs import get_logger
+from codequarry.mcp_schemas import (
+    ChangesAnswer,
+    IndexAnswer,
+    ProjectsAnswer,
+    SearchAnswer,
+    StatusAnswer,
+)
 
 log = get_logger(__name__)
+ROOTS_SECONDS = 5.0
 
 INSTRUCTIONS = (
     "codequarry searches the user's locally indexed repositories. The index follows the "
     "working tree within about a second, so results reflect unsaved-to-git edits. Use "
-    "search_code before grepping or reading many files; call get_status if results look stale."
+    "search_code before grepping or reading many files; call get_status if results look stale. "
+    "list_projects shows what is indexed; index_repository adds a repository."
 )
+READ_ONLY = ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False)
+WAIT_HELP = ('"none" returns at once; "lexical" when every file is searchable by words; '
+             '"complete" when every chunk also has its vector (progress notifications meanwhile, '
+             "if the request has a progressToken).")
 
 
 def _api(ctx: Context) -> DaemonApi:
@@ -49,7 +71,7 @@ def _api(ctx: Context) -> DaemonApi:
     return api
 
 
-async def _call(what: str, operation: Awaitable[dict[str, Any]]) -> dict[str, Any]:
+async def _call(what: str, operation: Awaitable[Any]) -> Any:
     """Run a tool body; user-caused problems become tool errors, bugs are logged once."""
     try:
         return await operation
@@ -60,21 +82,94 @@ async def _call(what: str, operation: Awaitable[dict[str, Any]]) -> dict[str, An
         raise ToolError(f"{what} failed: {type(exc).__name__}: {exc}") from None
 
 
+def client_cwd() -> str | None:
+    """The working directory the stdio bridge reports for its client (percent-encoded)."""
+    value = get_http_headers(include={CWD_HEADER}).get(CWD_HEADER)
+    return unquote(value) if value else None
+
+
+async def client_roots(ctx: Context) -> list[str]:
+    """The directories of the roots the client offers ([] when it offers none). Asked on
+    the request's own stream, so a client without a standalone stream still answers."""
+    try:
+        session = ctx.session
+        capabilities = session.client_capabilities
+        if capabilities is None or capabilities.roots is None or ctx.request_context is None:
+            return []
+        with anyio.fail_after(ROOTS_SECONDS), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            answer = await session.send_request(
+                mcp_types.ListRootsRequest(), mcp_types.ListRootsResult,
+                metadata=ServerMessageMetadata(related_request_id=ctx.request_context.request_id))
+    except Exception as exc:  # a client that offers roots but cannot list them: no roots
+        log.info("roots_unavailable", error=f"{type(exc).__name__}: {exc}")
+        return []
+    found = []
+    for root in answer.roots:
+        parts = urlsplit(str(root.uri))
+        if parts.scheme == "file" and parts.path:
+            found.append(unquote(parts.path))
+    return found
+
+
+class OneLineArgumentErrors(Middleware):
+    """Argument errors as one sentence ("limit must be between 1 and 50, got 0"), not a
+    pydantic report with a URL."""
+
+    def __init__(self, server: FastMCP) -> None:
+        self.server = server
+
+    async def on_call_tool(self, context: MiddlewareContext[Any], call_next: CallNext[Any, Any]) -> Any:
+        try:
+            return await call_next(context)
+        except FastMCPValidationError as exc:
+            cause = exc.__cause__
+            if not isinstance(cause, PydanticValidationError):
+                raise ToolError(str(exc).splitlines()[0]) from None
+            tool = await self.server.get_tool(context.message.name)
+            schema = tool.parameters if tool is not None else {}
+            raise ToolError(argument_error(cause, schema)) from None
+
+
+def argument_error(error: PydanticValidationError, schema: dict[str, Any]) -> str:
+    """The first problem of a failed argument validation, as one sentence."""
+    problem = error.errors(include_url=False)[0]
+    location = [str(part) for part in problem.get("loc", ()) if not isinstance(part, int)]
+    field = location[0] if location else "arguments"
+    prop = schema.get("properties", {}).get(field, {})
+    given = problem.get("input")
+    kind = problem.get("type", "")
+    if kind == "missing":
+        return f"{field} is required"
+    if kind in ("greater_than_equal", "less_than_equal", "greater_than", "less_than") and \
+            "minimum" in prop and "maximum" in prop:
+        return f"{field} must be between {prop['minimum']} and {prop['maximum']}, got {given!r}"
+    if kind == "literal_error" or "enum" in prop:
+        choices = prop.get("enum") or [c for c in (problem.get("ctx") or {}).get("expected", "").split()]
+        return f"{field} must be one of {', '.join(map(str, choices))}, got {given!r}"
+    if kind == "unexpected_keyword_argument" or kind == "extra_forbidden":
+        return f"unknown argument {field!r}"
+    message = str(problem.get("msg", "is invalid")).rstrip(".")
+    return f"{field}: {message[:1].lower() + message[1:]}, got {given!r}"
+
+
 def build_server(api: DaemonApi) -> FastMCP:
     @asynccontextmanager
     async def lifespan(server: FastMCP) -> AsyncIterator[dict[str, Any]]:
         yield {"api": api}
 
-    mcp = FastMCP("codequarry", instructions=INSTRUCTIONS, lifespan=lifespan)
+    mcp = FastMCP("codequarry", instructions=INSTRUCTIONS, lifespan=lifespan, version=__version__)
+    mcp.add_middleware(OneLineArgumentErrors(mcp))
 
-    @mcp.tool
+    @mcp.tool(annotations=READ_ONLY)
     async def search_code(
         query: Annotated[str, Field(description="What to find: a question in words "
                                     "('where are retries configured') or an identifier.")],
         ctx: Context,
         project: Annotated[str | None, Field(description="Project id (or a path inside one). "
-                                             "Default: the project containing the client's "
-                                             "working directory, else all projects.")] = None,
+                                             "Default: the projects of the client's roots, else "
+                                             "the project containing its working directory, else "
+                                             "all projects.")] = None,
         projects: Annotated[list[str] | None, Field(description="Several project ids.")] = None,
         language: Annotated[str | None, Field(description="Only this language, e.g. 'python'.")] = None,
         path_glob: Annotated[str | None, Field(description="Only paths matching this glob, "
@@ -83,48 +178,93 @@ def build_server(api: DaemonApi) -> FastMCP:
         mode: Annotated[Literal["hybrid", "semantic", "lexical"],
                         Field(description="hybrid (default) mixes meaning and words; lexical "
                               "for exact identifiers; semantic for concepts.")] = "hybrid",
-    ) -> dict[str, Any]:
+    ) -> SearchAnswer:
         """Search indexed source code by meaning and by words. Use it to find where something
         is implemented, defined or used before reading files. Returns ranked chunks with
         path, line span, symbol and a snippet, plus how fresh the index is."""
         chosen = [*([project] if project else []), *(projects or [])]
-        cwd = get_http_headers(include={CWD_HEADER}).get(CWD_HEADER)
-        return await _call("search_code", _api(ctx).search(
-            query, chosen, mode, [language] if language else None, path_glob, limit, cwd))
+        daemon_api = _api(ctx)
+        if not chosen:
+            roots = await client_roots(ctx)
+            chosen = sorted({found for root in roots for found in daemon_api.projects_for_root(root)})
+        answer = await _call("search_code", daemon_api.search(
+            query, chosen, mode, [language] if language else None, path_glob, limit, client_cwd()))
+        return cast(SearchAnswer, answer)
 
-    @mcp.tool
+    @mcp.tool(annotations=ToolAnnotations(read_only_hint=False, destructive_hint=False,
+                                          idempotent_hint=True, open_world_hint=False))
     async def index_repository(
-        path: Annotated[str, Field(description="Absolute path of the repository directory.")],
+        path: Annotated[str, Field(description="The repository directory: absolute, or relative "
+                                   "to the client's root (else its working directory).")],
         ctx: Context,
         project: Annotated[str | None, Field(description="Project id: lowercase letters, digits "
                                              "and single hyphens (default: from the directory "
                                              "name).")] = None,
-    ) -> dict[str, Any]:
-        """Register a repository so the daemon indexes it and keeps it fresh. Returns at once
-        with its status; indexing continues in the background (watch get_status)."""
-        return await _call("index_repository", _api(ctx).index(path, project))
+        wait: Annotated[Literal["none", "lexical", "complete"], Field(description=WAIT_HELP)] = "none",
+    ) -> IndexAnswer:
+        """Register a repository so the daemon indexes it and keeps it fresh. Returns the
+        project id, how many files will be indexed and a rough duration; by default at once
+        (indexing continues in the background: see list_projects or get_status)."""
+        daemon_api = _api(ctx)
+        roots = await client_roots(ctx)
+        base = roots[0] if roots else client_cwd()
 
-    @mcp.tool
+        async def progress(done: float, total: float | None, message: str) -> None:
+            await ctx.report_progress(done, total, message)
+
+        allowed = daemon_api.daemon.settings.config.mcp.allowed()
+        answer = await _call("index_repository", daemon_api.index(
+            path, project, base=base, allowed_roots=allowed, wait=wait, on_progress=progress))
+        return cast(IndexAnswer, answer)
+
+    @mcp.tool(annotations=READ_ONLY)
+    async def list_projects(ctx: Context) -> ProjectsAnswer:
+        """List every indexed or registered project: id, path, state (not indexed, scanning,
+        indexing, embedding, complete, error) and freshness (pending files, vector coverage,
+        last indexed change)."""
+        return cast(ProjectsAnswer, await _call("list_projects", _api(ctx).list_projects()))
+
+    @mcp.tool(annotations=READ_ONLY)
     async def get_status(
         ctx: Context,
         project: Annotated[str | None, Field(description="Project id; default all.")] = None,
-    ) -> dict[str, Any]:
-        """Show each project's files, chunks, vector coverage, pending changes and errors.
-        Use it when results look stale or after index_repository."""
-        return await _call("get_status", _api(ctx).status(project))
+    ) -> StatusAnswer:
+        """Show each project's files, chunks, vector coverage, pending changes and errors,
+        and the daemon's. Use it when results look stale or after index_repository."""
+        return cast(StatusAnswer, await _call("get_status", _api(ctx).status(project)))
 
-    @mcp.tool
+    @mcp.tool(annotations=READ_ONLY)
     async def recent_changes(
         ctx: Context,
         project: Annotated[str | None, Field(description="Project id; default all.")] = None,
         limit: Annotated[int, Field(ge=1, le=200, description="Number of changes (1-200).")] = 20,
-    ) -> dict[str, Any]:
+    ) -> ChangesAnswer:
         """List the latest file changes the daemon saw (path, kind, time), newest first, to see
         what moved in the code since you last looked."""
-        return await _call("recent_changes", _api(ctx).recent_changes(project, limit))
+        return cast(ChangesAnswer, await _call("recent_changes", _api(ctx).recent_changes(project, limit)))
 
+    @mcp.resource("codequarry://projects", mime_type="application/json",
+                  description="Every project with its path, state and freshness (as list_projects).")
+    async def projects_resource(ctx: Context) -> str:
+        return json.dumps(await _call("projects", _api(ctx).list_projects()))
+
+    @mcp.resource("codequarry://projects/{project}/status", mime_type="application/json",
+                  description="One project's index status (as get_status).")
+    async def project_status_resource(project: str, ctx: Context) -> str:
+        return json.dumps(await _call("status", _api(ctx).status(project)))
+
+    _drop_unserved_capabilities(mcp)
     _add_json_routes(mcp, api)
     return mcp
+
+
+def _drop_unserved_capabilities(mcp: FastMCP) -> None:
+    """No prompts are served, so none are advertised: without the handlers the SDK leaves
+    `prompts` out of the capabilities."""
+    handlers = getattr(mcp._mcp_server, "_request_handlers", None)
+    if isinstance(handlers, dict):
+        for method in ("prompts/list", "prompts/get"):
+            handlers.pop(method, None)
 
 
 def _add_json_routes(mcp: FastMCP, api: DaemonApi) -> None:
@@ -168,6 +308,9 @@ def _add_json_routes(mcp: FastMCP, api: DaemonApi) -> None:
     async def changes(body: dict[str, Any]) -> Any:
         return await api.recent_changes(body.get("project"), int(body.get("limit", 20)))
 
+    async def projects(body: dict[str, Any]) -> Any:
+        return await api.list_projects()
+
     async def verify(body: dict[str, Any]) -> Any:
         return await api.verify(str(body.get("project", "")))
 
@@ -186,6 +329,7 @@ def _add_json_routes(mcp: FastMCP, api: DaemonApi) -> None:
     route("/api/status", "GET")(status)
     route("/api/index", "POST")(index)
     route("/api/changes", "GET")(changes)
+    route("/api/projects", "GET")(projects)
 
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
@@ -235,4 +379,4 @@ class TokenGuard:
 
 def tcp_app(mcp: FastMCP, token_path: Path) -> ASGIApp:
     token = load_or_create_token(token_path)
-    return mcp.http_app(path="/mcp", middleware=[Middleware(TokenGuard, token=token)])
+    return mcp.http_app(path="/mcp", middleware=[AsgiMiddleware(TokenGuard, token=token)])

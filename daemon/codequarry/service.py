@@ -23,7 +23,7 @@ import anyio
 import uvicorn
 from anyio.abc import TaskGroup
 
-from codequarry import __version__
+from codequarry import __version__, paths
 from codequarry.config import ProjectConfig, Settings
 from codequarry.daemon_lock import IndexLock, labelled_holder
 from codequarry.embedding import Embedder
@@ -74,7 +74,7 @@ class Daemon:
     def info(self) -> dict[str, Any]:
         runtime = self.runtime
         return {"running": True, "pid": os.getpid(), "version": __version__,
-                "socket": str(self.settings.socket_path),
+                "socket": str(self.settings.listen_socket_path),
                 "uptime_seconds": round(time.time() - self.started_at),
                 "model": runtime.indexer.model_id if runtime else None,
                 "embedder_error": runtime.indexer.embedder_error if runtime else None,
@@ -111,7 +111,7 @@ class Daemon:
                 tasks.start_soon(supervisor.watch_config)
                 tasks.start_soon(supervisor.housekeeping)
                 tasks.start_soon(supervisor.guard_store)
-                log.info("daemon_ready", socket=str(self.settings.socket_path),
+                log.info("daemon_ready", socket=str(self.settings.listen_socket_path),
                          projects=[p.id for p in self.settings.config.projects])
                 sd_notify("READY=1")
                 self.ready.set()
@@ -148,7 +148,7 @@ class Daemon:
         from codequarry.mcp_server import build_server
 
         assert self.runtime is not None
-        path = self.settings.socket_path
+        path = self.settings.listen_socket_path
         prepare_socket_path(path)
         mcp = build_server(DaemonApi(self.runtime, self))
         quiet_fastmcp_logging()
@@ -161,6 +161,8 @@ class Daemon:
                 raise CodequarryError(f"cannot serve on {path}")
             await anyio.sleep(0.01)
         os.chmod(path, 0o600)
+        # clients started with another environment (no XDG_RUNTIME_DIR) find us through this
+        paths.write_daemon_record(self.settings.data_dir, path, os.getpid(), __version__, self.started_at)
         if self.settings.config.mcp.http:
             from codequarry.mcp_server import tcp_app
 
@@ -172,8 +174,9 @@ class Daemon:
             tasks.start_soon(tcp.serve)
 
     def _remove_socket(self) -> None:
+        paths.remove_daemon_record(self.settings.data_dir, os.getpid())
         with contextlib.suppress(FileNotFoundError):
-            self.settings.socket_path.unlink()
+            self.settings.listen_socket_path.unlink()
 
 
 def prepare_socket_path(path: Path) -> None:

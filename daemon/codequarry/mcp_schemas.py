@@ -1,0 +1,120 @@
+"""The shapes of the MCP tools' structured results, as TypedDicts: FastMCP derives each
+tool's `outputSchema` from its return annotation, so clients see the real fields.
+
+Items of lists are `total=False` where other modules may add fields; the top-level keys an
+agent relies on are required.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, NotRequired
+
+# pydantic (which derives the output schemas) needs typing_extensions' TypedDict on 3.11
+from typing_extensions import TypedDict
+
+
+class Freshness(TypedDict):
+    pending_files: int  # files changed on disk but not yet re-indexed
+    vector_coverage: float  # fraction of chunks with an embedding, 0.0-1.0 (rounded down)
+    last_indexed_change: str | None  # ISO 8601 time of the newest indexed change
+
+
+class SearchHit(TypedDict, total=False):
+    project: str
+    path: str  # relative to the project root, "/"-separated
+    start_line: int  # 1-based, inclusive
+    end_line: int
+    symbol: str | None
+    kind: str
+    language: str
+    score: float
+    snippet: str
+
+
+class SearchAnswer(TypedDict):
+    results: list[SearchHit]
+    freshness: Freshness
+    mode: str
+    notes: list[str]
+
+
+class ProjectState(TypedDict, total=False):
+    project: str
+    path: str
+    files: int
+    skipped_files: int
+    chunks: int
+    vector_coverage: float
+    pending_files: int
+    pending_events: int
+    last_event_at: str | None
+    last_indexed_change: str | None
+    index_lag_seconds: float
+    errors: list[str]
+    model_id: str | None
+    watching: bool
+    registered: bool
+    scanning: bool
+
+
+class DaemonInfo(TypedDict, total=False):
+    running: bool
+    pid: int
+    version: str
+    socket: str
+    uptime_seconds: int
+    model: str | None
+    embedder_error: str | None
+    watching: list[str]
+
+
+class StatusAnswer(TypedDict):
+    projects: list[ProjectState]
+    daemon: DaemonInfo
+    data_dir: str
+    config: str
+
+
+class Change(TypedDict, total=False):
+    project: str
+    path: str
+    kind: str  # created | modified | deleted | moved
+    detected_at: str
+    processed_at: str | None
+    error: str | None
+    previous_path: str | None
+
+
+class ChangesAnswer(TypedDict):
+    changes: list[Change]
+
+
+State = Literal["not indexed", "scanning", "indexing", "embedding", "complete", "error"]
+
+
+class IndexAnswer(TypedDict):
+    project: str  # the project id to pass to search_code
+    path: str  # the absolute repository directory
+    state: State
+    files_to_index: int  # indexable files found under path (ignored files excluded)
+    bytes_to_index: int
+    estimated_seconds: float  # a rough figure for a cold index on this machine
+    waited_for: Literal["none", "lexical", "complete"]
+    status: NotRequired[ProjectState]
+
+
+class ProjectEntry(TypedDict):
+    project: str
+    path: str
+    state: State
+    files: int
+    chunks: int
+    vector_coverage: float
+    pending_files: int
+    last_indexed_change: str | None
+    index_lag_seconds: float
+    errors: list[str]
+
+
+class ProjectsAnswer(TypedDict):
+    projects: list[ProjectEntry]
