@@ -36,7 +36,8 @@ from .conftest import SlowEmbedder, running_daemon, until, write_files
 from .fakes import HashEmbedder
 
 CODEQUARRY = str(Path(sys.executable).with_name("codequarry"))
-TOOLS = {"search_code", "index_repository", "get_status", "recent_changes"}
+TOOLS = {"search_code", "index_repository", "get_status", "recent_changes", "find_symbol", "read_code",
+         "find_references"}
 
 ALPHA = {
     "src/lighthouse.py": "def lighthouse_beacon(signal):\n    \"\"\"Flash the lighthouse lamp.\"\"\"\n"
@@ -47,6 +48,11 @@ BETA = {"lib/lighthouse_keeper.py": "def lighthouse_keeper_log(entry):\n    retu
 
 
 # ---- helpers --------------------------------------------------------------------------
+
+
+def projects_of(answer: dict[str, Any]) -> set[str]:
+    """The projects of an answer's results (stated once when one project was asked)."""
+    return {hit.get("project", answer.get("project")) for hit in answer["results"]}
 
 
 @pytest.fixture
@@ -254,16 +260,16 @@ async def test_the_bridge_searches_only_the_project_containing_its_working_direc
         await searchable(daemon, "beta", len(BETA))
         async with uds_session(settings.socket_path) as session:  # no working directory: all projects
             everywhere = await call(session, "search_code", query="lighthouse", mode="lexical")
-            assert {hit["project"] for hit in everywhere["results"]} == {"alpha", "beta"}
+            assert projects_of(everywhere) == {"alpha", "beta"}
             by_path = await call(session, "search_code", query="lighthouse", project=str(beta / "lib"))
-            assert {hit["project"] for hit in by_path["results"]} == {"beta"}
+            assert projects_of(by_path) == {"beta"}
         with (tmp_path / "bridge.err").open("w") as errlog:
             async with bridge_session(settings, alpha / "src", errlog) as session:
                 answer = await call(session, "search_code", query="lighthouse", mode="lexical")
                 assert answer["results"]
-                assert {hit["project"] for hit in answer["results"]} == {"alpha"}
+                assert projects_of(answer) == {"alpha"}
                 explicit = await call(session, "search_code", query="lighthouse", project="beta")
-                assert {hit["project"] for hit in explicit["results"]} == {"beta"}
+                assert projects_of(explicit) == {"beta"}
 
 
 async def test_ten_clients_search_concurrently_while_the_daemon_indexes_a_backlog(

@@ -22,6 +22,7 @@ os.environ.setdefault("FASTMCP_CHECK_FOR_UPDATES", "off")
 from fastmcp import Context, FastMCP
 from fastmcp.exceptions import ToolError
 from fastmcp.server.dependencies import get_http_headers
+from fastmcp.tools import ToolResult
 from pydantic import Field
 from starlette.datastructures import Headers
 from starlette.middleware import Middleware
@@ -29,10 +30,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from codequarry.answers import render_text
 from codequarry.api import DaemonApi
 from codequarry.client import CWD_HEADER
 from codequarry.errors import CodequarryError, UsageError
 from codequarry.logs import get_logger
+from codequarry.mcp_code_tools import register_code_tools
 
 log = get_logger(__name__)
 
@@ -83,14 +86,24 @@ def build_server(api: DaemonApi) -> FastMCP:
         mode: Annotated[Literal["hybrid", "semantic", "lexical"],
                         Field(description="hybrid (default) mixes meaning and words; lexical "
                               "for exact identifiers; semantic for concepts.")] = "hybrid",
-    ) -> dict[str, Any]:
+        detail: Annotated[Literal["paths", "snippet", "full"],
+                          Field(description="paths: locations only; snippet (default): each "
+                                "unit's most relevant lines; full: whole units.")] = "snippet",
+        offset: Annotated[int, Field(ge=0, le=200, description="Skip this many results "
+                                     "(the answer's next offset gives the next page).")] = 0,
+        max_tokens: Annotated[int | None, Field(ge=100, le=50000, description="Budget for the "
+                                                "answer's text (default 2000).")] = None,
+    ) -> ToolResult:
         """Search indexed source code by meaning and by words. Use it to find where something
-        is implemented, defined or used before reading files. Returns ranked chunks with
-        path, line span, symbol and a snippet, plus how fresh the index is."""
+        is implemented, defined or used before reading files. Returns whole code units
+        (function, method, class) as `path:start-end symbol (kind) score` with their most
+        relevant numbered lines; follow up with read_code, find_symbol or find_references."""
         chosen = [*([project] if project else []), *(projects or [])]
         cwd = get_http_headers(include={CWD_HEADER}).get(CWD_HEADER)
-        return await _call("search_code", _api(ctx).search(
-            query, chosen, mode, [language] if language else None, path_glob, limit, cwd))
+        answer = await _call("search_code", _api(ctx).search(
+            query, chosen, mode, [language] if language else None, path_glob, limit, cwd,
+            detail, offset, max_tokens))
+        return ToolResult(content=render_text(answer), structured_content=answer)
 
     @mcp.tool
     async def index_repository(
@@ -123,6 +136,7 @@ def build_server(api: DaemonApi) -> FastMCP:
         what moved in the code since you last looked."""
         return await _call("recent_changes", _api(ctx).recent_changes(project, limit))
 
+    register_code_tools(mcp, api)
     _add_json_routes(mcp, api)
     return mcp
 
@@ -157,7 +171,9 @@ def _add_json_routes(mcp: FastMCP, api: DaemonApi) -> None:
     async def search(body: dict[str, Any]) -> Any:
         return await api.search(str(body.get("query", "")), list(body.get("projects") or []),
                                 str(body.get("mode", "hybrid")), list(body.get("languages") or []),
-                                body.get("path_glob"), int(body.get("limit", 10)))
+                                body.get("path_glob"), int(body.get("limit", 10)), None,
+                                str(body.get("detail", "snippet")), int(body.get("offset", 0)),
+                                int(body["max_tokens"]) if body.get("max_tokens") else None)
 
     async def status(body: dict[str, Any]) -> Any:
         return await api.status(body.get("project"))
@@ -168,7 +184,24 @@ def _add_json_routes(mcp: FastMCP, api: DaemonApi) -> None:
     async def changes(body: dict[str, Any]) -> Any:
         return await api.recent_changes(body.get("project"), int(body.get("limit", 20)))
 
+    async def symbol(body: dict[str, Any]) -> Any:
+        return await api.find_symbol(str(body.get("name", "")), body.get("kind"), body.get("project"),
+                                     int(body.get("limit", 10)), body.get("cwd"))
+
+    async def read(body: dict[str, Any]) -> Any:
+        return await api.read_code(body.get("path"), body.get("start_line"), body.get("end_line"),
+                                   body.get("symbol"), body.get("project"), body.get("max_tokens"),
+                                   body.get("cwd"))
+
+    async def references(body: dict[str, Any]) -> Any:
+        return await api.find_references(str(body.get("name", "")), body.get("project"),
+                                         body.get("language"), body.get("path_glob"),
+                                         int(body.get("limit", 100)), body.get("cwd"))
+
     route("/api/health", "GET")(health)
+    route("/api/symbol", "POST")(symbol)
+    route("/api/read", "POST")(read)
+    route("/api/references", "POST")(references)
     route("/api/search", "POST")(search)
     route("/api/status", "GET")(status)
     route("/api/index", "POST")(index)

@@ -6,6 +6,7 @@ files, so a crash leaves each file either wholly old or wholly new.
 
 from __future__ import annotations
 
+import difflib
 import math
 import time
 from collections.abc import Sequence
@@ -22,6 +23,7 @@ from codequarry.models import (
     ChangeEvent,
     ChangeKind,
     Chunk,
+    DefinitionHit,
     FileUpdate,
     Freshness,
     IndexedFile,
@@ -464,6 +466,129 @@ class ProjectStore:
                 f"SELECT DISTINCT lower(symbol) AS s FROM {self.s}.chunks "
                 "WHERE lower(symbol) = ANY(:names)"), {"names": list(names)})
             return {row.s for row in rows}
+
+    # ---- units, definitions and references (answers for agents) -----------------------
+    # TEMPORARY bodies written against today's columns (chunks.symbol); the store-layout
+    # v2 replaces them with chunks.unit_start/unit_end and the definitions table.
+
+    async def unit_chunks(self, ids: Sequence[int]) -> dict[int, tuple[int, int, list[ChunkRow]]]:
+        """Chunk id -> (unit start, unit end, the unit's chunks in order) for each of `ids`.
+
+        A chunk's unit is the run of adjacent chunks of its file with the same symbol (a
+        long function split into windows keeps its symbol); a chunk without a symbol is
+        its own unit. Lines are 1-based and inclusive.
+        """
+        if not ids:
+            return {}
+        async with self.reader.connect() as conn:
+            rows = (await conn.execute(text(
+                f"WITH hit AS (SELECT id, path, symbol FROM {self.s}.chunks WHERE id = ANY(:ids)) "
+                "SELECT h.id AS hit, c.id, c.path, c.ordinal, c.start_line, c.end_line, c.language, "
+                "c.symbol, c.kind, c.content, c.content_hash "
+                f"FROM hit h JOIN {self.s}.chunks c ON c.path = h.path "
+                "AND (c.id = h.id OR (h.symbol IS NOT NULL AND c.symbol = h.symbol)) "
+                "ORDER BY h.id, c.ordinal"), {"ids": list(ids)})).all()
+        groups: dict[int, list[Any]] = {}
+        for row in rows:
+            groups.setdefault(row.hit, []).append(row)
+        units: dict[int, tuple[int, int, list[ChunkRow]]] = {}
+        for hit, members in groups.items():
+            position = next(i for i, r in enumerate(members) if r.id == hit)
+            first = last = position
+            while first > 0 and members[first - 1].ordinal == members[first].ordinal - 1:
+                first -= 1
+            while last + 1 < len(members) and members[last + 1].ordinal == members[last].ordinal + 1:
+                last += 1
+            run = [ChunkRow(r.id, r.path, Chunk(r.start_line, r.end_line, r.content, r.language,
+                                                r.symbol, r.kind, r.content_hash))
+                   for r in members[first:last + 1]]
+            units[hit] = (run[0].chunk.start_line, run[-1].chunk.end_line, run)
+        return units
+
+    async def find_definitions(self, name: str, kind: str | None = None,
+                               limit: int = 20) -> list[DefinitionHit]:
+        """Definitions named `name` (a name like "parse" or a qualified name like
+        "Color.parse"): exact matches (case-sensitive, then not), then prefix matches,
+        then close spellings; at most `limit`.
+
+        TEMPORARY: built from the chunks' symbols (one per chunk), a definition's span is
+        min(start)/max(end) of its symbol's chunks in a file.
+        """
+        lowered = name.lower()
+        like = lowered.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        params: dict[str, Any] = {"exact": lowered, "prefix": like + "%", "member": "%." + like + "%",
+                                  "kind": kind, "cap": max(limit * 20, 200)}
+        kind_sql = " AND kind = :kind" if kind else ""
+        base = (f"SELECT path, symbol, min(kind) AS kind, min(language) AS language, "
+                f"min(start_line) AS start_line, max(end_line) AS end_line FROM {self.s}.chunks "
+                "WHERE symbol IS NOT NULL{where}" + kind_sql + " GROUP BY path, symbol LIMIT :cap")
+        async with self.reader.connect() as conn:
+            rows = (await conn.execute(text(base.format(where=(
+                " AND (lower(symbol) LIKE :prefix OR lower(symbol) LIKE :member)"))), params)).all()
+            if not rows:  # close spellings: compare against every distinct name
+                names = [r.symbol for r in await conn.execute(text(
+                    f"SELECT DISTINCT symbol FROM {self.s}.chunks WHERE symbol IS NOT NULL{kind_sql}"),
+                    params)]
+                close = _close_names(name, names)
+                if close:
+                    params["names"] = close
+                    rows = (await conn.execute(text(base.format(
+                        where=" AND symbol = ANY(:names)")), params)).all()
+        hits = [DefinitionHit(self.project_id, r.path, _last_name(r.symbol), r.symbol, r.kind,
+                              r.language, r.start_line, r.end_line) for r in rows]
+        hits.sort(key=lambda h: (definition_match_rank(name, h), len(h.qualified_name), h.path,
+                                 h.start_line))
+        return hits[:limit]
+
+    async def count_files(self, filters: Filters) -> int:
+        """Indexed (not skipped) files that pass `filters`."""
+        params: dict[str, Any] = {}
+        where = filters.sql(params)
+        async with self.reader.connect() as conn:
+            return int((await conn.execute(text(
+                f"SELECT count(*) FROM {self.s}.files WHERE skip_reason IS NULL{where}"), params)).scalar()
+                or 0)
+
+    async def chunks_with_words(self, words: str, filters: Filters, limit: int) -> list[ChunkRow]:
+        """Chunks whose full-text words include all of `words` (code_words output), in
+        path and line order: the candidates of a reference search."""
+        params: dict[str, Any] = {"words": words, "k": limit}
+        where = filters.sql(params)
+        async with self.reader.connect() as conn:
+            rows = await conn.execute(text(
+                "SELECT id, path, start_line, end_line, language, symbol, kind, content, content_hash "
+                f"FROM {self.s}.chunks WHERE tsv @@ plainto_tsquery('english', :words){where} "
+                "ORDER BY path, start_line LIMIT :k"), params)
+            return [ChunkRow(r.id, r.path, Chunk(r.start_line, r.end_line, r.content, r.language,
+                                                 r.symbol, r.kind, r.content_hash)) for r in rows]
+
+
+def _last_name(symbol: str) -> str:
+    return symbol.replace("::", ".").rsplit(".", 1)[-1]
+
+
+def definition_match_rank(query: str, hit: DefinitionHit) -> int:
+    """0 exact (case-sensitive) on the name or qualified name, 1 exact ignoring case,
+    2 prefix, 3 anything else (a close spelling)."""
+    names = (hit.name, hit.qualified_name)
+    if query in names:
+        return 0
+    lowered = query.lower()
+    if lowered in (n.lower() for n in names):
+        return 1
+    if any(n.lower().startswith(lowered) for n in names):
+        return 2
+    return 3
+
+
+def _close_names(name: str, candidates: Sequence[str], count: int = 10) -> list[str]:
+    """Candidates spelled like `name`, by last part or whole qualified name."""
+    by_key: dict[str, list[str]] = {}
+    for candidate in candidates:
+        for key in {candidate.lower(), _last_name(candidate).lower()}:
+            by_key.setdefault(key, []).append(candidate)
+    close = difflib.get_close_matches(name.lower(), list(by_key), n=count, cutoff=0.75)
+    return list(dict.fromkeys(c for key in close for c in by_key[key]))
 
 
 async def _finish_events(conn: AsyncConnection, schema: str, paths: Sequence[str], error: str | None) -> None:
