@@ -169,29 +169,37 @@ async def measure(root: Path) -> dict[str, Any]:
 
 
 async def symbol_hits(runtime: Any, root: Path, model_id: str | None) -> dict[str, Any]:
-    """find_symbol(name) hit@1 on 50 random named definitions; main has no find_symbol, so
-    there the proxy is search_code(name) in lexical mode."""
+    """find_symbol hit@1 on 50 random named definitions (seed 0), asked by qualified name
+    ("Cache.exec", what an agent copies from code) and by bare name ("exec", often shared
+    by many definitions). Main has no find_symbol: there the proxy is search_code(name) in
+    lexical mode."""
     pool = [(project, *row) for project in PROJECTS for row in definitions(root / project)]
     sample = random.Random(0).sample(pool, SYMBOL_SAMPLE)
-    hit = 0
     try:
         from codequarry.code_tools import CodeTools
         tools: Any = CodeTools(runtime.store, runtime.settings.config.projects)
         how = "find_symbol"
     except ImportError:
         tools, how = None, "search_code lexical (no find_symbol)"
-    for project, path, name, _kind, start, end in sample:
-        short = name.rsplit(".", 1)[-1]
-        if tools is not None:
-            found = (await tools.find_symbol(short, None, [project], 10))["definitions"]
-            top = found[0] if found else None
-        else:
-            request = SearchRequest(short, (project,), "lexical", (), None, 10)
-            results = (await runtime.searcher.search(request, model_id)).to_json()["results"]
-            top = results[0] if results else None
-        if top and top["path"] == path and top["start_line"] <= end and start <= top["end_line"]:
-            hit += 1
-    return {"how": how, "sample": SYMBOL_SAMPLE, "hit@1": round(hit / SYMBOL_SAMPLE, 3)}
+    out: dict[str, Any] = {"how": how, "sample": SYMBOL_SAMPLE}
+    for label, qualified in (("qualified", True), ("bare", False)):
+        hit, misses = 0, []
+        for project, path, name, _kind, start, end in sample:
+            asked = name if qualified else name.rsplit(".", 1)[-1]
+            if tools is not None:
+                found = (await tools.find_symbol(asked, None, [project], 10))["definitions"]
+                top = found[0] if found else None
+            else:
+                request = SearchRequest(asked, (project,), "lexical", (), None, 10)
+                results = (await runtime.searcher.search(request, model_id)).to_json()["results"]
+                top = results[0] if results else None
+            if top and top["path"] == path and top["start_line"] <= end and start <= top["end_line"]:
+                hit += 1
+            else:
+                misses.append(f"{project}:{path}:{start} {name}")
+        out[f"hit@1_{label}"] = round(hit / SYMBOL_SAMPLE, 3)
+        out[f"misses_{label}"] = misses
+    return out
 
 
 def main() -> None:
@@ -217,7 +225,8 @@ def main() -> None:
     print(json.dumps({"tag": args.tag, **figures}, indent=2))
     print(f"agent[{args.tag}] hit@1 {s['hit@1']:.3f} hit@3 {s['hit@3']:.3f} MRR@10 {s['mrr@10']:.3f} "
           f"distinct/10 {s['distinct']:.2f} tokens/answer {s['tokens']:.0f} "
-          f"find_symbol hit@1 {figures['find_symbol']['hit@1']:.2f} ({figures['find_symbol']['how']})",
+          f"{figures['find_symbol']['how']} hit@1 qualified {figures['find_symbol']['hit@1_qualified']:.2f} "
+          f"bare {figures['find_symbol']['hit@1_bare']:.2f}",
           file=sys.stderr)
 
 
