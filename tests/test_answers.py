@@ -29,8 +29,10 @@ from .fakes import HashEmbedder
 from .test_indexer import index
 
 # A long function: with 48-token chunks it is split into several windows sharing its symbol
-LONG_BODY = "".join(f"    step_{i} = compute_quokka_total(step_{i - 1} if {i} else 0, {i})\n"
-                    for i in range(1, 40))
+MARKS = {3: "  # wombat checkpoint", 36: "  # platypus checkpoint"}
+LONG_BODY = "".join(
+    f"    step_{i} = compute_quokka_total(step_{i - 1} if {i} else 0, {i}){MARKS.get(i, '')}\n"
+    for i in range(1, 40))
 REPO = {
     "src/ledger.py": (
         "import math\n\n\n"
@@ -88,10 +90,20 @@ async def test_a_long_function_hit_in_several_places_comes_back_once_as_its_whol
     assert len(ledger) == 1
     unit = ledger[0]
     assert (unit.start_line, unit.end_line) == (4, 45)  # def line to return line
-    assert len(unit.hits) >= 3  # the windows that matched are marked inside the unit
-    assert all(4 <= s <= e <= 45 for s, e in unit.hits)
+    assert unit.hits == ((4, 45),)  # every window matched: the marks join into the unit
+    assert "hits" not in unit.to_json()  # and are not repeated when they equal its span
     keys = [(h.path, h.start_line, h.end_line) for h in response.results]
     assert len(keys) == len(set(keys))
+
+
+async def test_the_matching_windows_of_a_unit_are_marked(runtime: Runtime) -> None:
+    response = await search(runtime, "wombat platypus", mode="lexical")
+    unit = next(h for h in response.results if h.symbol == "reconcile_quokka_ledger")
+    assert (unit.start_line, unit.end_line) == (4, 45)
+    assert len(unit.hits) == 2
+    assert unit.hits[0][0] <= 8 <= unit.hits[0][1] < 41  # the wombat is on line 8
+    assert 8 < unit.hits[1][0] <= 41 <= unit.hits[1][1]  # the platypus on line 41
+    assert "hit " in render_text(response.to_json())
 
 
 async def test_a_file_reached_through_a_symlink_appears_once(runtime: Runtime) -> None:

@@ -73,6 +73,16 @@ class Unit:
         if (start, end) not in self.hits:
             self.hits.append((start, end))
 
+    def hit_ranges(self) -> tuple[tuple[int, int], ...]:
+        """The matching spans, adjacent ones joined (chunks of a unit abut)."""
+        joined: list[tuple[int, int]] = []
+        for start, end in sorted(self.hits):
+            if joined and start <= joined[-1][1] + 2:  # a blank line between chunks still abuts
+                joined[-1] = (joined[-1][0], max(joined[-1][1], end))
+            else:
+                joined.append((start, end))
+        return tuple(joined)
+
 
 def unit_key(root: str | None, project: str, path: str, start: int, end: int) -> tuple[str, int, int]:
     """Identity of a unit across projects: the real file (a symlink or a nested project
@@ -183,10 +193,10 @@ def result_text(hit: dict[str, Any], shared: dict[str, str]) -> list[str]:
         numbers = [n for start, end in ranges for n in range(start, end + 1)]
         text_lines = snippet.split("\n")
         lines = dict(zip(numbers, text_lines, strict=False))
-        out.extend("  " + line for line in _block_text(numbers, lines, FULL_LINE_CHARS))
+        out.extend(" " + line for line in _block_text(numbers, lines, FULL_LINE_CHARS))
         shown_to = numbers[-1] if numbers else hit["end_line"]
         if hit.get("truncated"):
-            out.append(f"  … {hit['end_line'] - shown_to} more lines: read_code "
+            out.append(f" … {hit['end_line'] - shown_to} more lines: read_code "
                        f"{hit['path']}:{shown_to + 1}-{hit['end_line']}")
     return out
 
@@ -277,7 +287,7 @@ def _hit(unit: Unit, numbers: Sequence[int], detail: Detail, truncated: bool = F
     line_chars = SNIPPET_LINE_CHARS if detail == "snippet" else FULL_LINE_CHARS
     snippet = "\n".join(_clip(unit.lines.get(n, ""), line_chars) for n in numbers)
     return SearchHit(unit.project, unit.path, unit.start_line, unit.end_line, unit.symbol, unit.kind,
-                     unit.language, unit.score, snippet, tuple(sorted(unit.hits)),
+                     unit.language, unit.score, snippet, unit.hit_ranges(),
                      tuple(_ranges(numbers)), truncated)
 
 

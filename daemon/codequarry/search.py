@@ -31,7 +31,10 @@ MODES: tuple[Mode, ...] = ("hybrid", "semantic", "lexical")
 MAX_LIMIT = 50
 # Chunks ranked per retriever: fixed for a given limit, so that the pages of one query
 # (offset 0, 10, 20 ...) come from one ranking and never repeat or skip a unit.
-CANDIDATE_POOL = 60
+CANDIDATE_POOL = 100
+# A unit's score: its best chunk's plus this share of its other matching chunks' scores
+# (agent questions, bench/agent_bench.py: 0.1 ranks as well at hit@3 and better at hit@1)
+UNIT_SUPPORT = 0.1
 
 # What people type for a language -> its canonical name (detect_language's labels)
 LANGUAGE_ALIASES = {
@@ -219,8 +222,9 @@ class Searcher:
         shared: dict[str, str] = {}
         if len(request.projects) == 1:
             shared["project"] = request.projects[0]
-        if len(request.languages) == 1:
-            shared["language"] = request.languages[0]
+        languages = {unit.language for unit in page}
+        if len(request.languages) == 1 or len(languages) == 1:  # said once, not per result
+            shared["language"] = request.languages[0] if len(request.languages) == 1 else languages.pop()
         if not units and (filters.languages or filters.path_regex):
             if sum([await store.count_files(filters) for store in stores]) == 0:
                 asked = [f"language {', '.join(filters.languages)}"] if filters.languages else []
@@ -284,38 +288,37 @@ class Searcher:
         return hits
 
     async def _hits(self, ranked: list[_Ranked], stores: list[ProjectStore], need: int) -> list[Unit]:
-        """The first `need` distinct units the ranked chunks fall in, in rank order: chunks
-        of one unit merge into it (best score first, the others marked as hits), and a
-        file reached twice (symlink, nested project) counts once."""
+        """The distinct units the ranked chunks fall in, best first: chunks of one unit
+        merge into it (its score is its best chunk's plus UNIT_SUPPORT times the others'),
+        and a file reached twice (symlink, nested project) counts once. Every ranked chunk
+        is placed, so the order never depends on `need` (pages stay stable)."""
         roots = await self.store.indexed_projects()
         by_id = {store.project_id: store for store in stores}
+        spans = {}
+        for project in dict.fromkeys(r.project for r in ranked):
+            spans[project] = await by_id[project].unit_chunks(
+                [r.chunk_id for r in ranked if r.project == project])
         units: dict[tuple[str, int, int], Unit] = {}
-        batch = max(need * 2, 20)
-        for begin in range(0, len(ranked), batch):
-            part = ranked[begin : begin + batch]
-            spans = {}
-            for project in dict.fromkeys(r.project for r in part):
-                ids = [r.chunk_id for r in part if r.project == project]
-                spans[project] = await by_id[project].unit_chunks(ids)
-            for r in part:
-                found = spans[r.project].get(r.chunk_id)
-                if found is None:
-                    continue  # replaced between the two queries
-                start, end, run = found
-                chunk_row = next(row for row in run if row.id == r.chunk_id)
-                chunk = chunk_row.chunk
-                key = unit_key(roots.get(r.project), r.project, chunk_row.path, start, end)
-                unit = units.get(key)
-                if unit is None:
-                    if len(units) >= need:
-                        continue
-                    unit = units[key] = Unit(r.project, chunk_row.path, start, end, chunk.symbol,
-                                             chunk.kind, chunk.language, r.score)
-                    unit.add_chunks(run)
-                unit.add_hit(chunk.start_line, chunk.end_line)
-            if len(units) >= need:
-                break
-        return list(units.values())
+        best: dict[tuple[str, int, int], float] = {}
+        for r in ranked:
+            found = spans[r.project].get(r.chunk_id)
+            if found is None:
+                continue  # replaced between the two queries
+            start, end, run = found
+            chunk_row = next(row for row in run if row.id == r.chunk_id)
+            chunk = chunk_row.chunk
+            key = unit_key(roots.get(r.project), r.project, chunk_row.path, start, end)
+            unit = units.get(key)
+            if unit is None:
+                unit = units[key] = Unit(r.project, chunk_row.path, start, end, chunk.symbol,
+                                         chunk.kind, chunk.language, r.score)
+                unit.add_chunks(run)
+                best[key] = r.score
+            elif (chunk.start_line, chunk.end_line) not in unit.hits:
+                unit.score += UNIT_SUPPORT * r.score
+            unit.add_hit(chunk.start_line, chunk.end_line)
+        order = sorted(units, key=lambda k: (-units[k].score, -best[k]))  # stable for equal scores
+        return [units[key] for key in order][:need]
 
 
 # Tuned with bench/tune_fusion.py on the tuning sets (bench/data/README.md): both kinds of
