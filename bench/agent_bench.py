@@ -145,12 +145,14 @@ async def measure(root: Path) -> dict[str, Any]:
             units = Units(root, project)
             questions = [json.loads(line) for line in (DATA / f"{project}.jsonl").read_text().splitlines()]
             figures: dict[str, list[float]] = {key: [] for key in totals}
+            firsts: dict[str, int | None] = {}
             for q in questions:
                 request = SearchRequest(q["query"], (project,), "hybrid", (), None, 10)
                 answer = (await runtime.searcher.search(request, model_id)).to_json()
                 results = answer["results"]
                 ranks = [i for i, r in enumerate(results, 1) if hits_label(r, q["relevant"])]
                 first = ranks[0] if ranks else None
+                firsts[q["id"]] = first
                 figures["hit@1"].append(1.0 if first == 1 else 0.0)
                 figures["hit@3"].append(1.0 if first and first <= 3 else 0.0)
                 figures["mrr@10"].append(1.0 / first if first else 0.0)
@@ -158,7 +160,7 @@ async def measure(root: Path) -> dict[str, Any]:
                                                 for r in results}))
                 figures["tokens"].append(len(answer_text(answer)) / 4)
             per_set[project] = {k: round(sum(v) / len(v), 3) for k, v in figures.items()} | {
-                "questions": len(questions), "chunks": indexed[project]["chunks"]}
+                "questions": len(questions), "chunks": indexed[project]["chunks"], "first_hit": firsts}
             for key, values in figures.items():
                 totals[key].extend(values)
         out["search"] = {k: round(sum(v) / len(v), 3) for k, v in totals.items()} | {
