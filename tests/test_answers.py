@@ -10,12 +10,14 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 from fastmcp import Client as FastMCPClient
 from fastmcp.exceptions import ToolError
 
 from codequarry.answers import render_text, tokens
 from codequarry.api import DaemonApi
+from codequarry.client import DaemonClient
 from codequarry.code_tools import CodeTools
 from codequarry.config import Settings
 from codequarry.errors import UsageError
@@ -325,6 +327,16 @@ async def test_the_mcp_tools_answer_with_compact_text_and_matching_structured_co
         text = searched.content[0].text
         assert text == render_text(structured)
         assert not text.lstrip().startswith("{")
+        client_of_cli = DaemonClient(settings.socket_path)  # the JSON routes the CLI uses
+        symbol = await anyio.to_thread.run_sync(lambda: client_of_cli.post(
+            "/api/symbol", {"name": "Wallet.deposit", "project": "ledger"}))
+        assert symbol["definitions"][0]["qualified_name"] == "Wallet.deposit"
+        read = await anyio.to_thread.run_sync(lambda: client_of_cli.post(
+            "/api/read", {"path": "src/ledger.py", "start_line": 1, "end_line": 1, "project": "ledger"}))
+        assert read["content"] == "import math"
+        refs = await anyio.to_thread.run_sync(lambda: client_of_cli.post(
+            "/api/references", {"name": "quokkaHandler", "language": "js"}))
+        assert [f["path"] for f in refs["files"]] == ["web/app.js"]
         with pytest.raises(ToolError, match="unknown language"):
             await client.call_tool("search_code", {"query": "x", "language": "klingon"})
         with pytest.raises(ToolError, match="excluded"):
