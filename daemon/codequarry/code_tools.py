@@ -176,7 +176,11 @@ class CodeTools:
             if given is not None and _excluded(config, given):
                 raise UsageError(f"{given} is excluded by the ignore rules of {config.id}; "
                                  "codequarry does not read it")
-        real = Path(os.path.realpath(candidates[0][1]))
+        reals = {os.path.realpath(candidate) for _, candidate in candidates}
+        if len(reals) > 1:
+            names = ", ".join(config.id for config, _ in candidates)
+            raise UsageError(f"{path} exists in several projects ({names}); say which with project")
+        real = Path(reals.pop())
         owners = [(p, _relative(real, Path(os.path.realpath(p.path)))) for p in self.projects]
         inside = [(p, rel) for p, rel in owners if rel is not None]
         if not inside:
