@@ -32,6 +32,9 @@ MAX_LIMIT = 50
 # Chunks ranked per retriever: fixed for a given limit, so that the pages of one query
 # (offset 0, 10, 20 ...) come from one ranking and never repeat or skip a unit.
 CANDIDATE_POOL = 100
+# The fusion's normalisation sees the top FUSION_DEPTH of each list (the depth it was tuned
+# at); deeper candidates rank after them, in their own fused order, to fill more units.
+FUSION_DEPTH = 30
 # A unit's score: its best chunk's plus this share of its other matching chunks' scores
 # (agent questions, bench/agent_bench.py: 0.1 ranks as well at hit@3 and better at hit@1)
 UNIT_SUPPORT = 0.1
@@ -206,7 +209,8 @@ class Searcher:
         elif request.mode == "lexical":
             ranked = lexical
         else:
-            ranked = fuse(lexical, semantic, lexical_weight(request.query, bool(symbol_hits)))
+            ranked = fuse_in_depth(lexical, semantic, lexical_weight(request.query, bool(symbol_hits)),
+                                   max(request.limit * 3, FUSION_DEPTH))
         if merged_freshness.vector_coverage < 1.0 and request.mode != "lexical":
             notes.append(f"vectors cover {merged_freshness.vector_coverage:.0%} of chunks; "
                          "semantic results may be missing until embedding finishes")
@@ -351,6 +355,21 @@ def fuse(lexical: list[_Ranked], semantic: list[_Ranked], lexical_weight: float)
             normalised = (item.score - bottom) / spread if spread > 0 else 1.0
             scores[key] = scores.get(key, 0.0) + weight * normalised
     return [_Ranked(p, i, s) for (p, i), s in sorted(scores.items(), key=lambda kv: -kv[1])]
+
+
+def fuse_in_depth(lexical: list[_Ranked], semantic: list[_Ranked], weight: float,
+                  depth: int) -> list[_Ranked]:
+    """`fuse` over the top `depth` of both lists, then the rest of the candidates below."""
+    head = fuse(lexical[:depth], semantic[:depth], weight)
+    if not head:
+        return fuse(lexical, semantic, weight)
+    seen = {(r.project, r.chunk_id) for r in head}
+    floor = min(r.score for r in head)
+    tail = [r for r in fuse(lexical, semantic, weight) if (r.project, r.chunk_id) not in seen]
+    top = max((r.score for r in tail), default=0.0)
+    # below the head whatever their own scores: the head's order is the tuned ranking
+    scale = floor / (top + 1e-9) * 0.999 if top > 0 else 0.0
+    return head + [_Ranked(r.project, r.chunk_id, r.score * scale) for r in tail]
 
 
 def _match_terms(lexemes: list[str], freqs: dict[str, float], total: int) -> list[str]:
