@@ -87,7 +87,7 @@ class SearchRequest:
         if self.path_glob:
             glob_to_regex(self.path_glob)
         languages = tuple(dict.fromkeys(normalise_language(name) for name in self.languages))
-        return dataclasses.replace(self, languages=languages)
+        return self if languages == self.languages else dataclasses.replace(self, languages=languages)
 
 
 @dataclass(frozen=True, slots=True)
