@@ -20,9 +20,9 @@ from codequarry.chunking.words import code_words
 from codequarry.config import ProjectConfig
 from codequarry.errors import UsageError
 from codequarry.ignore import IgnoreRules
-from codequarry.models import DefinitionHit
+from codequarry.models import DefinitionHit, definition_match_rank
 from codequarry.store.db import Store
-from codequarry.store.project import Filters, ProjectStore, definition_match_rank
+from codequarry.store.project import Filters, ProjectStore
 
 MAX_SYMBOLS = 50
 MAX_READ_LINES = 2000
@@ -75,7 +75,8 @@ class CodeTools:
             raise UsageError(f"limit must be between 1 and {MAX_SYMBOLS}, got {limit}")
         hits: list[DefinitionHit] = []
         for store in await self._stores(projects):
-            hits.extend(await store.find_definitions(name, kind, limit))
+            hits.extend(_definition_hit(store.project_id, found)
+                        for found in await store.find_definitions(name, kind, limit))
         hits.sort(key=lambda h: (definition_match_rank(name, h), len(h.qualified_name), h.project,
                                  h.path, h.start_line))
         notes = []
@@ -249,6 +250,16 @@ class CodeTools:
         if projects:
             return [await self.store.project(p) for p in dict.fromkeys(projects)]
         return [await self.store.project(p) for p in await self.store.indexed_projects()]
+
+
+def _definition_hit(project: str, found: Any) -> DefinitionHit:
+    """A store answer as a DefinitionHit: already one, or the store layout v2's
+    (path, language, SymbolDefinition) tuple."""
+    if isinstance(found, DefinitionHit):
+        return found
+    path, language, definition = found
+    return DefinitionHit(project, path, definition.name, definition.qualified_name, definition.kind,
+                         language, definition.start_line, definition.end_line)
 
 
 def _as_hit(data: dict[str, Any]) -> DefinitionHit:

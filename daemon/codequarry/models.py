@@ -177,6 +177,20 @@ class DefinitionHit:
         return asdict(self)
 
 
+def definition_match_rank(query: str, hit: DefinitionHit) -> int:
+    """How `hit` matches the asked name: 0 exact (case-sensitive) on the name or qualified
+    name, 1 exact ignoring case, 2 prefix, 3 anything else (a close spelling)."""
+    names = (hit.name, hit.qualified_name)
+    if query in names:
+        return 0
+    lowered = query.lower()
+    if lowered in (n.lower() for n in names):
+        return 1
+    if any(n.lower().startswith(lowered) for n in names):
+        return 2
+    return 3
+
+
 @dataclass(frozen=True, slots=True)
 class ProjectStatus:
     project: str

@@ -27,6 +27,7 @@ from codequarry.models import (
     FileUpdate,
     Freshness,
     IndexedFile,
+    definition_match_rank,
 )
 from codequarry.store.migrations import quote_ident
 
@@ -565,20 +566,6 @@ class ProjectStore:
 
 def _last_name(symbol: str) -> str:
     return symbol.replace("::", ".").rsplit(".", 1)[-1]
-
-
-def definition_match_rank(query: str, hit: DefinitionHit) -> int:
-    """0 exact (case-sensitive) on the name or qualified name, 1 exact ignoring case,
-    2 prefix, 3 anything else (a close spelling)."""
-    names = (hit.name, hit.qualified_name)
-    if query in names:
-        return 0
-    lowered = query.lower()
-    if lowered in (n.lower() for n in names):
-        return 1
-    if any(n.lower().startswith(lowered) for n in names):
-        return 2
-    return 3
 
 
 def _close_names(name: str, candidates: Sequence[str], count: int = 10) -> list[str]:
