@@ -99,13 +99,48 @@ def test_search_json_prints_results_with_locations_and_freshness(indexed: Indexe
     first = answer["results"][0]
     assert first["path"] == "pkg/settings.py"
     assert first["symbol"] == "load_settings"
-    assert first["project"] == "cli-demo"
+    assert answer["project"] == "cli-demo"  # one project asked: stated once
     lines = (indexed.repo / "pkg/settings.py").read_text().split("\n")
     assert 1 <= first["start_line"] <= 4
     assert first["end_line"] == 7
-    assert first["snippet"] == "\n".join(lines[first["start_line"] - 1 : first["end_line"]])
+    shown = [n for start, end in first["snippet_ranges"] for n in range(start, end + 1)]
+    assert first["snippet"] == "\n".join(lines[n - 1] for n in shown)
     assert answer["freshness"]["pending_files"] == 0
     assert answer["freshness"]["vector_coverage"] == 1.0
+
+
+def test_search_pages_with_offset_and_prints_compact_text(indexed: Indexed) -> None:
+    first = indexed.cli.run("search", "settings", "--project", "cli-demo", "--limit", "1", "--json")
+    answer = json.loads(first.stdout)
+    assert answer["next_offset"] == 1
+    second = indexed.cli.run("search", "settings", "--project", "cli-demo", "--limit", "1",
+                             "--offset", "1", "--json")
+    assert json.loads(second.stdout)["results"][0]["path"] != answer["results"][0]["path"]
+    text = indexed.cli.run("search", "settings", "--project", "cli-demo", "--detail", "paths")
+    assert text.returncode == 0, text.stderr
+    assert "pkg/settings.py:" in text.stdout
+    assert "{" not in text.stdout
+
+
+def test_symbol_prints_the_definition_and_its_span(indexed: Indexed) -> None:
+    result = indexed.cli.run("symbol", "load_settings")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split("\n")[1].startswith("pkg/settings.py:")
+    assert "def load_settings(path):" in result.stdout
+    missing = indexed.cli.run("symbol", "zzzz_not_defined_anywhere")
+    assert missing.returncode == 1
+
+
+def test_show_prints_numbered_lines_from_disk_and_refuses_outside_paths(indexed: Indexed) -> None:
+    result = indexed.cli.run("show", str(indexed.repo / "pkg/shapes.py") + ":4-5")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split("\n")[1:3] == ["4 def circle_area(radius):",
+                                               "5     return math.pi * radius ** 2"]
+    by_symbol = indexed.cli.run("show", "--symbol", "circle_area", "--project", "cli-demo")
+    assert "def circle_area(radius):" in by_symbol.stdout
+    outside = indexed.cli.run("show", "/etc/passwd")
+    assert outside.returncode == 2
+    assert "outside every registered project" in outside.stderr
 
 
 def test_status_json_reports_pending_files_and_vector_coverage_per_project(indexed: Indexed) -> None:

@@ -229,9 +229,12 @@ async def test_a_result_carries_project_path_lines_symbol_language_score_and_sni
     assert hit.score > 0
     lines = (repos["alpha"] / hit.path).read_text().split("\n")
     assert 1 <= hit.start_line <= hit.end_line <= len(lines)
-    assert hit.snippet == "\n".join(lines[hit.start_line - 1 : hit.end_line])
-    assert set(hit.to_json()) == {"project", "path", "start_line", "end_line", "symbol", "kind",
-                                  "language", "score", "snippet"}
+    shown = [n for start, end in hit.snippet_ranges for n in range(start, end + 1)]
+    assert shown[0] == hit.start_line  # the signature first
+    assert hit.snippet == "\n".join(lines[n - 1] for n in shown)
+    assert "def fetch_url(self, url):" in hit.snippet  # the line the query names
+    assert {"project", "path", "start_line", "end_line", "symbol", "kind", "language", "score",
+            "snippet"} <= set(hit.to_json())
     assert [r.score for r in response.results] == sorted((r.score for r in response.results), reverse=True)
 
 

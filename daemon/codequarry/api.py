@@ -15,11 +15,13 @@ from typing import Any, Protocol
 import anyio
 
 from codequarry import __version__, paths
+from codequarry.code_tools import CodeTools
 from codequarry.config import ProjectConfig, Settings
 from codequarry.errors import UsageError
 from codequarry.models import validate_project_id
 from codequarry.runtime import Runtime, status_report
-from codequarry.search import MODES, Mode, SearchRequest
+from codequarry.search import MODES, Mode, SearchRequest, glob_to_regex, normalise_language
+from codequarry.store.project import Filters
 
 MAX_CHANGES = 200
 VERIFY_SETTLE_SECONDS = 60.0
@@ -87,12 +89,14 @@ class DaemonApi:
 
     async def search(self, query: str, projects: list[str] | None = None, mode: str = "hybrid",
                      languages: list[str] | None = None, path_glob: str | None = None,
-                     limit: int = 10, cwd: str | None = None) -> dict[str, Any]:
+                     limit: int = 10, cwd: str | None = None, detail: str = "snippet",
+                     offset: int = 0, max_tokens: int | None = None) -> dict[str, Any]:
         chosen = [self.resolve_project(p) for p in projects or []]
         if not chosen and cwd:
             chosen = [p for p in [self.project_containing(cwd)] if p]
         request = SearchRequest(query, tuple(chosen), mode,  # type: ignore[arg-type]
-                                tuple(languages or ()), path_glob or None, limit).validate()
+                                tuple(languages or ()), path_glob or None, limit,
+                                detail, offset, max_tokens).validate()  # type: ignore[arg-type]
         response = await self.runtime.searcher.search(request, self.runtime.indexer.model_id)
         return response.to_json()
 
@@ -280,3 +284,37 @@ class DaemonApi:
         inside = [p.id for p in self.daemon.settings.config.projects if p.path.is_relative_to(target)]
         containing = self.project_containing(str(target))
         return sorted({*inside, *([containing] if containing else [])})
+
+    # ---- follow-up tools (code_tools) -----------------------------------------------------
+
+    def code_tools(self) -> CodeTools:
+        return CodeTools(self.runtime.store, self.daemon.settings.config.projects)
+
+    def _scope(self, project: str | None, cwd: str | None) -> list[str]:
+        if project:
+            return [self.resolve_project(project)]
+        found = self.project_containing(cwd) if cwd else None
+        return [found] if found else []
+
+    async def find_symbol(self, name: str, kind: str | None = None, project: str | None = None,
+                          limit: int = 10, cwd: str | None = None) -> dict[str, Any]:
+        return await self.code_tools().find_symbol(name, kind or None, self._scope(project, cwd), limit)
+
+    async def read_code(self, path: str | None = None, start_line: int | None = None,
+                        end_line: int | None = None, symbol: str | None = None,
+                        project: str | None = None, max_tokens: int | None = None,
+                        cwd: str | None = None) -> dict[str, Any]:
+        scope = self._scope(project, cwd if path and not os.path.isabs(path) else None)
+        if path and not os.path.isabs(path) and cwd and not project:
+            absolute = os.path.join(cwd, path)
+            if os.path.exists(absolute) and self.project_containing(absolute):
+                path, scope = absolute, []
+        return await self.code_tools().read_code(path, start_line, end_line, symbol,
+                                                 scope[0] if scope else None, max_tokens)
+
+    async def find_references(self, name: str, project: str | None = None,
+                              language: str | None = None, path_glob: str | None = None,
+                              limit: int = 100, cwd: str | None = None) -> dict[str, Any]:
+        languages = (normalise_language(language),) if language else ()
+        filters = Filters(languages, glob_to_regex(path_glob) if path_glob else None)
+        return await self.code_tools().find_references(name, self._scope(project, cwd), filters, limit)

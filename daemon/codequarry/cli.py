@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -92,7 +93,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--path", dest="path_glob", metavar="GLOB",
                    help="only paths matching this glob, e.g. 'src/**' or '*.py'")
     p.add_argument("--limit", type=int, default=10, help="number of results, 1-50 (default 10)")
+    p.add_argument("--detail", choices=["paths", "snippet", "full"], default="snippet",
+                   help="paths: locations only; snippet (default): each unit's most relevant "
+                        "lines; full: whole units")
+    p.add_argument("--offset", type=int, default=0, help="skip this many results (next page)")
+    p.add_argument("--max-tokens", type=int, default=None, metavar="N",
+                   help="budget for the answer's text, in tokens of 4 characters (default 2000)")
     p.add_argument("--json", action="store_true", help="print JSON: {results, freshness}")
+
+    p = command("symbol", cmd_symbol, "Find where a function, method, class or type is defined "
+                "(exact name first, then prefix and similar spellings).")
+    p.add_argument("name", help="a name or qualified name, e.g. parse or Color.parse")
+    p.add_argument("--kind", help="only this kind: function, method, class, interface, ...")
+    p.add_argument("--project", help="only this project (default: all)")
+    p.add_argument("--limit", type=int, default=10, help="number of definitions (default 10)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = command("show", cmd_show, "Print code from disk with line numbers: a file, a line or "
+                "a range of a registered project, or a definition (--symbol).")
+    p.add_argument("location", nargs="?", metavar="PATH[:LINE[-LINE]]",
+                   help="file path (relative to the project or absolute), optionally :LINE or "
+                        ":START-END")
+    p.add_argument("--symbol", help="show this definition, e.g. Color.parse")
+    p.add_argument("--project", help="project id, when a relative path is ambiguous")
+    p.add_argument("--max-tokens", type=int, default=None, metavar="N",
+                   help="budget in tokens of 4 characters (default 4000)")
+    p.add_argument("--json", action="store_true", help="print JSON")
 
     p = command("status", cmd_status, "Show each project's files, chunks, vector coverage and "
                 "pending work, and whether the daemon runs.")
@@ -276,7 +302,8 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
     if not 1 <= args.limit <= 50:
         raise UsageError(f"--limit must be between 1 and 50, got {args.limit}")
     body = {"query": args.query, "projects": args.project, "mode": args.mode,
-            "languages": args.language, "path_glob": args.path_glob, "limit": args.limit}
+            "languages": args.language, "path_glob": args.path_glob, "limit": args.limit,
+            "detail": args.detail, "offset": args.offset, "max_tokens": args.max_tokens}
     with store_access(settings, "search") as client:
         answer = client.post("/api/search", body) if client else _search_here(settings, body)
     if args.json:
@@ -288,6 +315,82 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def parse_location(location: str) -> tuple[str, int | None, int | None]:
+    """`PATH`, `PATH:LINE` or `PATH:START-END` -> (path, start, end)."""
+    match = re.fullmatch(r"(.+?):(\d+)(?:-(\d+))?", location)
+    if match is None:
+        return location, None, None
+    start = int(match.group(2))
+    end = int(match.group(3)) if match.group(3) else start
+    if end < start:
+        raise UsageError(f"{location}: the range ends before it starts")
+    return match.group(1), start, end
+
+
+def cmd_symbol(args: argparse.Namespace, settings: Settings) -> int:
+    body = {"name": args.name, "kind": args.kind, "project": args.project, "limit": args.limit,
+            "cwd": os.getcwd()}
+    answer = _ask_tools(settings, "/api/symbol", body)
+    from codequarry.code_tools import render_symbols
+
+    print(json.dumps(answer, indent=2) if args.json else render_symbols(answer))
+    return 0 if answer["definitions"] else 1
+
+
+def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
+    if not args.location and not args.symbol:
+        raise UsageError("give PATH[:LINE[-LINE]] or --symbol NAME")
+    path, start, end = parse_location(args.location) if args.location else (None, None, None)
+    if path and not os.path.isabs(path) and not args.project and os.path.exists(path):
+        path = os.path.abspath(path)  # a path typed in a shell is relative to the shell
+    body = {"path": path, "start_line": start, "end_line": end, "symbol": args.symbol,
+            "project": args.project, "max_tokens": args.max_tokens, "cwd": os.getcwd()}
+    answer = _ask_tools(settings, "/api/read", body)
+    from codequarry.code_tools import render_code
+
+    print(json.dumps(answer, indent=2) if args.json else render_code(answer))
+    return 0
+
+
+def _ask_tools(settings: Settings, route: str, body: dict[str, Any]) -> Any:
+    """Ask the daemon (waiting for one that is starting); without one, answer from the
+    store here, holding the data dir's lock meanwhile."""
+    if body.get("project"):
+        from codequarry.models import validate_project_id
+
+        validate_project_id(body["project"])
+    with store_access(settings, route.rsplit("/", 1)[-1]) as client:
+        if client is not None:
+            return client.post(route, body)
+        return _tools_here(settings, route, body)
+
+
+def _tools_here(settings: Settings, route: str, body: dict[str, Any]) -> Any:
+    import anyio
+
+    from codequarry.code_tools import CodeTools
+    from codequarry.store.db import Store
+
+    projects = settings.config.projects
+    cwd_project = [p.id for p in projects if Path(body["cwd"]).is_relative_to(p.path)]
+    if body.get("project"):
+        settings.config.project(body["project"])  # UnknownProject if not registered
+    scope = [body["project"]] if body.get("project") else cwd_project[-1:]
+
+    async def run() -> Any:
+        store = await Store.open(settings)
+        try:
+            tools = CodeTools(store, projects)
+            if route == "/api/symbol":
+                return await tools.find_symbol(body["name"], body["kind"], scope, body["limit"])
+            return await tools.read_code(body["path"], body["start_line"], body["end_line"],
+                                         body["symbol"], scope[0] if scope else None, body["max_tokens"])
+        finally:
+            await store.close()
+
+    return anyio.run(run)
+
+
 def _search_here(settings: Settings, body: dict[str, Any]) -> Any:
     import anyio
 
@@ -295,7 +398,8 @@ def _search_here(settings: Settings, body: dict[str, Any]) -> Any:
     from codequarry.search import SearchRequest
 
     request = SearchRequest(body["query"], tuple(body["projects"]), body["mode"],
-                            tuple(body["languages"]), body["path_glob"], body["limit"]).validate()
+                            tuple(body["languages"]), body["path_glob"], body["limit"],
+                            body["detail"], body["offset"], body["max_tokens"]).validate()
 
     async def run() -> Any:
         async with open_runtime(settings) as runtime:

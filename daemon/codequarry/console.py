@@ -123,21 +123,13 @@ def _project_status(client: DaemonClient, project: str) -> dict[str, Any] | None
 
 
 def print_results(answer: dict[str, Any]) -> None:
-    results = answer["results"]
-    for note in answer.get("notes", []):
-        stderr.print(f"[yellow]note:[/] {note}")
-    if not results:
-        stderr.print("no results")
-    for rank, hit in enumerate(results, 1):
-        symbol = f"  [bold]{hit['symbol']}[/]" if hit.get("symbol") else ""
-        stdout.print(f"[cyan]{rank:>2}. {hit['project']}:{hit['path']}:{hit['start_line']}-"
-                     f"{hit['end_line']}[/]{symbol}  [dim]{hit['language']} {hit['score']:.4f}[/]")
-        for line in hit["snippet"].split("\n")[:6]:
-            stdout.print("      " + line[:160], markup=False)
-    fresh = answer["freshness"]
-    if fresh["pending_files"] or fresh["vector_coverage"] < 1:
-        stderr.print(f"[dim]index: {fresh['pending_files']} files pending, vectors cover "
-                     f"{fresh['vector_coverage']:.0%}[/]")
+    """The compact text answer (the one an agent reads), location lines highlighted."""
+    from codequarry.answers import render_text
+
+    for line in render_text(answer).split("\n"):
+        located = line and not line[0].isspace() and not line.startswith(("note:", "index:", "…"))
+        stdout.print(line, style="cyan" if located else None, markup=False, highlight=False,
+                     soft_wrap=True)
 
 
 def print_status(answer: dict[str, Any]) -> None:

@@ -20,15 +20,18 @@ class Freshness(TypedDict):
 
 
 class SearchHit(TypedDict, total=False):
-    project: str
+    project: str  # left out when the answer states it once
     path: str  # relative to the project root, "/"-separated
-    start_line: int  # 1-based, inclusive
+    start_line: int  # 1-based, inclusive: the whole unit (function, method, class, block)
     end_line: int
     symbol: str | None
     kind: str
-    language: str
-    score: float
-    snippet: str
+    language: str  # left out when the answer states it once
+    score: float  # rounded to 3 decimals
+    snippet: str  # the unit's most relevant lines ("" with detail "paths")
+    hits: list[list[int]]  # [start, end] spans inside the unit that matched
+    snippet_ranges: list[list[int]]  # the line spans `snippet` shows, in order
+    truncated: bool  # the snippet was cut to fit max_tokens
 
 
 class SearchAnswer(TypedDict):
@@ -36,6 +39,13 @@ class SearchAnswer(TypedDict):
     freshness: Freshness
     mode: str
     notes: list[str]
+    query: NotRequired[str]
+    detail: NotRequired[str]  # paths | snippet | full
+    offset: NotRequired[int]
+    next_offset: NotRequired[int | None]  # the offset of the next page; None on the last one
+    project: NotRequired[str]  # stated once when every result shares it
+    language: NotRequired[str]
+    path_glob: NotRequired[str]
 
 
 class ProjectState(TypedDict, total=False):

@@ -27,9 +27,10 @@ from fastmcp.exceptions import ToolError
 from fastmcp.exceptions import ValidationError as FastMCPValidationError
 from fastmcp.server.dependencies import get_http_headers
 from fastmcp.server.middleware import CallNext, Middleware, MiddlewareContext
+from fastmcp.tools import ToolResult
 from mcp.shared.message import ServerMessageMetadata
 from mcp_types import ToolAnnotations
-from pydantic import Field
+from pydantic import Field, TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
 from starlette.datastructures import Headers
 from starlette.middleware import Middleware as AsgiMiddleware
@@ -38,10 +39,12 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from codequarry import __version__
+from codequarry.answers import render_text
 from codequarry.api import DaemonApi
 from codequarry.client import CWD_HEADER
 from codequarry.errors import CodequarryError, UsageError
 from codequarry.logs import get_logger
+from codequarry.mcp_code_tools import register_code_tools
 from codequarry.mcp_schemas import (
     ChangesAnswer,
     IndexAnswer,
@@ -52,6 +55,10 @@ from codequarry.mcp_schemas import (
 
 log = get_logger(__name__)
 ROOTS_SECONDS = 5.0
+
+# search_code returns a ToolResult (compact text + structured content), so its schema is
+# given rather than derived from a return annotation
+SEARCH_SCHEMA = TypeAdapter(SearchAnswer).json_schema()
 
 INSTRUCTIONS = (
     "codequarry searches the user's locally indexed repositories. The index follows the "
@@ -161,7 +168,7 @@ def build_server(api: DaemonApi) -> FastMCP:
     mcp = FastMCP("codequarry", instructions=INSTRUCTIONS, lifespan=lifespan, version=__version__)
     mcp.add_middleware(OneLineArgumentErrors(mcp))
 
-    @mcp.tool(annotations=READ_ONLY)
+    @mcp.tool(annotations=READ_ONLY, output_schema=SEARCH_SCHEMA)
     async def search_code(
         query: Annotated[str, Field(description="What to find: a question in words "
                                     "('where are retries configured') or an identifier.")],
@@ -178,18 +185,27 @@ def build_server(api: DaemonApi) -> FastMCP:
         mode: Annotated[Literal["hybrid", "semantic", "lexical"],
                         Field(description="hybrid (default) mixes meaning and words; lexical "
                               "for exact identifiers; semantic for concepts.")] = "hybrid",
-    ) -> SearchAnswer:
+        detail: Annotated[Literal["paths", "snippet", "full"],
+                          Field(description="paths: locations only; snippet (default): each "
+                                "unit's most relevant lines; full: whole units.")] = "snippet",
+        offset: Annotated[int, Field(ge=0, le=200, description="Skip this many results "
+                                     "(the answer's next offset gives the next page).")] = 0,
+        max_tokens: Annotated[int | None, Field(ge=100, le=50000, description="Budget for the "
+                                                "answer's text (default 2000).")] = None,
+    ) -> ToolResult:
         """Search indexed source code by meaning and by words. Use it to find where something
-        is implemented, defined or used before reading files. Returns ranked chunks with
-        path, line span, symbol and a snippet, plus how fresh the index is."""
+        is implemented, defined or used before reading files. Returns whole code units
+        (function, method, class) as `path:start-end symbol (kind) score` with their most
+        relevant numbered lines; follow up with read_code, find_symbol or find_references."""
         chosen = [*([project] if project else []), *(projects or [])]
         daemon_api = _api(ctx)
         if not chosen:
             roots = await client_roots(ctx)
             chosen = sorted({found for root in roots for found in daemon_api.projects_for_root(root)})
         answer = await _call("search_code", daemon_api.search(
-            query, chosen, mode, [language] if language else None, path_glob, limit, client_cwd()))
-        return cast(SearchAnswer, answer)
+            query, chosen, mode, [language] if language else None, path_glob, limit, client_cwd(),
+            detail, offset, max_tokens))
+        return ToolResult(content=render_text(answer), structured_content=answer)
 
     @mcp.tool(annotations=ToolAnnotations(read_only_hint=False, destructive_hint=False,
                                           idempotent_hint=True, open_world_hint=False))
@@ -254,6 +270,7 @@ def build_server(api: DaemonApi) -> FastMCP:
         return json.dumps(await _call("status", _api(ctx).status(project)))
 
     _drop_unserved_capabilities(mcp)
+    register_code_tools(mcp, api)
     _add_json_routes(mcp, api)
     return mcp
 
@@ -297,7 +314,9 @@ def _add_json_routes(mcp: FastMCP, api: DaemonApi) -> None:
     async def search(body: dict[str, Any]) -> Any:
         return await api.search(str(body.get("query", "")), list(body.get("projects") or []),
                                 str(body.get("mode", "hybrid")), list(body.get("languages") or []),
-                                body.get("path_glob"), int(body.get("limit", 10)))
+                                body.get("path_glob"), int(body.get("limit", 10)), None,
+                                str(body.get("detail", "snippet")), int(body.get("offset", 0)),
+                                int(body["max_tokens"]) if body.get("max_tokens") else None)
 
     async def status(body: dict[str, Any]) -> Any:
         return await api.status(body.get("project"))
@@ -324,7 +343,24 @@ def _add_json_routes(mcp: FastMCP, api: DaemonApi) -> None:
     route("/api/verify", "POST")(verify)
     route("/api/purge", "POST")(purge)
     route("/api/eval", "POST")(evaluate)
+    async def symbol(body: dict[str, Any]) -> Any:
+        return await api.find_symbol(str(body.get("name", "")), body.get("kind"), body.get("project"),
+                                     int(body.get("limit", 10)), body.get("cwd"))
+
+    async def read(body: dict[str, Any]) -> Any:
+        return await api.read_code(body.get("path"), body.get("start_line"), body.get("end_line"),
+                                   body.get("symbol"), body.get("project"), body.get("max_tokens"),
+                                   body.get("cwd"))
+
+    async def references(body: dict[str, Any]) -> Any:
+        return await api.find_references(str(body.get("name", "")), body.get("project"),
+                                         body.get("language"), body.get("path_glob"),
+                                         int(body.get("limit", 100)), body.get("cwd"))
+
     route("/api/health", "GET")(health)
+    route("/api/symbol", "POST")(symbol)
+    route("/api/read", "POST")(read)
+    route("/api/references", "POST")(references)
     route("/api/search", "POST")(search)
     route("/api/status", "GET")(status)
     route("/api/index", "POST")(index)

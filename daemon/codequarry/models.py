@@ -114,6 +114,13 @@ class Freshness:
 
 @dataclass(frozen=True, slots=True)
 class SearchHit:
+    """One result: a whole code unit (function, method, class or top-level block).
+
+    `start_line`-`end_line` is the unit's span (1-based, inclusive); `hits` are the spans
+    of the chunks inside it that matched; `snippet` holds the lines shown, which are the
+    lines of `snippet_ranges` in order (ranges may leave gaps; empty with detail "paths").
+    """
+
     project: str
     path: str
     start_line: int
@@ -123,25 +130,86 @@ class SearchHit:
     language: str
     score: float
     snippet: str
+    hits: tuple[tuple[int, int], ...] = ()
+    snippet_ranges: tuple[tuple[int, int], ...] = ()
+    truncated: bool = False  # the snippet stops before the unit's end (token budget)
+
+    def to_json(self, omit: frozenset[str] = frozenset()) -> dict[str, Any]:
+        """The result as JSON; `omit` names fields stated once for the whole answer."""
+        data: dict[str, Any] = {"project": self.project, "path": self.path,
+                                "start_line": self.start_line, "end_line": self.end_line,
+                                "symbol": self.symbol, "kind": self.kind, "language": self.language,
+                                "score": round(self.score, 3), "snippet": self.snippet}
+        if self.hits and self.hits != ((self.start_line, self.end_line),):
+            data["hits"] = [list(span) for span in self.hits]
+        if self.snippet_ranges:
+            data["snippet_ranges"] = [list(span) for span in self.snippet_ranges]
+        if self.truncated:
+            data["truncated"] = True
+        for key in omit:
+            data.pop(key, None)
+        return data
+
+
+@dataclass(frozen=True, slots=True)
+class SearchResponse:
+    """A page of search results. `next_offset` is the offset of the next page, None when
+    there is none; `shared` holds fields that every result has (project, language)."""
+
+    results: list[SearchHit]
+    freshness: Freshness
+    mode: str
+    notes: list[str] = field(default_factory=list)
+    query: str = ""
+    detail: str = "snippet"
+    offset: int = 0
+    next_offset: int | None = None
+    shared: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        omit = frozenset(self.shared)
+        data: dict[str, Any] = {"query": self.query, "mode": self.mode, "detail": self.detail}
+        data.update(self.shared)
+        data.update({
+            "offset": self.offset,
+            "next_offset": self.next_offset,
+            "results": [hit.to_json(omit) for hit in self.results],
+            "freshness": self.freshness.to_json(),
+            "notes": self.notes,
+        })
+        return data
+
+
+@dataclass(frozen=True, slots=True)
+class DefinitionHit:
+    """A definition found by name: `qualified_name` is e.g. "Color.parse", `name` its last
+    part; lines are 1-based and inclusive, the definition's full span."""
+
+    project: str
+    path: str
+    name: str
+    qualified_name: str
+    kind: str
+    language: str
+    start_line: int
+    end_line: int
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
 
-@dataclass(frozen=True, slots=True)
-class SearchResponse:
-    results: list[SearchHit]
-    freshness: Freshness
-    mode: str
-    notes: list[str] = field(default_factory=list)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "results": [hit.to_json() for hit in self.results],
-            "freshness": self.freshness.to_json(),
-            "mode": self.mode,
-            "notes": self.notes,
-        }
+def definition_match_rank(query: str, hit: DefinitionHit) -> int:
+    """How `hit` matches the asked name: 0 exact (case-sensitive) on the name or qualified
+    name, 1 exact ignoring case, 2 prefix, 3 anything else (a close spelling)."""
+    names = (hit.name, hit.qualified_name)
+    if query in names:
+        return 0
+    lowered = query.lower()
+    if lowered in (n.lower() for n in names):
+        return 1
+    if any(n.lower().startswith(lowered) for n in names):
+        return 2
+    return 3
 
 
 @dataclass(frozen=True, slots=True)

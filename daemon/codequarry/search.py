@@ -8,6 +8,7 @@ reciprocal-rank fusion scored lower on every set we measured (bench/tune_fusion.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from collections.abc import Sequence
@@ -16,21 +17,51 @@ from typing import Any, Literal
 
 import anyio
 
+from codequarry.answers import DEFAULT_MAX_TOKENS, Detail, Unit, shape, unit_key, validate_shape
+from codequarry.chunking.languages import known_languages
 from codequarry.chunking.words import code_words, identifier_like
 from codequarry.config import EmbedderConfig
 from codequarry.embedding import Embedder, create_embedder
 from codequarry.errors import CodequarryError, UsageError
 from codequarry.logs import get_logger
-from codequarry.models import Freshness, SearchHit, SearchResponse
+from codequarry.models import Freshness, SearchResponse
 from codequarry.store.db import Store, is_transient
-from codequarry.store.project import LEXICAL_CANDIDATES, ChunkRow, Filters, ProjectStore
+from codequarry.store.project import LEXICAL_CANDIDATES, Filters, ProjectStore
 
 Mode = Literal["hybrid", "semantic", "lexical"]
 MODES: tuple[Mode, ...] = ("hybrid", "semantic", "lexical")
 MAX_LIMIT = 50
 log = get_logger(__name__)
-SNIPPET_LINES = 40
-SNIPPET_CHARS = 2400
+# Chunks ranked per retriever: fixed for a given limit, so that the pages of one query
+# (offset 0, 10, 20 ...) come from one ranking and never repeat or skip a unit.
+CANDIDATE_POOL = 100
+# The fusion's normalisation sees the top FUSION_DEPTH of each list (the depth it was tuned
+# at); deeper candidates rank after them, in their own fused order, to fill more units.
+FUSION_DEPTH = 30
+# A unit's score: its best chunk's plus this share of its other matching chunks' scores
+# (agent questions, bench/agent_bench.py: 0.1 ranks as well at hit@3 and better at hit@1)
+UNIT_SUPPORT = 0.1
+
+# What people type for a language -> its canonical name (detect_language's labels)
+LANGUAGE_ALIASES = {
+    "py": "python", "python3": "python", "js": "javascript", "node": "javascript",
+    "jsx": "javascript", "mjs": "javascript", "cjs": "javascript", "ts": "typescript",
+    "golang": "go", "rs": "rust", "c++": "cpp", "cxx": "cpp", "cc": "cpp", "hpp": "cpp",
+    "cs": "csharp", "c#": "csharp", "kt": "kotlin", "kts": "kotlin", "rb": "ruby",
+    "sh": "bash", "shell": "bash", "zsh": "bash", "md": "markdown", "yml": "yaml",
+    "h": "c", "scala3": "scala", "sc": "scala", "ex": "elixir", "hs": "haskell",
+}
+
+
+def normalise_language(name: str) -> str:
+    """A language as typed ("Python", "py", "C++") -> its canonical name; UsageError
+    listing the known names when there is none."""
+    known = known_languages()
+    key = name.strip().lower()
+    key = LANGUAGE_ALIASES.get(key, key)
+    if key not in known:
+        raise UsageError(f"unknown language {name!r}; known: {', '.join(sorted(known))}")
+    return key
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,8 +72,12 @@ class SearchRequest:
     languages: tuple[str, ...] = ()
     path_glob: str | None = None
     limit: int = 10
+    detail: Detail = "snippet"
+    offset: int = 0
+    max_tokens: int | None = None  # None: DEFAULT_MAX_TOKENS
 
     def validate(self) -> SearchRequest:
+        """The request with canonical language names; UsageError if anything is invalid."""
         if not self.query.strip():
             raise UsageError("the query is empty")
         if len(self.query) > 2000:
@@ -51,7 +86,11 @@ class SearchRequest:
             raise UsageError(f"limit must be between 1 and {MAX_LIMIT}, got {self.limit}")
         if self.mode not in MODES:
             raise UsageError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
-        return self
+        validate_shape(self.detail, self.max_tokens, self.offset)
+        if self.path_glob:
+            glob_to_regex(self.path_glob)
+        languages = tuple(dict.fromkeys(normalise_language(name) for name in self.languages))
+        return self if languages == self.languages else dataclasses.replace(self, languages=languages)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,9 +108,22 @@ def glob_to_regex(glob: str) -> str:
     pattern = glob.lstrip("/") if "/" in glob.rstrip("/") else "**/" + glob
     if pattern.endswith("/"):
         pattern += "**"
-    out, i = [], 0
+    out, i, braces = [], 0, 0
     while i < len(pattern):
-        if pattern.startswith("**/", i):
+        if pattern[i] == "{":  # *.{ts,tsx}
+            out.append("(")
+            braces += 1
+            i += 1
+        elif pattern[i] == "}" and braces:
+            out.append(")")
+            braces -= 1
+            i += 1
+        elif pattern[i] == "," and braces:
+            out.append("|")
+            i += 1
+        elif pattern[i] == "[" and "]" not in pattern[i + 2 :]:
+            raise UsageError(f"invalid path glob {glob!r}: '[' at {i + 1} is never closed")
+        elif pattern.startswith("**/", i):
             out.append("(.*/)?")
             i += 3
         elif pattern.startswith("**", i):
@@ -91,6 +143,8 @@ def glob_to_regex(glob: str) -> str:
         else:
             out.append(re.escape(pattern[i]))
             i += 1
+    if braces:
+        raise UsageError(f"invalid path glob {glob!r}: a '{{' is never closed")
     regex = "^" + "".join(out) + "$"
     try:
         re.compile(regex)  # close enough to PostgreSQL's syntax to catch e.g. [z-a]
@@ -109,7 +163,7 @@ class Searcher:
 
     async def search(self, request: SearchRequest, model_id: str | None) -> SearchResponse:
         """`model_id` is the embedder's id once it is ready, else None (lexical only)."""
-        request.validate()
+        request = request.validate()
         try:
             return await self._search(request, model_id)
         except Exception as exc:
@@ -124,7 +178,7 @@ class Searcher:
         filters = Filters(tuple(request.languages),
                           glob_to_regex(request.path_glob) if request.path_glob else None)
         notes: list[str] = []
-        fetch = max(request.limit * 3, 30)
+        fetch = max(request.limit * 3, CANDIDATE_POOL)
         freshness: list[Freshness] = []
         semantic: list[_Ranked] = []
         lexical: list[_Ranked] = []
@@ -161,12 +215,41 @@ class Searcher:
         elif request.mode == "lexical":
             ranked = lexical
         else:
-            ranked = fuse(lexical, semantic, lexical_weight(request.query, bool(symbol_hits)))
+            ranked = fuse_in_depth(lexical, semantic, lexical_weight(request.query, bool(symbol_hits)),
+                                   max(request.limit * 3, FUSION_DEPTH))
         if merged_freshness.vector_coverage < 1.0 and request.mode != "lexical":
             notes.append(f"vectors cover {merged_freshness.vector_coverage:.0%} of chunks; "
                          "semantic results may be missing until embedding finishes")
-        hits = await self._hits(ranked[: request.limit], stores)
-        return SearchResponse(hits, merged_freshness, request.mode, notes)
+        return await self._answer(request, ranked, stores, filters, merged_freshness, notes)
+
+    async def _answer(self, request: SearchRequest, ranked: list[_Ranked], stores: list[ProjectStore],
+                      filters: Filters, freshness: Freshness, notes: list[str]) -> SearchResponse:
+        """The page of whole units at `request.offset`, shaped to the detail and budget."""
+        ranked = sorted(ranked, key=lambda r: (-r.score, r.project, r.chunk_id))  # ties: stable pages
+        need = request.offset + request.limit + 1  # one more tells whether a next page exists
+        units = await self._hits(ranked, stores, need)
+        page = units[request.offset : request.offset + request.limit]
+        shared: dict[str, str] = {}
+        if len(request.projects) == 1:
+            shared["project"] = request.projects[0]
+        languages = {unit.language for unit in page}
+        if len(request.languages) == 1 or len(languages) == 1:  # said once, not per result
+            shared["language"] = request.languages[0] if len(request.languages) == 1 else languages.pop()
+        if not units and (filters.languages or filters.path_regex):
+            if sum([await store.count_files(filters) for store in stores]) == 0:
+                asked = [f"language {', '.join(filters.languages)}"] if filters.languages else []
+                asked += [f"path glob {request.path_glob!r}"] if request.path_glob else []
+                notes.append(f"no indexed file matches {' and '.join(asked)}")
+        elif request.offset and not page:
+            notes.append(f"no results past offset {request.offset} (there are {len(units)})")
+        reserve = 160 + sum(len(note) + 7 for note in notes)
+        shaped = shape(page, request.query, request.detail, request.max_tokens or DEFAULT_MAX_TOKENS,
+                       shared, reserve)
+        notes.extend(shaped.notes)
+        shown_to = request.offset + shaped.shown_units
+        more = shown_to < len(units)
+        return SearchResponse(shaped.hits, freshness, request.mode, notes, request.query,
+                              request.detail, request.offset, shown_to if more else None, shared)
 
     async def _stores(self, projects: Sequence[str]) -> list[ProjectStore]:
         if projects:
@@ -256,21 +339,38 @@ class Searcher:
             hits |= await store.symbols_matching(names)
         return hits
 
-    async def _hits(self, ranked: list[_Ranked], stores: list[ProjectStore]) -> list[SearchHit]:
-        by_project: dict[str, dict[int, ChunkRow]] = {}
-        for store in stores:
-            ids = [r.chunk_id for r in ranked if r.project == store.project_id]
-            if ids:
-                by_project[store.project_id] = await store.chunk_rows(ids)
-        hits = []
+    async def _hits(self, ranked: list[_Ranked], stores: list[ProjectStore], need: int) -> list[Unit]:
+        """The distinct units the ranked chunks fall in, best first: chunks of one unit
+        merge into it (its score is its best chunk's plus UNIT_SUPPORT times the others'),
+        and a file reached twice (symlink, nested project) counts once. Every ranked chunk
+        is placed, so the order never depends on `need` (pages stay stable)."""
+        roots = await self.store.indexed_projects()
+        by_id = {store.project_id: store for store in stores}
+        spans = {}
+        for project in dict.fromkeys(r.project for r in ranked):
+            spans[project] = await by_id[project].unit_chunks(
+                [r.chunk_id for r in ranked if r.project == project])
+        units: dict[tuple[str, int, int], Unit] = {}
+        best: dict[tuple[str, int, int], float] = {}
         for r in ranked:
-            row = by_project.get(r.project, {}).get(r.chunk_id)
-            if row is None:
+            found = spans[r.project].get(r.chunk_id)
+            if found is None:
                 continue  # replaced between the two queries
-            chunk = row.chunk
-            hits.append(SearchHit(r.project, row.path, chunk.start_line, chunk.end_line, chunk.symbol,
-                                  chunk.kind, chunk.language, round(r.score, 6), _snippet(chunk.content)))
-        return hits
+            start, end, run = found
+            chunk_row = next(row for row in run if row.id == r.chunk_id)
+            chunk = chunk_row.chunk
+            key = unit_key(roots.get(r.project), r.project, chunk_row.path, start, end)
+            unit = units.get(key)
+            if unit is None:
+                unit = units[key] = Unit(r.project, chunk_row.path, start, end, chunk.symbol,
+                                         chunk.kind, chunk.language, r.score)
+                unit.add_chunks(run)
+                best[key] = r.score
+            elif (chunk.start_line, chunk.end_line) not in unit.hits:
+                unit.score += UNIT_SUPPORT * r.score
+            unit.add_hit(chunk.start_line, chunk.end_line)
+        order = sorted(units, key=lambda k: (-units[k].score, -best[k]))  # stable for equal scores
+        return [units[key] for key in order][:need]
 
 
 # Tuned with bench/tune_fusion.py on the tuning sets (bench/data/README.md): both kinds of
@@ -305,6 +405,21 @@ def fuse(lexical: list[_Ranked], semantic: list[_Ranked], lexical_weight: float)
     return [_Ranked(p, i, s) for (p, i), s in sorted(scores.items(), key=lambda kv: -kv[1])]
 
 
+def fuse_in_depth(lexical: list[_Ranked], semantic: list[_Ranked], weight: float,
+                  depth: int) -> list[_Ranked]:
+    """`fuse` over the top `depth` of both lists, then the rest of the candidates below."""
+    head = fuse(lexical[:depth], semantic[:depth], weight)
+    if not head:
+        return fuse(lexical, semantic, weight)
+    seen = {(r.project, r.chunk_id) for r in head}
+    floor = min(r.score for r in head)
+    tail = [r for r in fuse(lexical, semantic, weight) if (r.project, r.chunk_id) not in seen]
+    top = max((r.score for r in tail), default=0.0)
+    # below the head whatever their own scores: the head's order is the tuned ranking
+    scale = floor / (top + 1e-9) * 0.999 if top > 0 else 0.0
+    return head + [_Ranked(r.project, r.chunk_id, r.score * scale) for r in tail]
+
+
 def _match_terms(lexemes: list[str], freqs: dict[str, float], total: int) -> list[str]:
     """The rarest query terms whose matches together fit the ranked candidate set, so
     that every chunk containing them is ranked (not an arbitrary subset); chunks that
@@ -331,9 +446,3 @@ def _merge_freshness(parts: list[Freshness]) -> Freshness:
     coverage = min(part.vector_coverage for part in parts)
     latest = max((p.last_indexed_change for p in parts if p.last_indexed_change), default=None)
     return Freshness(sum(part.pending_files for part in parts), coverage, latest)
-
-
-def _snippet(content: str) -> str:
-    lines = content.split("\n")[:SNIPPET_LINES]
-    return "\n".join(lines)[:SNIPPET_CHARS]
-

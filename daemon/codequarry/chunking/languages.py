@@ -395,3 +395,9 @@ def _shebang_language(first_line: str) -> str | None:
         program = os.path.basename(rest[0])
     interpreter = re.sub(r"[\d.]+$", "", program.lower())  # python3.11 -> python
     return _SHEBANG_INTERPRETERS.get(interpreter)
+
+
+def known_languages() -> frozenset[str]:
+    """Every name detect_language can return: the tree-sitter languages and the labels."""
+    return frozenset(LANGUAGES) | frozenset(_TEXT_EXTENSIONS.values()) | frozenset(
+        _FILE_NAMES.values()) | frozenset(_SHEBANG_INTERPRETERS.values()) | {"text"}

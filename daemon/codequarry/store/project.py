@@ -733,6 +733,34 @@ class ProjectStore:
                 {"names": list(names)})
             return {row.s for row in rows}
 
+    # ---- units, definitions and references (answers for agents) -----------------------
+
+    async def unit_chunks(self, ids: Sequence[int]) -> dict[int, tuple[int, int, list[ChunkRow]]]:
+        """Chunk id -> (unit start, unit end, the unit's chunks in order) for each of `ids`.
+
+        A chunk's unit is the definition or top-level block it belongs to (chunks.unit_start
+        / unit_end, from the chunker); its chunks are those of the file within that span.
+        Lines are 1-based and inclusive.
+        """
+        if not ids:
+            return {}
+        async with self.reader.connect() as conn:
+            rows = (await conn.execute(text(
+                "WITH hit AS (SELECT id, path, coalesce(unit_start, start_line) AS us, "
+                f"coalesce(unit_end, end_line) AS ue FROM {self.s}.chunks WHERE id = ANY(:ids)) "
+                "SELECT h.id AS hit, h.us, h.ue, c.id, c.path, c.start_line, c.end_line, c.language, "
+                "c.symbol, c.kind, c.content, c.content_hash, c.unit_start, c.unit_end "
+                f"FROM hit h JOIN {self.s}.chunks c ON c.path = h.path "
+                "AND (c.id = h.id OR (c.start_line >= h.us AND c.end_line <= h.ue)) "
+                "ORDER BY h.id, c.ordinal"), {"ids": list(ids)})).all()
+        units: dict[int, tuple[int, int, list[ChunkRow]]] = {}
+        for row in rows:
+            members = units.setdefault(row.hit, (row.us, row.ue, []))[2]
+            members.append(ChunkRow(row.id, row.path, Chunk(
+                row.start_line, row.end_line, row.content, row.language, row.symbol, row.kind,
+                row.content_hash, row.unit_start, row.unit_end)))
+        return units
+
     async def find_definitions(self, name: str, kind: str | None = None,
                                limit: int = 20) -> list[tuple[str, str, SymbolDefinition]]:
         """(path, language, definition) by name or qualified name: exact matches first
@@ -773,6 +801,29 @@ class ProjectStore:
         ordered = sorted(rows, key=rank)[:limit]
         return [(r.path, r.language, SymbolDefinition(r.name, r.qualified_name, r.kind, r.start_line,
                                                       r.end_line)) for r in ordered]
+
+    async def count_files(self, filters: Filters) -> int:
+        """Indexed (not skipped) files that pass `filters`."""
+        params: dict[str, Any] = {}
+        where = filters.sql(params)
+        async with self.reader.connect() as conn:
+            return int((await conn.execute(text(
+                f"SELECT count(*) FROM {self.s}.files WHERE skip_reason IS NULL{where}"), params)).scalar()
+                or 0)
+
+    async def chunks_with_words(self, words: str, filters: Filters, limit: int) -> list[ChunkRow]:
+        """Chunks whose full-text words include all of `words` (code_words output), in
+        path and line order: the candidates of a reference search."""
+        params: dict[str, Any] = {"words": words, "k": limit}
+        where = filters.sql(params)
+        async with self.reader.connect() as conn:
+            rows = await conn.execute(text(
+                "SELECT id, path, start_line, end_line, language, symbol, kind, content, content_hash "
+                f"FROM {self.s}.chunks WHERE tsv @@ plainto_tsquery('english', :words){where} "
+                "ORDER BY path, start_line LIMIT :k"), params)
+            return [ChunkRow(r.id, r.path, Chunk(r.start_line, r.end_line, r.content, r.language,
+                                                 r.symbol, r.kind, r.content_hash)) for r in rows]
+
 
 
 async def _finish_events(conn: AsyncConnection, schema: str, paths: Sequence[str], error: str | None) -> None:

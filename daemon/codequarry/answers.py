@@ -1,0 +1,295 @@
+"""Search answers shaped for a coding agent's context window.
+
+Ranked chunks become whole code units (hits inside one unit merge into one result),
+each unit is shown at the requested detail ("paths", "snippet", "full"), and the answer
+respects a token budget measured on the text the client's model reads (characters / 4).
+The same answer has two forms that always agree: the structured JSON
+(SearchResponse.to_json) and the compact text (render_text), one built from the other.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import textwrap
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from codequarry.chunking.words import split_identifier
+from codequarry.errors import UsageError
+from codequarry.models import SearchHit
+from codequarry.store.project import ChunkRow
+
+Detail = Literal["paths", "snippet", "full"]
+DETAILS: tuple[Detail, ...] = ("paths", "snippet", "full")
+CHARS_PER_TOKEN = 4  # what the bench and the budget count: characters / 4
+DEFAULT_MAX_TOKENS = 2000
+MAX_TOKENS_LIMIT = 50_000
+MIN_TOKENS = 100
+SNIPPET_LINES = 4  # signature plus the most relevant lines: enough to decide what to open
+SNIPPET_LINE_CHARS = 100
+FULL_LINE_CHARS = 240
+MAX_OFFSET = 200
+
+# English words that say nothing about which lines matter
+_STOPWORDS = frozenset(
+    "a an and are as at be by can do does for from how i in is it its of on or so that the "
+    "this to was what when where which who why will with get set use used using".split())
+
+
+def validate_shape(detail: str, max_tokens: int | None, offset: int) -> None:
+    """Raise UsageError for a detail, budget or offset out of range."""
+    if detail not in DETAILS:
+        raise UsageError(f"detail must be one of {', '.join(DETAILS)}, got {detail!r}")
+    if max_tokens is not None and not MIN_TOKENS <= max_tokens <= MAX_TOKENS_LIMIT:
+        raise UsageError(f"max_tokens must be between {MIN_TOKENS} and {MAX_TOKENS_LIMIT}, "
+                         f"got {max_tokens}")
+    if not 0 <= offset <= MAX_OFFSET:
+        raise UsageError(f"offset must be between 0 and {MAX_OFFSET}, got {offset}")
+
+
+@dataclass
+class Unit:
+    """A code unit reached by one or more ranked chunks, before it is shaped."""
+
+    project: str
+    path: str
+    start_line: int
+    end_line: int
+    symbol: str | None
+    kind: str
+    language: str
+    score: float  # the best score of its chunks
+    hits: list[tuple[int, int]] = field(default_factory=list)
+    lines: dict[int, str] = field(default_factory=dict)  # line number -> text, from the index
+
+    def add_chunks(self, rows: Sequence[ChunkRow]) -> None:
+        for row in rows:
+            for number, line in enumerate(row.chunk.content.split("\n"), row.chunk.start_line):
+                self.lines.setdefault(number, line)
+
+    def add_hit(self, start: int, end: int) -> None:
+        if (start, end) not in self.hits:
+            self.hits.append((start, end))
+
+    def hit_ranges(self) -> tuple[tuple[int, int], ...]:
+        """The matching spans, adjacent ones joined (chunks of a unit abut)."""
+        joined: list[tuple[int, int]] = []
+        for start, end in sorted(self.hits):
+            if joined and start <= joined[-1][1] + 2:  # a blank line between chunks still abuts
+                joined[-1] = (joined[-1][0], max(joined[-1][1], end))
+            else:
+                joined.append((start, end))
+        return tuple(joined)
+
+
+def unit_key(root: str | None, project: str, path: str, start: int, end: int) -> tuple[str, int, int]:
+    """Identity of a unit across projects: the real file (a symlink or a nested project
+    reaches the same file twice) and the span."""
+    if root is None:
+        return (f"{project}\0{path}", start, end)
+    return (os.path.realpath(os.path.join(root, path)), start, end)
+
+
+def query_words(query: str) -> set[str]:
+    """Lowercase identifiers of the query and their parts, without filler words."""
+    words: set[str] = set()
+    for token in re.findall(r"[A-Za-z_][A-Za-z0-9_]*", query):
+        parts = split_identifier(token)
+        words.add(token.lower())
+        words.update(parts)
+        words.add("".join(parts))
+    return {w for w in words if len(w) > 1 and w not in _STOPWORDS}
+
+
+def _line_score(line: str, words: set[str]) -> int:
+    if not words:
+        return 0
+    found: set[str] = set()
+    for token in re.findall(r"[A-Za-z_][A-Za-z0-9_]*", line):
+        lowered = token.lower()
+        parts = split_identifier(token)
+        found.update(w for w in (lowered, "".join(parts), *parts) if w in words)
+    return len(found)
+
+
+def _ranges(numbers: Sequence[int]) -> list[tuple[int, int]]:
+    ranges: list[tuple[int, int]] = []
+    for number in sorted(set(numbers)):
+        if ranges and number == ranges[-1][1] + 1:
+            ranges[-1] = (ranges[-1][0], number)
+        else:
+            ranges.append((number, number))
+    return ranges
+
+
+def snippet_lines(unit: Unit, words: set[str], max_lines: int) -> list[int]:
+    """The unit's most relevant line numbers, at most `max_lines`: its first code line
+    (the signature) and the window inside its matching chunks with the most query words."""
+    present = [n for n in range(unit.start_line, unit.end_line + 1) if unit.lines.get(n, "").strip()]
+    if not present or max_lines <= 0:
+        return []
+    chosen = [present[0]]
+    inside = [n for n in present[1:] if any(s <= n <= e for s, e in unit.hits)] or present[1:]
+    width = max_lines - 1
+    if width <= 0 or not inside:
+        return chosen
+    scores = [_line_score(unit.lines[n], words) for n in inside]
+    best, best_score = 0, -1
+    for start in range(0, max(1, len(inside) - width + 1)):
+        score = sum(scores[start:start + width])
+        if score > best_score:  # first best window wins: stable and near the hit's top
+            best, best_score = start, score
+    return chosen + inside[best:best + width]
+
+
+def _clip(line: str, chars: int) -> str:
+    return line if len(line) <= chars else line[: chars - 1] + "…"
+
+
+def _block_text(numbers: Sequence[int], lines: dict[int, str], line_chars: int) -> list[str]:
+    """Numbered code lines, dedented together, "…" where lines are skipped."""
+    if not numbers:
+        return []
+    body = textwrap.dedent("\n".join(lines.get(n, "") for n in numbers)).split("\n")
+    width = len(str(numbers[-1]))
+    out: list[str] = []
+    previous = None
+    for number, line in zip(numbers, body, strict=True):
+        if previous is not None and number != previous + 1:
+            out.append("…")
+        out.append(f"{number:>{width}} {_clip(line.rstrip(), line_chars)}".rstrip())
+        previous = number
+    return out
+
+
+def header_line(hit: dict[str, Any], shared: dict[str, str]) -> str:
+    """`path:start-end symbol (kind) score`, plus the project/language when they vary and
+    the matching spans when they are narrower than the unit."""
+    where = f"{hit['path']}:{hit['start_line']}-{hit['end_line']}"
+    if "project" not in shared and "project" in hit:
+        where = f"{hit['project']}:{where}"
+    parts = [where]
+    if hit.get("symbol"):
+        parts.append(str(hit["symbol"]))
+    kind = hit.get("kind")
+    if kind and kind not in ("block", "text"):
+        parts.append(f"({kind})")
+    if "language" not in shared and "language" in hit:
+        parts.append(str(hit["language"]))
+    parts.append(f"{hit['score']:.2f}")
+    if hit.get("hits"):
+        parts.append("hit " + ",".join(f"{s}-{e}" if s != e else str(s) for s, e in hit["hits"]))
+    return " ".join(parts)
+
+
+def result_text(hit: dict[str, Any], shared: dict[str, str]) -> list[str]:
+    """The lines of one result in the text answer, from its JSON form."""
+    out = [header_line(hit, shared)]
+    snippet = hit.get("snippet") or ""
+    ranges = hit.get("snippet_ranges") or []
+    if snippet and ranges:
+        numbers = [n for start, end in ranges for n in range(start, end + 1)]
+        text_lines = snippet.split("\n")
+        lines = dict(zip(numbers, text_lines, strict=False))
+        out.extend(" " + line for line in _block_text(numbers, lines, FULL_LINE_CHARS))
+        shown_to = numbers[-1] if numbers else hit["end_line"]
+        if hit.get("truncated"):
+            out.append(f" … {hit['end_line'] - shown_to} more lines: read_code "
+                       f"{hit['path']}:{shown_to + 1}-{hit['end_line']}")
+    return out
+
+
+def render_text(answer: dict[str, Any]) -> str:
+    """The compact text an agent reads: one header line, then per result its location
+    line and numbered code lines, then notes. Built from the JSON answer only."""
+    shared = {k: str(answer[k]) for k in ("project", "language", "path_glob") if answer.get(k)}
+    results = answer.get("results", [])
+    offset = int(answer.get("offset", 0))
+    head = [f"{len(results)} result{'s' if len(results) != 1 else ''}"]
+    if results and offset:
+        head.append(f"#{offset + 1}-{offset + len(results)}")
+    head.append(str(answer.get("mode", "hybrid")))
+    head.extend(f"{k} {v}" for k, v in shared.items())
+    if answer.get("next_offset") is not None:
+        head.append(f"more: offset={answer['next_offset']}")
+    lines = [" · ".join(head)]
+    for hit in results:
+        lines.extend(result_text(hit, shared))
+    fresh = answer.get("freshness") or {}
+    if fresh.get("pending_files") or fresh.get("vector_coverage", 1.0) < 1.0:
+        lines.append(f"index: {fresh.get('pending_files', 0)} files pending, vectors cover "
+                     f"{fresh.get('vector_coverage', 1.0):.0%}")
+    lines.extend(f"note: {note}" for note in answer.get("notes", []))
+    return "\n".join(lines)
+
+
+def tokens(text: str) -> int:
+    """The budget's token count: characters / 4, rounded up."""
+    return -(-len(text) // CHARS_PER_TOKEN)
+
+
+@dataclass(frozen=True, slots=True)
+class Shaped:
+    hits: list[SearchHit]
+    shown_units: int  # units consumed from the page (the next page starts after them)
+    notes: list[str]
+
+
+def shape(units: Sequence[Unit], query: str, detail: Detail, max_tokens: int,
+          shared: dict[str, str], reserve_chars: int = 200) -> Shaped:
+    """SearchHits for `units` at `detail`, as many as fit `max_tokens` of text (counting
+    `reserve_chars` for the answer's header and notes). A result that does not fit whole
+    is cut to the lines that fit; the first result always keeps at least its header."""
+    words = query_words(query)
+    budget = max_tokens * CHARS_PER_TOKEN - reserve_chars
+    used = 0
+    hits: list[SearchHit] = []
+    notes: list[str] = []
+    for index, unit in enumerate(units):
+        numbers = _detail_lines(unit, words, detail)
+        hit = _hit(unit, numbers, detail)
+        cost = _cost(hit, shared)
+        if used + cost > budget and numbers:
+            # fewer lines: keep the first ones (the signature, then the best window)
+            low, high = 0, len(numbers) - 1  # the most lines that fit: binary search
+            while low < high:
+                middle = (low + high + 1) // 2
+                if used + _cost(_hit(unit, numbers[:middle], detail, True), shared) <= budget:
+                    low = middle
+                else:
+                    high = middle - 1
+            hit = _hit(unit, numbers[:low], detail, truncated=detail == "full")
+            cost = _cost(hit, shared)
+        if used + cost > budget and hits:
+            notes.append(f"max_tokens ({max_tokens}) reached after {len(hits)} of {len(units)} "
+                         "results; the next page starts after them")
+            break
+        hits.append(hit)
+        used += cost
+        if used >= budget and index + 1 < len(units):
+            notes.append(f"max_tokens ({max_tokens}) reached after {len(hits)} of {len(units)} "
+                         "results; the next page starts after them")
+            break
+    return Shaped(hits, len(hits), notes)
+
+
+def _detail_lines(unit: Unit, words: set[str], detail: Detail) -> list[int]:
+    if detail == "paths":
+        return []
+    if detail == "snippet":
+        return snippet_lines(unit, words, SNIPPET_LINES)
+    return [n for n in range(unit.start_line, unit.end_line + 1)]
+
+
+def _hit(unit: Unit, numbers: Sequence[int], detail: Detail, truncated: bool = False) -> SearchHit:
+    line_chars = SNIPPET_LINE_CHARS if detail == "snippet" else FULL_LINE_CHARS
+    snippet = "\n".join(_clip(unit.lines.get(n, ""), line_chars) for n in numbers)
+    return SearchHit(unit.project, unit.path, unit.start_line, unit.end_line, unit.symbol, unit.kind,
+                     unit.language, unit.score, snippet, unit.hit_ranges(),
+                     tuple(_ranges(numbers)), truncated)
+
+
+def _cost(hit: SearchHit, shared: dict[str, str]) -> int:
+    return len("\n".join(result_text(hit.to_json(frozenset(shared)), shared))) + 1
