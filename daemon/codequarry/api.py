@@ -29,7 +29,8 @@ class DaemonApi:
         self.daemon = daemon
 
     def health(self) -> dict[str, Any]:
-        return {"pid": os.getpid(), "version": __version__, "data_dir": str(self.runtime.settings.data_dir)}
+        return {"pid": os.getpid(), "version": __version__, "data_dir": str(self.runtime.settings.data_dir),
+                **_search_cache_stats(self.runtime.searcher)}
 
     async def search(self, query: str, projects: list[str] | None = None, mode: str = "hybrid",
                      languages: list[str] | None = None, path_glob: str | None = None,
@@ -99,3 +100,9 @@ class DaemonApi:
                 if best is None or depth > best[0]:
                     best = (depth, project.id)
         return best[1] if best else None
+
+
+def _search_cache_stats(searcher: object) -> dict[str, Any]:
+    """Issue 13: the result cache's counters (hit rate), when the searcher has a cache."""
+    stats = getattr(searcher, "stats", None)
+    return {"search_cache": stats()} if callable(stats) else {}

@@ -18,6 +18,7 @@ from codequarry.embedding import Embedder, create_embedder
 from codequarry.indexer import Indexer
 from codequarry.models import ProjectStatus
 from codequarry.search import Searcher
+from codequarry.search_cache import CachedSearcher
 from codequarry.store.db import Store
 
 
@@ -44,7 +45,8 @@ async def open_runtime(settings: Settings, embedder: Embedder | None = None) -> 
     embedder = embedder or create_embedder(settings.config.embedder)
     try:
         indexer = Indexer(settings, store, embedder, Chunker(chunk_budget(settings, embedder)))
-        yield Runtime(settings, store, embedder, indexer, Searcher(store, embedder))
+        # issue 13: answers are kept until the index changes; identical searches share a run
+        yield Runtime(settings, store, embedder, indexer, CachedSearcher(store, embedder))
     finally:
         with anyio.CancelScope(shield=True):  # stop the embedded PostgreSQL even when cancelled
             await embedder.aclose()
