@@ -186,13 +186,14 @@ async def test_with_a_daemon_search_and_status_answer_like_the_full_cli_without_
         await until(ready, 30, "the demo project indexed and embedded")
         first = await anyio.to_thread.run_sync(_run, settings, ["status", "--json"], True)
         assert "codequarry.config" in first[3]  # a config file not seen before is validated once
-        for argv in COMMANDS + ERRORS:
+        commands = [*COMMANDS, ["index", str(repo), "--project", "demo"]]
+        for argv in commands + ERRORS:
             fast = await anyio.to_thread.run_sync(_run, settings, argv, True)
             full = await anyio.to_thread.run_sync(_run, settings, argv, False)
             assert fast[0] == full[0], (argv, fast, full)
             assert _comparable(argv, fast[1]) == _comparable(argv, full[1]), argv
             assert fast[2] == full[2], argv
-            if argv in COMMANDS and (argv[0] == "search" or "--json" in argv):
+            if argv in commands and (argv[0] in ("search", "index") or "--json" in argv):
                 assert fast[0] == 0, fast
                 assert not {m for m in fast[3] if m.split(".")[0] in HEAVY or m in HEAVY}, argv
             if argv == COMMANDS[0]:

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-FAST_COMMANDS = ("search", "status")
+FAST_COMMANDS = ("search", "status", "index")
 # the full CLI's rules, duplicated to stay import-free; tests compare them with the originals
 PROJECT_ID = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
 STDOUT_WIDTH = 200  # console.stdout's width when stdout is not a terminal
@@ -120,6 +120,15 @@ def build_fast_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=10, help="number of results, 1-50 (default 10)")
     p.add_argument("--json", action="store_true", help="print JSON: {results, freshness}")
 
+    p = sub.add_parser("index", parents=[common], help="index")
+    p.set_defaults(command="index")
+    p.add_argument("path", type=Path, help="repository directory")
+    p.add_argument("--project", help="project id (default: derived from the directory name)")
+    p.add_argument("--include", action="append", default=[], metavar="GLOB",
+                   help="only index files matching this glob (repeatable)")
+    p.add_argument("--exclude", action="append", default=[], metavar="GLOB",
+                   help="never index files matching this glob (repeatable)")
+
     p = sub.add_parser("status", parents=[common], help="status")
     p.set_defaults(command="status")
     p.add_argument("--project", help="only this project")
@@ -132,9 +141,11 @@ def build_fast_parser() -> argparse.ArgumentParser:
 
 def _fast(argv: list[str]) -> int:
     args = build_fast_parser().parse_args(argv)
-    socket = _socket_path(args.config)
+    socket, raw = _socket_path(args.config)
     if args.command == "search":
         return _search(args, socket)
+    if args.command == "index":
+        return _index(args, socket, raw)
     return _status(args, socket)
 
 
@@ -170,6 +181,43 @@ def _status(args: argparse.Namespace, socket: str) -> int:
     return 0
 
 
+def _index(args: argparse.Namespace, socket: str, raw: dict[str, Any]) -> int:
+    """`codequarry index` of a project already registered for this path, with the daemon
+    watching it: the daemon's index is current once it has nothing pending, so this asks
+    it and waits like console.follow_daemon_index (without its progress bars, hence only
+    when stderr is no terminal). Registering a new project goes to the full CLI."""
+    if sys.stderr.isatty():
+        raise _Fallback("progress bars: the full CLI draws them")
+    repo = os.path.abspath(os.path.expanduser(args.path))
+    project = args.project or _derive_project_id(repo)
+    paths = [p.get("path") for p in raw.get("projects", []) if isinstance(p, dict) and p.get("id") == project]
+    if not _valid_project_id(project) or len(paths) != 1 or not isinstance(paths[0], str) \
+            or os.path.abspath(os.path.expanduser(paths[0])) != repo or not os.path.isdir(repo):
+        raise _Fallback("registering: the full CLI edits the config file")
+    status = _ask(socket, "POST", "/api/index", {"path": repo, "project": project})
+    while True:
+        entry = next((p for p in status.get("projects", []) if p.get("project") == project), None)
+        if entry is not None and entry["pending_files"] == 0 and entry["pending_events"] == 0 and (
+                entry["vector_coverage"] >= 1.0 or (entry["errors"][:1] and
+                                                    entry["errors"][0].startswith("embedder"))):
+            break
+        import time
+
+        time.sleep(0.3)
+        status = _ask(socket, "GET", "/api/status", None)
+    print(f"{project}: {entry['files']} files, {entry['chunks']} chunks, "
+          f"{entry['vector_coverage']:.0%} with vectors (indexed by the daemon)", file=sys.stderr)
+    if entry["vector_coverage"] < 1.0:
+        _fail(entry["errors"][0], 1)
+    return 0
+
+
+def _derive_project_id(path: str) -> str:
+    """codequarry.cli.derive_project_id for an absolute path."""
+    name = re.sub(r"[^a-z0-9]+", "-", os.path.basename(os.path.realpath(path)).lower()).strip("-")
+    return name[:50].strip("-") or "project"
+
+
 def _ask(socket: str, method: str, path: str, body: dict[str, Any] | None) -> Any:
     from codequarry.errors import CodequarryError, DaemonNotRunning
     from codequarry.quickclient import request
@@ -194,7 +242,7 @@ def _valid_project_id(project_id: str) -> bool:
 # ---- where the daemon listens ------------------------------------------------------------
 
 
-def _socket_path(config_option: Path | None) -> str:
+def _socket_path(config_option: Path | None) -> tuple[str, dict[str, Any]]:
     """Settings.socket_path without pydantic: the config file read with tomllib, trusted only
     if it is the file last validated by codequarry.config (a stamp in the data dir); a
     changed file is validated once here (slow path), an invalid one goes to the full CLI."""
@@ -218,10 +266,10 @@ def _socket_path(config_option: Path | None) -> str:
         _write_stamp(stamp, identity)
     socket = record.get("socket")
     if isinstance(socket, str) and socket:
-        return socket
+        return socket, raw
     mcp = raw.get("mcp", {})
     configured = mcp.get("socket") if isinstance(mcp, dict) else None
-    return str(paths.socket_path(data_dir, Path(configured).expanduser() if configured else None))
+    return str(paths.socket_path(data_dir, Path(configured).expanduser() if configured else None)), raw
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
