@@ -86,3 +86,15 @@ async def test_identical_concurrent_searches_run_once_and_share_the_answer(runti
     assert after["misses"] == before["misses"] + 1
     assert after["shared"] + after["hits"] == before["shared"] + before["hits"] + 4
     assert len({str(a.to_json()) for a in answers}) == 1
+
+
+@pytest.mark.parametrize(("words", "names"), [("torus volume major", ["torus_volume", "greet"]),
+                                              ("hello name", []), ("", ["nothing_here"])])
+async def test_search_context_reads_what_query_terms_freshness_and_symbols_matching_read(
+        runtime: Runtime, words: str, names: list[str]) -> None:
+    store = await runtime.store.project("demo")
+    await store.analyze()
+    context = await store.search_context(words, names)
+    assert (context.lexemes, context.total, context.freqs) == await store.query_terms(words)
+    assert context.freshness == await store.freshness()
+    assert context.symbols == await store.symbols_matching(names)
