@@ -230,3 +230,16 @@ def test_without_a_daemon_a_read_command_is_answered_by_the_full_cli(
         fast, full = _run(settings, argv, True), _run(settings, argv, False)
         assert fast[:3] == full[:3]
         assert fast[0] == 2
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["-h"], ["search", "--help"], ["index", "-h"],
+                                  ["status", "--help"], ["nonsense", "--help"]])
+def test_help_is_the_full_clis_help_the_first_time_and_from_the_cache_the_next(
+        make_settings: Callable[..., Settings], argv: list[str]) -> None:
+    settings = make_settings()
+    full = _run(settings, argv, False)
+    first, second = _run(settings, argv, True), _run(settings, argv, True)
+    assert first[:3] == full[:3]
+    assert second[:3] == full[:3]
+    if full[0] == 0:
+        assert "codequarry.config" not in second[3]

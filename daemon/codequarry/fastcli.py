@@ -43,6 +43,9 @@ class _Fallback(Exception):
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the `codequarry` script; exits with the command's exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
+    if _is_help(args):
+        _print_help(args)
+        sys.exit(0)
     if _command_of(args) in FAST_COMMANDS:
         try:
             code = _fast(args)
@@ -71,6 +74,55 @@ def _command_of(args: list[str]) -> str | None:
         elif arg in ("-h", "--help") or arg == "--" or not arg.startswith("--"):
             return None
     return None
+
+
+# ---- --help from a cache ---------------------------------------------------------------
+
+
+def _is_help(args: list[str]) -> bool:
+    """`codequarry -h|--help` or `codequarry COMMAND -h|--help`, nothing else."""
+    return (len(args) == 1 and args[0] in ("-h", "--help")) or (
+        len(args) == 2 and args[1] in ("-h", "--help") and not args[0].startswith("-"))
+
+
+def _print_help(args: list[str]) -> None:
+    """The full parser's help text, kept in the user's cache directory per version, width
+    and source of cli.py, so that a second `--help` skips importing the full CLI."""
+    import hashlib
+    import shutil
+
+    from codequarry import __version__
+
+    cli_source = Path(__file__).with_name("cli.py")
+    try:
+        mtime = os.stat(cli_source).st_mtime_ns
+    except OSError:
+        mtime = 0
+    key = hashlib.sha256(json.dumps([__version__, mtime, shutil.get_terminal_size().columns,
+                                     args]).encode()).hexdigest()[:24]
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "codequarry" / "help"
+    try:
+        sys.stdout.write((cache / key).read_text(encoding="utf-8"))
+        return
+    except OSError:
+        pass
+    from codequarry import cli
+
+    parser = cli.build_parser()
+    if len(args) == 2:
+        subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        if args[0] not in subparsers.choices:
+            cli.main(args)  # argparse's own error for an unknown command
+        parser = subparsers.choices[args[0]]
+    text = parser.format_help()
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        tmp = cache / f"{key}.{os.getpid()}.tmp"
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, cache / key)
+    except OSError:
+        pass  # a read-only home: no cache
+    sys.stdout.write(text)
 
 
 # ---- parser: the full CLI's, for the fast commands only ---------------------------------
