@@ -17,9 +17,10 @@ How the workspace is made (nothing is generated but paths and vector noise):
   content hash) plus Gaussian noise (sigma 0.05 per dimension, then renormalised: cosine
   ~0.8-0.9 to its source), so the HNSW graph sees clustered, model-shaped data.
 - Everything is written through the product's API, as the indexer writes it:
-  `Store.ensure_project`, `ProjectStore.set_model`, `ProjectStore.apply(FileUpdate...)`,
-  `Store.save_vectors`, then `ProjectStore.analyze` -- no SQL on table names, so the
-  benchmark follows the store's layout when it changes.
+  `Store.ensure_project`, `ProjectStore.set_model`, `Store.save_vectors` (into the shared
+  embedding cache), `ProjectStore.apply(FileUpdate...)` (which takes each chunk's vector
+  from that cache, as for a chunk seen before), then `ProjectStore.analyze` -- no SQL on
+  table names, so the benchmark follows the store's layout when it changes.
 - Layouts: `one` = project `mono` holds every chunk; `many` = projects `p000`..`p099`
   share them evenly (a search without --project visits all of them).
 
@@ -35,6 +36,7 @@ searches. Each layout uses its own home (`$CQ_BENCH_DIR/homes/million-<layout>`,
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import time
 from collections.abc import Sequence
@@ -83,11 +85,11 @@ def load_files(tree: Path) -> list[tuple[str, str, list[Chunk]]]:
 def copy_update(rel: str, language: str, chunks: list[Chunk], copy: int) -> FileUpdate:
     """Copy `copy` of a file: its own path and content hashes, the same text."""
     path = f"copy{copy:03d}/{rel}"
-    renamed = tuple(Chunk(c.start_line, c.end_line, c.content, c.language, c.symbol, c.kind,
-                          f"{c.content_hash}:{copy}") for c in chunks)
+    renamed = tuple(dataclasses.replace(c, content_hash=f"{c.content_hash}:{copy}") for c in chunks)
     digest = hashlib.blake2b(f"{rel}:{copy}".encode(), digest_size=16).hexdigest()
-    return FileUpdate(path, sum(len(c.content) for c in chunks), 0, digest, language, None, renamed,
-                      tuple(search_text(path, c) for c in renamed))
+    return FileUpdate(path=path, size=sum(len(c.content) for c in chunks), mtime_ns=0,
+                      content_hash=digest, language=language, chunks=renamed,
+                      search_texts=tuple(search_text(path, c) for c in renamed))
 
 
 def perturbed(sample: np.ndarray, hashes: Sequence[str], rng: np.random.Generator) -> dict[str, Any]:
@@ -133,10 +135,15 @@ class Workspace:
                 batch = []
 
     async def _write(self, project: ProjectStore, batch: list[FileUpdate]) -> None:
+        """Vectors into the embedding cache first, then the files: apply() takes each chunk's
+        vector from the cache as it inserts it (the indexer's path for a known chunk), so
+        no chunk row is written twice."""
         model_id = self.embedder.model_id
+        hashes = sorted({c.content_hash for update in batch for c in update.chunks})
+        await self.store.save_vectors(model_id, perturbed(self.sample, hashes, self.rng), [])
         missing = await project.apply(batch, model_id=model_id)
         if missing:
-            await self.store.save_vectors(model_id, perturbed(self.sample, missing, self.rng), [project])
+            raise RuntimeError(f"{len(missing)} chunks found no vector in the cache")
 
     async def analyze(self) -> None:
         for store in self.stores.values():
