@@ -1,8 +1,18 @@
-"""search_code round-trip latency through the daemon's MCP unix socket and through the
-`codequarry mcp` stdio bridge, with 1 and with N concurrent clients, next to the same
-searches in-process (issue 6 target: socket p95 <= 100 ms with 10 clients).
+"""search_code round-trip latency through the daemon's MCP unix socket (and, with --sdk,
+the official SDK client and the `codequarry mcp` stdio bridge), with 1 and with N
+concurrent clients, next to the same searches in-process (issue 13 target: socket p95
+<= 100 ms with 10 clients, every query distinct, clients' CPU measured apart).
 
-    python bench/mcp_bench.py [--corpus mcp50k] [--home search] [--clients 10] [--searches 40]
+    python bench/mcp_bench.py [--corpus mcp50k] [--home search] [--clients 10] [--searches 40] [--sdk]
+
+Every timed query is distinct (`distinct_queries`: the 42 queries of search_bench.py, then
+lone identifiers defined in the corpus and those questions narrowed by an identifier), so
+no cache can make the figure; the daemon's result-cache hit rate, if it has one, is
+reported apart (`/api/health`).
+
+Socket load (the headline figure): the clients run in their own process (bench/mcp_load.py:
+threads with plain HTTP/1.1 keep-alive connections speaking JSON-RPC), whose CPU time is
+reported apart from the daemon's and PostgreSQL's over the same interval.
 
 1. The corpus (~50k chunks) is a project of the home shared with search_bench.py
    (`codequarry_home(home, fresh=False)`): its numpy chunks are already in the embedding
@@ -24,12 +34,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
+import random
+import re
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -46,7 +59,7 @@ from codequarry.errors import CodequarryError
 from codequarry.logs import configure_logging
 from codequarry.runtime import open_runtime
 from codequarry.search import SearchRequest
-from common import CORPORA, codequarry_home, emit, rss_mb, summary
+from common import CORPORA, codequarry_home, corpus, emit, rss_mb, summary
 from search_bench import QUERIES, index_projects, positive, register
 
 CODEQUARRY = str(Path(sys.executable).with_name("codequarry"))
@@ -54,28 +67,55 @@ TARGET_SOCKET_P95_MS = 100.0
 Opener = Callable[[], Any]  # an async context manager yielding an initialised ClientSession
 
 
-def query_for(client: int, index: int, queries: Sequence[str]) -> str:
-    """Client c starts at a different query, so concurrent clients do not ask the same one."""
-    return queries[(client * 7 + index) % len(queries)]
+def distinct_queries(tree: Path, count: int) -> list[str]:
+    """`count` distinct queries: QUERIES, then (deterministically shuffled) identifiers
+    defined in the corpus, alone (a third) or narrowing one of the questions."""
+    names: set[str] = set()
+    for path in sorted(tree.rglob("*.py")):
+        names.update(re.findall(r"^\s*(?:def|class) ([A-Za-z_][A-Za-z0-9_]{3,})", path.read_text(
+            errors="replace"), re.MULTILINE))
+    identifiers = sorted(names)
+    random.Random(13).shuffle(identifiers)
+    out = list(dict.fromkeys(QUERIES))
+    for index, name in enumerate(identifiers):
+        if len(out) >= count:
+            break
+        out.append(name if index % 3 == 0 else f"{QUERIES[index % len(QUERIES)]} {name}")
+    if len(out) < count:
+        raise CodequarryError(f"the corpus yields only {len(out)} distinct queries, {count} needed")
+    return out[:count]
+
+
+QUERY_LIST: list[str] = list(QUERIES)  # replaced by distinct_queries() in main()
+_used = 0
+
+
+def take_queries(count: int) -> list[str]:
+    """The next `count` queries of QUERY_LIST: no query is asked twice in a run."""
+    global _used
+    if _used + count > len(QUERY_LIST):
+        raise CodequarryError(f"out of distinct queries ({len(QUERY_LIST)})")
+    _used += count
+    return QUERY_LIST[_used - count:_used]
 
 
 async def run_clients(clients: int, searches: int,
                       search: Callable[[int, str], Awaitable[None]]) -> list[float]:
     """`clients` concurrent loops of `searches` timed calls of `search(client, query)`."""
     times: list[float] = []
-    for client in range(clients):
-        await search(client, query_for(client, 0, QUERIES))  # warm-up
+    for client, query in enumerate(take_queries(clients)):
+        await search(client, query)  # warm-up
     async with anyio.create_task_group() as tasks:
         for client in range(clients):
-            tasks.start_soon(_client_loop, client, searches, search, times)
+            tasks.start_soon(_client_loop, client, take_queries(searches), search, times)
     return times
 
 
-async def _client_loop(client: int, searches: int, search: Callable[[int, str], Awaitable[None]],
+async def _client_loop(client: int, queries: list[str], search: Callable[[int, str], Awaitable[None]],
                        times: list[float]) -> None:
-    for index in range(searches):
+    for query in queries:
         started = time.perf_counter()
-        await search(client, query_for(client, index, QUERIES))
+        await search(client, query)
         times.append(time.perf_counter() - started)
 
 
@@ -93,7 +133,7 @@ async def in_process(settings: Settings, name: str, clients: int, searches: int)
             if not response.results:
                 raise CodequarryError(f"no results for {query!r}")
 
-        for query in QUERIES:  # warm caches and the HNSW pages
+        for query in take_queries(len(QUERIES)):  # warm caches and the HNSW pages
             await search(0, query)
         single = await run_clients(1, searches, search)
         many = await run_clients(clients, searches, search)
@@ -192,6 +232,62 @@ async def transports(settings: Settings, name: str, clients: int, searches: int,
     return out
 
 
+def cpu_seconds(pid: int, with_children: bool = False) -> float:
+    """User + system CPU of a process (and of its children, live or reaped), in seconds."""
+    import psutil
+
+    process = psutil.Process(pid)
+    members = [process, *(process.children(recursive=True) if with_children else [])]
+    total = 0.0
+    if with_children:  # backends that exited since: their CPU is counted in the parent's
+        reaped = process.cpu_times()
+        total += reaped.children_user + reaped.children_system
+    for member in members:
+        with contextlib.suppress(psutil.Error):
+            times = member.cpu_times()
+            total += times.user + times.system
+    return total
+
+
+def postgres_pid(settings: Settings) -> int | None:
+    try:
+        return int((settings.pgdata / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def light_load(settings: Settings, name: str, clients: int, searches: int, daemon_pid: int,
+               log_dir: Path) -> dict[str, Any]:
+    """bench/mcp_load.py in its own process: `clients` threads x `searches` distinct calls;
+    the CPU of the clients, the daemon and PostgreSQL over the same interval."""
+    queries = take_queries(clients * searches + clients)
+    pg = postgres_pid(settings)
+    before = (cpu_seconds(daemon_pid), cpu_seconds(pg, with_children=True) if pg else 0.0)
+    done = subprocess.run([sys.executable, str(Path(__file__).with_name("mcp_load.py")),
+                           str(settings.socket_path), name, "--clients", str(clients),
+                           "--searches", str(searches)],
+                          input="\n".join(reversed(queries[:clients])) + "\n" + "\n".join(queries[clients:]),
+                          capture_output=True, text=True, check=False, timeout=1800)
+    if done.returncode != 0:
+        (log_dir / "mcp_load.stderr").write_text(done.stderr)
+        raise CodequarryError(f"mcp_load.py failed: {done.stderr[-500:]}")
+    after = (cpu_seconds(daemon_pid), cpu_seconds(pg, with_children=True) if pg else 0.0)
+    result = json.loads(done.stdout)
+    if result["errors"]:
+        raise CodequarryError(f"search_code failed under load: {result['errors'][:3]}")
+    wall = result["wall_seconds"]
+    return {"ms": summary(result["times"]), "wall_seconds": round(wall, 2),
+            "searches_per_second": round(len(result["times"]) / wall, 1),
+            "cpu_seconds": {"clients": round(result["client_cpu_seconds"], 2),
+                            "daemon": round(after[0] - before[0], 2),
+                            "postgres": round(after[1] - before[1], 2)}}
+
+
+def cache_stats(settings: Settings) -> Any:
+    """The daemon's result-cache counters, if it reports them in /api/health."""
+    return DaemonClient(settings.socket_path).get("/api/health").get("search_cache")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--corpus", default="mcp50k", choices=sorted(CORPORA), help="default: mcp50k")
@@ -200,26 +296,42 @@ def main() -> None:
     parser.add_argument("--clients", type=positive, default=10, help="concurrent clients (default 10)")
     parser.add_argument("--searches", type=positive, default=40,
                         help="timed searches per client (default 40)")
-    parser.add_argument("--no-bridge", action="store_true", help="skip the stdio bridge")
+    parser.add_argument("--sdk", action="store_true",
+                        help="also time the official SDK client over the socket and the stdio bridge")
+    parser.add_argument("--no-bridge", action="store_true", help="with --sdk: skip the stdio bridge")
+    parser.add_argument("--no-in-process", action="store_true", help="skip the in-process figures")
     parser.add_argument("--start-timeout", type=float, default=600,
                         help="seconds to wait for the daemon to be up and idle (default 600)")
     args = parser.parse_args()
     configure_logging("warning")  # warnings and errors only, on stderr
     name = args.corpus
+    global QUERY_LIST
+    QUERY_LIST = distinct_queries(corpus(name), 8 * (args.clients + 1) * (args.searches + 1) + 200)
     with codequarry_home(args.home, fresh=False) as home:
         register(home / "config.toml", name)
         settings = load_settings()
-        local = anyio.run(in_process, settings, name, args.clients, args.searches)
+        local: dict[str, Any] = {"index": {}, "in_process_ms": {}}
+        if not args.no_in_process:
+            local = anyio.run(in_process, settings, name, args.clients, args.searches)
+        remote: dict[str, Any] = {}
         with (home / "bridge.stderr").open("w") as errlog, \
                 running_daemon(settings, home, args.start_timeout) as daemon:
-            remote = anyio.run(transports, settings, name, args.clients, args.searches,
-                               not args.no_bridge, errlog)
+            load = {str(n): light_load(settings, name, n, args.searches, daemon.pid, home)
+                    for n in (1, args.clients)}
+            remote["socket_ms"] = {n: figures["ms"] for n, figures in load.items()}
+            remote["socket_load"] = load
+            remote["search_cache"] = cache_stats(settings)
+            if args.sdk:
+                sdk = anyio.run(transports, settings, name, args.clients, args.searches,
+                                not args.no_bridge, errlog)
+                remote["sdk_socket_ms"] = sdk.pop("socket_ms")
+                remote.update(sdk)
             daemon_rss = rss_mb(daemon.pid)
     n = str(args.clients)
     socket_p95 = remote["socket_ms"][n]["p95"]
     figures = {"corpus": name, "description": CORPORA[name][0], "home": str(home), **local["index"],
                "clients": args.clients, "searches_per_client": args.searches,
-               "in_process_ms": local["in_process_ms"], **remote,
+               "distinct_queries": True, "in_process_ms": local["in_process_ms"], **remote,
                "daemon_rss_mb_after": round(daemon_rss, 1),
                "target_socket_p95_ms": TARGET_SOCKET_P95_MS,
                "meets_target": socket_p95 <= TARGET_SOCKET_P95_MS}
@@ -229,8 +341,12 @@ def main() -> None:
 
     parts = [f"{label} {pair(figures[key]['1'])} | {pair(figures[key][n])}"
              for label, key in (("in-process", "in_process_ms"), ("socket", "socket_ms"),
-                                ("bridge", "bridge_ms")) if key in figures]
-    line = (f"mcp {name}: {figures['chunks']} chunks, search_code p50/p95 ms with 1 | {n} clients: "
+                                ("SDK socket", "sdk_socket_ms"), ("bridge", "bridge_ms"))
+             if figures.get(key)]
+    cpu = remote["socket_load"][n]["cpu_seconds"]
+    parts.append(f"CPU s with {n}: clients {cpu['clients']}, daemon {cpu['daemon']}, "
+                 f"postgres {cpu['postgres']}; cache {remote['search_cache']}")
+    line = (f"mcp {name}: {figures.get('chunks', '?')} chunks, search_code p50/p95 ms with 1 | {n} clients: "
             + "; ".join(parts) + f" (target socket p95 <= {TARGET_SOCKET_P95_MS:g} with 10)")
     emit("mcp", figures, line)
 

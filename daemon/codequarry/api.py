@@ -85,7 +85,8 @@ class DaemonApi:
         self.daemon = daemon
 
     def health(self) -> dict[str, Any]:
-        return {"pid": os.getpid(), "version": __version__, "data_dir": str(self.runtime.settings.data_dir)}
+        return {"pid": os.getpid(), "version": __version__, "data_dir": str(self.runtime.settings.data_dir),
+                **_search_cache_stats(self.runtime.searcher)}
 
     async def search(self, query: str, projects: list[str] | None = None, mode: str = "hybrid",
                      languages: list[str] | None = None, path_glob: str | None = None,
@@ -318,3 +319,8 @@ class DaemonApi:
         languages = (normalise_language(language),) if language else ()
         filters = Filters(languages, glob_to_regex(path_glob) if path_glob else None)
         return await self.code_tools().find_references(name, self._scope(project, cwd), filters, limit)
+
+def _search_cache_stats(searcher: object) -> dict[str, Any]:
+    """Issue 13: the result cache's counters (hit rate), when the searcher has a cache."""
+    stats = getattr(searcher, "stats", None)
+    return {"search_cache": stats()} if callable(stats) else {}

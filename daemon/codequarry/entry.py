@@ -1,6 +1,7 @@
 """The `codequarry` executable: `codequarry mcp` goes straight to the stdio bridge (standard
-library only, so an MCP client gets its `initialize` answer fast); every other command goes
-to the full command line (codequarry.cli)."""
+library only, so an MCP client gets its `initialize` answer fast); `search`, `status` and
+`index` ask a running daemon through codequarry.fastcli; everything else goes to the full
+command line (codequarry.cli)."""
 
 from __future__ import annotations
 
@@ -34,10 +35,10 @@ def bridge_arguments(argv: Sequence[str]) -> Path | bool | None:
 
 def main() -> None:
     target = bridge_arguments(sys.argv[1:])
-    if target is False:
-        from codequarry.cli import main as cli_main
+    if target is False:  # read commands ask a running daemon without the full CLI's imports
+        from codequarry.fastcli import main as fast_main
 
-        cli_main()
+        fast_main()
         return
     from codequarry.bridge import load_target, run_bridge
     from codequarry.errors import CodequarryError

@@ -18,6 +18,7 @@ from codequarry.embedding import Embedder, create_embedder
 from codequarry.indexer import Indexer
 from codequarry.models import ProjectStatus, floor4
 from codequarry.search import Searcher
+from codequarry.search_cache import CachedSearcher
 from codequarry.store.db import Store
 
 
@@ -43,7 +44,8 @@ async def open_runtime(settings: Settings, embedder: Embedder | None = None) -> 
     store = await Store.open(settings)
     configured = settings.config.embedder.model_dump(mode="json") if embedder is None else None
     embedder = embedder or create_embedder(settings.config.embedder)
-    searcher = Searcher(store, embedder)
+    # answers are kept until the index changes; identical concurrent searches share a run
+    searcher = CachedSearcher(store, embedder)
     try:
         indexer = Indexer(settings, store, embedder, Chunker(chunk_budget(settings, embedder)), configured)
         yield Runtime(settings, store, embedder, indexer, searcher)

@@ -26,7 +26,7 @@ from codequarry.errors import CodequarryError, UsageError
 from codequarry.logs import get_logger
 from codequarry.models import Freshness, SearchResponse
 from codequarry.store.db import Store, is_transient
-from codequarry.store.project import LEXICAL_CANDIDATES, Filters, ProjectStore
+from codequarry.store.project import LEXICAL_CANDIDATES, Filters, ProjectStore, SearchContext
 
 Mode = Literal["hybrid", "semantic", "lexical"]
 MODES: tuple[Mode, ...] = ("hybrid", "semantic", "lexical")
@@ -182,33 +182,34 @@ class Searcher:
         freshness: list[Freshness] = []
         semantic: list[_Ranked] = []
         lexical: list[_Ranked] = []
-        symbol_hits: set[str] = set()
-
-        async def read_freshness() -> None:
-            freshness.extend([await store.freshness() for store in stores])
+        contexts: dict[str, SearchContext] = {}
+        wants_lexical = request.mode in ("hybrid", "lexical") or (
+            request.mode == "semantic" and model_id is None)
+        # only the fusion weighs symbol hits
+        names = _symbol_names(request.query) if request.mode == "hybrid" else []
 
         async def run_semantic() -> None:
             semantic.extend(await self._semantic(request.query, stores, filters, fetch, model_id, notes))
 
-        async def run_lexical() -> None:
-            lexical.extend(await self._lexical(request.query, stores, filters, fetch))
-
-        async def run_symbols() -> None:
-            symbol_hits.update(await self._symbol_hits(request.query, stores))
+        async def run_context_and_lexical() -> None:
+            # issue 13: freshness, symbol hits and term statistics in one statement per project
+            words = code_words(request.query) if wants_lexical else ""
+            for store in stores:
+                contexts[store.project_id] = await store.search_context(words, names)
+            if wants_lexical:
+                lexical.extend(await self._lexical(request.query, stores, filters, fetch, contexts))
 
         # independent queries on separate pooled connections: PostgreSQL runs them in
         # parallel backends while the embedding (if any) runs in its thread
         try:
             async with anyio.create_task_group() as tasks:
-                tasks.start_soon(read_freshness)
+                tasks.start_soon(run_context_and_lexical)
                 if request.mode in ("hybrid", "semantic"):
                     tasks.start_soon(run_semantic)
-                if request.mode in ("hybrid", "lexical") or (request.mode == "semantic" and model_id is None):
-                    tasks.start_soon(run_lexical)
-                if request.mode == "hybrid":  # only the fusion weighs symbol hits
-                    tasks.start_soon(run_symbols)
         except ExceptionGroup as group:  # the first failure says it: a broken connection, mostly
             raise group.exceptions[0] from None
+        freshness = [context.freshness for context in contexts.values()]
+        symbol_hits = set().union(*(context.symbols for context in contexts.values()))
         merged_freshness = _merge_freshness(freshness)
         if request.mode == "semantic":
             ranked = semantic or lexical
@@ -317,11 +318,13 @@ class Searcher:
         return self._previous[model_id]
 
     async def _lexical(self, query: str, stores: list[ProjectStore], filters: Filters,
-                       fetch: int) -> list[_Ranked]:
+                       fetch: int, contexts: dict[str, SearchContext] | None = None) -> list[_Ranked]:
         words = code_words(query)
         ranked: list[_Ranked] = []
         for store in stores:
-            lexemes, total, freqs = await store.query_terms(words)
+            context = (contexts or {}).get(store.project_id)
+            lexemes, total, freqs = ((context.lexemes, context.total, context.freqs) if context
+                                     else await store.query_terms(words))
             if not lexemes:
                 continue
             terms = [(lex, _idf(freqs.get(lex, 0.0), total)) for lex in lexemes]
@@ -332,8 +335,7 @@ class Searcher:
 
     async def _symbol_hits(self, query: str, stores: list[ProjectStore]) -> set[str]:
         """The query's identifiers that name some chunk: evidence for trusting words."""
-        names = sorted({token.lower() for token in re.findall(r"[A-Za-z_][A-Za-z0-9_]*", query)
-                        if len(token) > 2})
+        names = _symbol_names(query)
         hits: set[str] = set()
         for store in stores if names else ():
             hits |= await store.symbols_matching(names)
@@ -418,6 +420,11 @@ def fuse_in_depth(lexical: list[_Ranked], semantic: list[_Ranked], weight: float
     # below the head whatever their own scores: the head's order is the tuned ranking
     scale = floor / (top + 1e-9) * 0.999 if top > 0 else 0.0
     return head + [_Ranked(r.project, r.chunk_id, r.score * scale) for r in tail]
+
+
+def _symbol_names(query: str) -> list[str]:
+    """The query's identifiers worth looking up as symbols (lowercased, sorted)."""
+    return sorted({token.lower() for token in re.findall(r"[A-Za-z_][A-Za-z0-9_]*", query) if len(token) > 2})
 
 
 def _match_terms(lexemes: list[str], freqs: dict[str, float], total: int) -> list[str]:

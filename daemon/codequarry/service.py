@@ -214,6 +214,9 @@ def sd_notify(message: str) -> bool:
 
 def run_daemon(settings: Settings) -> int:
     """Run until SIGTERM/SIGINT; 0 after a clean stop."""
+    from codequarry.warmup import import_in_background
+
+    import_in_background("codequarry.mcp_server")  # issue 13: overlaps the PostgreSQL start
     lock = IndexLock(settings.lock_path, "daemon", wait=False)
     try:
         lock.__enter__()

@@ -323,7 +323,10 @@ def as_pgvectors(vectors: Iterable[Vector]) -> list[PgVector]:
 def create_engine(url: str | URL) -> AsyncEngine:
     # no pool_pre_ping: a ping per checkout cost searches a round trip per query; a
     # connection that died with the server fails once, resets the pool, and callers retry
-    engine = create_async_engine(url, pool_size=8, max_overflow=12, pool_recycle=3600)
+    # issue 13: enough pooled connections that 10 concurrent searches (2-4 statements in
+    # parallel each) never open and close overflow connections, each of which costs a
+    # backend fork, type introspection and an empty prepared-statement cache
+    engine = create_async_engine(url, pool_size=24, max_overflow=16, pool_recycle=3600)
 
     @event.listens_for(engine.sync_engine, "connect")
     def _prepare_connection(dbapi_connection: Any, _record: Any) -> None:

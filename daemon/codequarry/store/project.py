@@ -826,6 +826,50 @@ class ProjectStore:
 
 
 
+    # ---- issue 13: one round trip for what a search reads besides its ranking --------------
+
+    async def search_context(self, words: str, names: Sequence[str]) -> SearchContext:
+        """query_terms(words), freshness() and symbols_matching(names) in one statement:
+        the same values, one round trip and one pooled connection instead of three."""
+        async with self.reader.connect() as conn:
+            common = await self._common_lexemes(conn)
+            row = (await conn.execute(text(
+                "SELECT s.chunks, s.embedded, s.last_indexed_at, "
+                f"(SELECT count(DISTINCT path) FROM {self.s}.change_events "
+                "WHERE processed_at IS NULL) AS pending, "
+                "(SELECT coalesce(array_agg(t.lexeme ORDER BY t.positions[1]), '{}') "
+                "FROM unnest(to_tsvector('english', :q)) AS t) AS lexemes, "
+                "(SELECT coalesce(array_agg(CASE WHEN t.lexeme = ANY(:common) THEN NULL ELSE "
+                f"(SELECT count(*) FROM (SELECT 1 FROM {self.s}.chunks "
+                "WHERE tsv @@ quote_literal(t.lexeme)::tsquery LIMIT 5000) hits) END "
+                "ORDER BY t.positions[1]), '{}') FROM unnest(to_tsvector('english', :q)) AS t) AS counts, "
+                "(SELECT coalesce(array_agg(DISTINCT found), '{}') FROM ("
+                f"SELECT lower(name) AS found FROM {self.s}.definitions WHERE lower(name) = ANY(:names) "
+                f"UNION SELECT lower(symbol) FROM {self.s}.chunks WHERE lower(symbol) = ANY(:names)) hits "
+                "WHERE cardinality(CAST(:names AS text[])) > 0) AS symbols "
+                f"FROM {self.s}.stats s"),
+                {"q": words, "common": list(common), "names": list(names)})).one()
+        lexemes = list(row.lexemes)
+        total = int(row.chunks) if lexemes else 0  # as query_terms
+        freqs = {lex: common[lex] if n is None else n / total
+                 for lex, n in zip(lexemes, row.counts, strict=True) if n is None or total}
+        coverage = row.embedded / row.chunks if row.chunks else 1.0
+        return SearchContext(lexemes, total, freqs,
+                             Freshness(int(row.pending), min(coverage, 1.0), row.last_indexed_at),
+                             set(row.symbols))
+
+
+@dataclass(frozen=True, slots=True)
+class SearchContext:
+    """What ProjectStore.search_context reads: query_terms' triple, freshness, symbol hits."""
+
+    lexemes: list[str]
+    total: int
+    freqs: dict[str, float]
+    freshness: Freshness
+    symbols: set[str]
+
+
 async def _finish_events(conn: AsyncConnection, schema: str, paths: Sequence[str], error: str | None) -> None:
     await conn.execute(text(
         f"UPDATE {schema}.change_events SET processed_at = now(), error = :error "

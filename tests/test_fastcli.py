@@ -1,0 +1,245 @@
+"""The fast front door (codequarry.fastcli): the same command line, output and exit codes
+as the full CLI, with or without a daemon, and none of the heavy imports when a daemon
+answers `search` or `status`."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from codequarry import cli, console, fastcli, models
+from codequarry.config import Settings
+
+from .conftest import running_daemon, until, write_files
+from .fakes import HashEmbedder
+
+REPO = {
+    "pkg/geometry.py": "import math\n\n\ndef torus_volume(major, minor):\n"
+                       "    \"\"\"Volume of a torus.\"\"\"\n"
+                       "\treturn 2 * math.pi ** 2 * major * minor ** 2\n\n\n"
+                       "def sphere_area(radius):\n    return 4 * math.pi * radius ** 2\n",
+    "pkg/lookup.py": "def find_item(table, key):\n    return table[key]  # [index] access :) \n\n\n"
+                     "class Registry:\n    def register(self, name):\n        self.names.append(name)\n",
+    "README.md": "# Geometry\n\nShapes and their volumes: torus, sphere.\n",
+}
+HEAVY = ("pydantic", "rich", "sqlalchemy", "codequarry.config", "http.client", "anyio")
+
+
+def _subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            chosen = action.choices[name]
+            assert isinstance(chosen, argparse.ArgumentParser)
+            return chosen
+    raise AssertionError(f"no subcommand {name}")
+
+
+def _shape(parser: argparse.ArgumentParser, with_help: bool = True) -> list[tuple[Any, ...]]:
+    return [(type(a).__name__, tuple(a.option_strings), a.dest, a.default, a.choices, a.type, a.nargs,
+             a.required, a.metavar, a.help if with_help else None)
+            for a in parser._actions if not isinstance(a, argparse._SubParsersAction | argparse._HelpAction)
+            and a.dest != "version"]
+
+
+@pytest.mark.parametrize("command", fastcli.FAST_COMMANDS)
+def test_the_fast_parser_has_the_full_parsers_options_choices_and_defaults(command: str) -> None:
+    full, fast = cli.build_parser(), fastcli.build_fast_parser()
+    assert _shape(_subparser(fast, command), with_help=command == "search") == \
+        _shape(_subparser(full, command), with_help=command == "search")
+    assert _shape(fast) == _shape(full)
+    assert fastcli.PROJECT_ID.pattern == models._PROJECT_ID.pattern
+
+
+@pytest.mark.parametrize(("argv", "command"), [
+    (["search", "q"], "search"), (["--log-level", "debug", "status"], "status"),
+    (["--config", "search", "status"], "status"), (["--help"], None), (["-h", "search"], None),
+    (["index", "."], "index"), ([], None), (["--config=x.toml", "search", "q"], "search")])
+def test_the_command_word_is_found_after_the_global_options(argv: list[str], command: str | None) -> None:
+    assert fastcli._command_of(argv) == command
+
+
+@pytest.mark.parametrize("argv", [["search"], ["search", "q", "--help"], ["search", "q", "--limit", "x"],
+                                  ["search", "q", "--mode", "fuzzy"], ["status", "--bogus"],
+                                  ["--version", "search", "q"]])
+def test_a_command_line_the_fast_parser_cannot_take_goes_to_the_full_cli(
+        argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(fastcli._Fallback):
+        fastcli.build_fast_parser().parse_args(argv)
+    assert capsys.readouterr() == ("", "")  # the full CLI prints the usage or the error
+
+
+def _hit(rank: int, snippet: str, path: str = "pkg/a.py", symbol: str | None = "f") -> dict[str, Any]:
+    return {"project": "demo", "path": path, "start_line": rank, "end_line": rank + 3, "symbol": symbol,
+            "kind": "function", "language": "python", "score": 1.0 / rank, "snippet": snippet}
+
+
+SNIPPETS = [
+    "def f(x):\n    return x\n",
+    "\tindented with a tab\n\n    trailing spaces   \n",
+    "table[key] = [1, 2]  # [bold]not markup[/bold]\n",
+    "x = y  # :smile: :thumbs_up: std::vector a:b:c\n",
+    "unicode \u00e9l\u00e8ve \u4e2d\u6587\n",
+    "long " + "word " * 60 + "\n" + "x" * 300,
+    "control \x1b[31m red\r\n",
+    "".join(f"line {i}\n" for i in range(20)),
+    *(Path(__file__).read_text().split("\n\n\n")[:20]),
+]
+
+
+@pytest.mark.parametrize("snippet", SNIPPETS)
+@pytest.mark.parametrize(("path", "symbol"), [("pkg/a.py", "f"), ("pkg/[id]/page.tsx", None),
+                                              ("C:\\odd.py", "odd"), ("pkg/b.py", "__getitem__")])
+def test_plain_printing_is_byte_for_byte_what_rich_prints_or_declines(
+        snippet: str, path: str, symbol: str | None, monkeypatch: pytest.MonkeyPatch) -> None:
+    from rich.console import Console
+
+    answer = {"results": [_hit(1, snippet, path, symbol), _hit(2, "pass", "pkg/b.py", None)],
+              "freshness": {"pending_files": 0, "vector_coverage": 1.0, "last_indexed_change": None},
+              "notes": []}
+    rich_out, plain_out = io.StringIO(), io.StringIO()
+    monkeypatch.setattr(console, "stdout", Console(file=rich_out, highlight=False, width=200))
+    console.print_results(answer)
+    monkeypatch.setattr(sys, "stdout", plain_out)
+    monkeypatch.delenv("FORCE_COLOR", raising=False)
+    monkeypatch.delenv("TTY_COMPATIBLE", raising=False)
+    if fastcli._print_plain_results(answer):
+        assert plain_out.getvalue() == rich_out.getvalue()
+    else:
+        assert plain_out.getvalue() == ""
+
+
+# ---- end to end: the installed script against the full CLI, same daemon ------------------
+
+
+def _env(settings: Settings) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CODEQUARRY_", "XDG_"))}
+    return env | {"CODEQUARRY_CONFIG": str(settings.config_path)}
+
+
+def _run(settings: Settings, argv: list[str], fast: bool) -> tuple[int, str, str, set[str]]:
+    """(exit code, stdout, stderr without import lines, modules imported) of one command."""
+    entry = "fastcli" if fast else "cli"
+    code = f"import sys; from codequarry.{entry} import main; main(sys.argv[1:])"
+    done = subprocess.run([sys.executable, "-X", "importtime", "-c", code, *argv], env=_env(settings),
+                          capture_output=True, text=True, timeout=120, check=False)
+    imported, errors = set(), []
+    for line in done.stderr.splitlines():
+        if line.startswith("import time:"):
+            imported.add(line.rsplit("|", 1)[1].strip())
+        else:
+            errors.append(line)
+    return done.returncode, done.stdout, "\n".join(errors), imported
+
+
+COMMANDS = [
+    ["search", "torus volume", "--project", "demo"],
+    ["search", "torus volume", "--project", "demo", "--json"],
+    ["search", "find_item", "--mode", "lexical", "--language", "python", "--path", "pkg/**", "--limit", "2"],
+    ["status", "--json"],
+    ["status", "--project", "demo", "--json"],
+]
+ERRORS = [
+    ["search", "q", "--project", "nope"],  # the daemon refuses: unknown project
+    ["search", "q", "--limit", "0"],
+    ["search", "q", "--project", "Bad_Id"],
+    ["status", "--project", "nope"],
+    ["search"],
+    ["search", "q", "--mode", "fuzzy"],
+]
+
+
+def _comparable(argv: list[str], out: str) -> str:
+    if argv[0] == "status" and "--json" in argv:  # the index lag moves between two calls
+        answer = json.loads(out)
+        for project in answer["projects"]:
+            project.pop("index_lag_seconds", None)
+        answer["daemon"].pop("uptime_seconds", None)
+        return json.dumps(answer, sort_keys=True)
+    return out
+
+
+async def test_with_a_daemon_search_and_status_answer_like_the_full_cli_without_heavy_imports(
+        make_settings: Callable[..., Settings], tmp_path: Path) -> None:
+    repo = write_files(tmp_path / "repo", REPO)
+    settings = make_settings([{"id": "demo", "path": str(repo)}])
+    async with running_daemon(settings, HashEmbedder()) as daemon:
+        assert daemon.runtime is not None
+        indexer = daemon.runtime.indexer
+
+        async def ready() -> bool:
+            store = indexer.projects.get("demo")
+            if store is None or not indexer.idle() or not indexer.embedding_settled():
+                return False
+            chunks, embedded = await store.store.vector_counts()
+            return chunks > 0 and chunks == embedded and len(await store.store.indexed_files()) == 3
+
+        await until(ready, 30, "the demo project indexed and embedded")
+        first = await anyio.to_thread.run_sync(_run, settings, ["status", "--json"], True)
+        assert "codequarry.config" in first[3]  # a config file not seen before is validated once
+        commands = [*COMMANDS, ["index", str(repo), "--project", "demo"]]
+        for argv in commands + ERRORS:
+            fast = await anyio.to_thread.run_sync(_run, settings, argv, True)
+            full = await anyio.to_thread.run_sync(_run, settings, argv, False)
+            assert fast[0] == full[0], (argv, fast, full)
+            assert _comparable(argv, fast[1]) == _comparable(argv, full[1]), argv
+            assert fast[2] == full[2], argv
+            if argv in commands and (argv[0] in ("search", "index") or "--json" in argv):
+                assert fast[0] == 0, fast
+                assert not {m for m in fast[3] if m.split(".")[0] in HEAVY or m in HEAVY}, argv
+            if argv == COMMANDS[0]:
+                assert "demo:pkg/geometry.py:" in fast[1]
+                assert "torus_volume" in fast[1]
+
+
+async def test_an_edited_config_is_validated_again_and_an_invalid_one_fails_like_the_full_cli(
+        make_settings: Callable[..., Settings], tmp_path: Path) -> None:
+    repo = write_files(tmp_path / "repo", REPO)
+    settings = make_settings([{"id": "demo", "path": str(repo)}])
+    argv = ["status", "--json"]
+    async with running_daemon(settings, HashEmbedder()):
+        for _ in range(2):
+            assert (await anyio.to_thread.run_sync(_run, settings, argv, True))[0] == 0
+        assert "codequarry.config" not in (await anyio.to_thread.run_sync(_run, settings, argv, True))[3]
+        text = settings.config_path.read_text()
+        settings.config_path.write_text(text + "\n# a comment\n")
+        edited = await anyio.to_thread.run_sync(_run, settings, argv, True)
+        assert edited[0] == 0
+        assert "codequarry.config" in edited[3]
+        settings.config_path.write_text(text + "\n[index]\nmax_file_bytes = 'big'\n")
+        fast = await anyio.to_thread.run_sync(_run, settings, argv, True)
+        full = await anyio.to_thread.run_sync(_run, settings, argv, False)
+        assert fast[:3] == full[:3]
+        assert fast[0] == 2
+        assert "max_file_bytes" in fast[2]
+
+
+def test_without_a_daemon_a_read_command_is_answered_by_the_full_cli(
+        make_settings: Callable[..., Settings]) -> None:
+    settings = make_settings()
+    for argv in (["status", "--project", "Bad_Id"], ["search", "q", "--limit", "99"]):
+        fast, full = _run(settings, argv, True), _run(settings, argv, False)
+        assert fast[:3] == full[:3]
+        assert fast[0] == 2
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["-h"], ["search", "--help"], ["index", "-h"],
+                                  ["status", "--help"], ["nonsense", "--help"]])
+def test_help_is_the_full_clis_help_the_first_time_and_from_the_cache_the_next(
+        make_settings: Callable[..., Settings], argv: list[str]) -> None:
+    settings = make_settings()
+    full = _run(settings, argv, False)
+    first, second = _run(settings, argv, True), _run(settings, argv, True)
+    assert first[:3] == full[:3]
+    assert second[:3] == full[:3]
+    if full[0] == 0:
+        assert "codequarry.config" not in second[3]
