@@ -3,8 +3,9 @@
 (function / method / class, its text cut by the model at its token limit), both in one
 list (fragments and units ranked by cosine; each hits when it overlaps the answer), or
 "unit max": units ranked by the max of the unit's own vector and its fragments' vectors
-(fragments outside every definition ranked as themselves). Brute-force cosine in numpy over the vectors already stored in
-the `eval` home (fragments) and unit vectors computed here with the local model.
+(fragments outside every definition ranked as themselves). Brute-force cosine in numpy
+over the vectors already stored in the `eval` home (fragments) and unit vectors computed
+here with the local model (cached in /tmp/cq-bench/unit-vectors-<code>.npy).
 
     python bench/embed_variants.py [--sets asked-java-tune asked-python-tune]
 """
