@@ -3,7 +3,9 @@
 (function / method / class, its text cut by the model at its token limit), both in one
 list (fragments and units ranked by cosine; each hits when it overlaps the answer), or
 "unit max": units ranked by the max of the unit's own vector and its fragments' vectors
-(fragments outside every definition ranked as themselves). Brute-force cosine in numpy
+(fragments outside every definition ranked as themselves). Units are leaf definitions
+only (functions and methods with no definition inside): a class spans all its methods
+and would count as a hit for any answer inside it. Brute-force cosine in numpy
 over the vectors already stored in the `eval` home (fragments) and unit vectors computed
 here with the local model (cached in /tmp/cq-bench/unit-vectors-<code>.npy).
 
@@ -74,7 +76,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     parts.append(np.asarray(await embedder.embed_documents(texts[first:first + 64])))
                 unit_vectors = np.concatenate(parts)
                 np.save(cached, unit_vectors)
-            # each fragment's innermost enclosing unit (None: outside every definition)
+            # only leaf definitions (no definition inside them) are units: a class spans
+            # all its methods, so ranking it would "hit" any answer inside the class
+            leaves = [u for u, (path, start, end) in enumerate(units) if not any(
+                o != u and p == path and start <= s and e <= end for o, (p, s, e) in enumerate(units)
+                if p == path)]
+            units = [units[u] for u in leaves]
+            unit_vectors = unit_vectors[leaves]
+            # each fragment's innermost enclosing unit (None: outside every leaf definition)
             by_path: dict[str, list[int]] = {}
             for index, (path, _, _) in enumerate(units):
                 by_path.setdefault(path, []).append(index)
