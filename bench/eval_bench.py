@@ -23,8 +23,9 @@ from typing import Any
 
 import anyio
 
+from bm25 import BM25
 from codequarry.config import add_project, load_settings
-from codequarry.evaluation import evaluate, load_qrels
+from codequarry.evaluation import ModeScores, evaluate, load_qrels, paired_difference
 from codequarry.logs import configure_logging
 from codequarry.runtime import open_runtime
 from codequarry.search import MODES, Mode
@@ -33,6 +34,7 @@ from search_bench import index_projects, positive
 
 DATA = Path(__file__).resolve().parent / "data"
 QUESTIONS = "questions-"
+ASKED = "asked-"
 GOAL_MRR = 0.6  # issue 6: on natural-language questions about code
 
 
@@ -41,12 +43,20 @@ def all_sets() -> list[str]:
 
 
 def project_of(set_name: str) -> str:
-    """The project (and corpus directory) a set is evaluated on."""
+    """The project (and corpus directory) a set is evaluated on: `asked-<code>-<role>`
+    uses `asked-<code>` (bench/make_asked.py), `questions-<set>` uses `<set>`'s corpus."""
+    if set_name.startswith(ASKED):
+        return set_name.rsplit("-", 1)[0]
     return set_name.removeprefix(QUESTIONS)
 
 
 def role_of(set_name: str) -> str:
-    return "tuning" if project_of(set_name).endswith("-tune") else "report"
+    return "tuning" if set_name.endswith("-tune") else "report"
+
+
+def kind_of(set_name: str) -> str:
+    return "asked" if set_name.startswith(ASKED) else (
+        "questions" if set_name.startswith(QUESTIONS) else "docstrings")
 
 
 def prepare_corpus(sets_dir: Path, project: str) -> Path:
@@ -66,6 +76,45 @@ def prepare_corpus(sets_dir: Path, project: str) -> Path:
     return root
 
 
+def use_baseline() -> None:
+    """Rank as shipped before issue 14, for the "before" figures of the same run: lexical
+    scoring by idf * ts_rank (normalisation 1, default field weights), fusion weights
+    english 0.8 / code 0.6 / lone identifier 2.0 with any symbol hit counted as code."""
+    from sqlalchemy import text
+
+    from codequarry import search
+    from codequarry.chunking.words import identifier_like
+    from codequarry.store.project import LEXICAL_CANDIDATES, Filters, ProjectStore, _tsquery_literal
+
+    async def lexical(self: ProjectStore, terms: Any, match: Any, filters: Filters, limit: int,
+                      **_: Any) -> list[tuple[int, float]]:
+        if not match:
+            return []
+        params: dict[str, Any] = {
+            "match": " | ".join(_tsquery_literal(lex) for lex in match),
+            "terms": [lex for lex, _ in terms], "weights": [w for _, w in terms],
+            "cap": LEXICAL_CANDIDATES, "k": limit}
+        where = filters.sql(params)
+        async with self.reader.connect() as conn:
+            rows = await conn.execute(text(
+                f"WITH cand AS (SELECT id, tsv FROM {self.s}.chunks "
+                f"WHERE tsv @@ CAST(:match AS tsquery){where} LIMIT :cap) "
+                "SELECT c.id, sum(ts_rank(c.tsv, quote_literal(t.lexeme)::tsquery, 1) * t.w) AS score "
+                "FROM cand c CROSS JOIN unnest(CAST(:terms AS text[]), CAST(:weights AS float8[])) "
+                "AS t(lexeme, w) WHERE c.tsv @@ quote_literal(t.lexeme)::tsquery "
+                "GROUP BY c.id ORDER BY score DESC LIMIT :k"), params)
+            return [(row.id, float(row.score)) for row in rows]
+
+    def lexical_weight(query: str, symbol_hit: bool, shared: int | None = None) -> float:
+        tokens = query.split()
+        if symbol_hit or any(identifier_like(t) for t in tokens):
+            return 2.0 if len(tokens) == 1 else 0.6
+        return 0.8
+
+    ProjectStore.lexical = lexical  # type: ignore[method-assign]
+    search.lexical_weight = lexical_weight
+
+
 async def bench(args: argparse.Namespace, config_path: Path) -> dict[str, Any]:
     modes: list[Mode] = [m for m in MODES if m in args.modes]
     projects = sorted({project_of(s) for s in args.sets})
@@ -75,25 +124,54 @@ async def bench(args: argparse.Namespace, config_path: Path) -> dict[str, Any]:
     out: dict[str, Any] = {}
     async with open_runtime(settings) as runtime:
         await runtime.embedder.start()
-        indexed = await index_projects(runtime, projects)
+        if args.no_index:
+            indexed = {}
+            for project in projects:
+                store = await runtime.store.project(project)
+                chunks, embedded = await store.vector_counts()
+                if embedded < chunks:
+                    raise SystemExit(f"{project}: only {embedded} of {chunks} chunks have vectors")
+                indexed[project] = {"files": (await store.counts()).files, "chunks": chunks}
+        else:
+            indexed = await index_projects(runtime, projects)
+        references: dict[str, BM25] = {}
         for name in args.sets:
             queries = load_qrels(DATA / f"{name}.jsonl")[: args.max_queries]
             project = project_of(name)
             started = time.perf_counter()
             report = await evaluate(runtime.searcher, runtime.embedder.model_id, queries, [project], modes)
             scores = report["modes"]
+            per_query = report["reciprocal_ranks"]
+            if not args.no_bm25:
+                if project not in references:
+                    references[project] = await BM25(await runtime.store.project(project)).load()
+                bm25 = ModeScores("bm25")
+                for query in queries:
+                    hits = await references[project].search(query.text)
+                    bm25.add(query, [hit.to_json() for hit in hits], 0.0)
+                scores["bm25"] = bm25.summary()
+                per_query["bm25"] = bm25.reciprocal_ranks
+            compared = {}
+            if report["hybrid_vs_best_half"]:
+                compared["hybrid_vs_best_half"] = report["hybrid_vs_best_half"]
+            if "lexical" in per_query and "bm25" in per_query:
+                compared["lexical_vs_bm25"] = paired_difference(per_query["lexical"], per_query["bm25"])
             out[name] = {
                 "role": role_of(name),
-                "kind": "questions" if name.startswith(QUESTIONS) else "docstrings",
+                "kind": kind_of(name),
                 "project": project, "corpus": str(args.sets_dir / project / "corpus"),
                 "files": indexed[project]["files"], "chunks": indexed[project]["chunks"],
                 "queries": len(queries), "seconds": round(time.perf_counter() - started, 1),
                 "modes": scores,
                 "hybrid_beats_both": ("hybrid" in scores and all(
-                    scores["hybrid"]["mrr@10"] > s["mrr@10"] for m, s in scores.items() if m != "hybrid")),
+                    scores["hybrid"]["mrr@10"] > s["mrr@10"]
+                    for m, s in scores.items() if m in ("lexical", "semantic"))),
+                "compared": compared,
                 "worst": report["worst"][: args.worst],
+                "reciprocal_ranks": per_query,
             }
-    return {"modes": modes, "goal_mrr@10": GOAL_MRR, "sets": out}
+    ranking = "before issue 14" if args.baseline else "current"
+    return {"modes": modes, "goal_mrr@10": GOAL_MRR, "ranking": ranking, "sets": out}
 
 
 def main() -> None:
@@ -108,16 +186,29 @@ def main() -> None:
     parser.add_argument("--max-queries", type=positive, default=None,
                         help="only the first N queries of each set (smoke tests; default all)")
     parser.add_argument("--worst", type=int, default=10, help="worst queries kept per set (default 10)")
+    parser.add_argument("--baseline", action="store_true",
+                        help="rank as shipped before issue 14 (the 'before' figures)")
+    parser.add_argument("--no-index", action="store_true",
+                        help="evaluate the home as it is (every chunk must have its vector)")
+    parser.add_argument("--no-bm25", action="store_true", help="skip the reference BM25 (bench/bm25.py)")
+    parser.add_argument("--results", default="eval",
+                        help="write bench/results/<this>.json (default eval; e.g. eval-before)")
     args = parser.parse_args()
     configure_logging("warning")  # warnings and errors only, on stderr
+    if args.baseline:
+        use_baseline()
     with codequarry_home(args.home, fresh=False) as home:
         figures = anyio.run(bench, args, home / "config.toml")
     parts = []
     for name, s in figures["sets"].items():
-        mrr = "/".join(f"{s['modes'][m]['mrr@10']:.3f}" for m in figures["modes"])
-        parts.append(f"{name} ({s['role']}, {s['queries']} q) {mrr}")
-    line = f"eval MRR@10 {'/'.join(figures['modes'])}: " + " | ".join(parts)
-    emit("eval", figures, line)
+        shown = [m for m in [*figures["modes"], "bm25"] if m in s["modes"]]
+        mrr = "/".join(f"{s['modes'][m]['mrr@10']:.3f}" for m in shown)
+        versus = s["compared"].get("hybrid_vs_best_half")
+        margin = (f" hybrid-{versus['best_half'][:3]} {versus['mean']:+.3f} "
+                  f"[{versus['ci'][0]:+.3f},{versus['ci'][1]:+.3f}]") if versus else ""
+        parts.append(f"{name} ({s['role']}, {s['queries']} q) {'/'.join(shown)} {mrr}{margin}")
+    line = "eval MRR@10: " + " | ".join(parts)
+    emit(args.results, figures, line)
 
 
 if __name__ == "__main__":

@@ -27,3 +27,7 @@ $PY bench/make_qrels.py "$NPM" "$OUT/js-report" --lang javascript --max-queries 
         'node_modules/lru-cache/dist/commonjs/index.js' 'node_modules/path-scurry/dist/commonjs/index.js' \
     --exclude 'node_modules/undici/lib/llhttp/**' \
     --qrels bench/data/js-report.jsonl "$@"
+
+# the hand-written "asked" question sets over unmodified stdlib and java.net/java.util.zip sources
+OUT="$OUT" $PY bench/make_asked.py corpus python && OUT="$OUT" $PY bench/make_asked.py build python
+OUT="$OUT" $PY bench/make_asked.py corpus java && OUT="$OUT" $PY bench/make_asked.py build java

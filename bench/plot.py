@@ -301,7 +301,7 @@ def table(data: dict[str, dict[str, Any]]) -> str:
     sets = data.get("eval", {}).get("sets", {})
     if sets:
         questions = [f"{s['modes']['hybrid']['mrr@10']:.3f} ({name})" for name, s in sets.items()
-                     if name.startswith("questions-") and "hybrid" in s["modes"]]
+                     if name.startswith(("questions-", "asked-")) and "hybrid" in s["modes"]]
         rows.append(("MRR@10 of hybrid on natural-language questions", "≥ 0.6",
                      ", ".join(questions) or "not measured"))
         losers = [name for name, s in sets.items() if not s.get("hybrid_beats_both")]
@@ -313,8 +313,8 @@ def table(data: dict[str, dict[str, Any]]) -> str:
 def quality_table(data: dict[str, dict[str, Any]]) -> str:
     """MRR@10 per labelled set and mode, with hybrid's Recall@10 and nDCG@10."""
     sets = data.get("eval", {}).get("sets", {})
-    rows = [("set", "use", "queries", "chunks", "MRR@10 lexical", "semantic", "hybrid",
-             "hybrid R@10", "hybrid nDCG@10"), ("---",) * 9]
+    rows = [("set", "use", "queries", "chunks", "MRR@10 lexical", "BM25", "semantic", "hybrid [95% CI]",
+             "hybrid - better half [95% CI]", "hybrid R@1", "hybrid R@10"), ("---",) * 11]
     for name, figures in sets.items():
         modes = figures["modes"]
 
@@ -322,9 +322,14 @@ def quality_table(data: dict[str, dict[str, Any]]) -> str:
             return f"{modes[mode]['mrr@10']:.3f}" if mode in modes else "-"
 
         hybrid = modes.get("hybrid", {})
+        ci = hybrid.get("mrr@10_ci")
+        versus = figures.get("compared", {}).get("hybrid_vs_best_half")
+        margin = (f"{versus['mean']:+.3f} [{versus['ci'][0]:+.3f}, {versus['ci'][1]:+.3f}] vs "
+                  f"{versus['best_half']}" if versus else "-")
         rows.append((name, f"{figures['role']} ({figures['kind']})", str(figures["queries"]),
-                     f"{figures['chunks']:,}", mrr("lexical"), mrr("semantic"), f"**{mrr('hybrid')}**",
-                     f"{hybrid.get('recall@10', 0):.3f}", f"{hybrid.get('ndcg@10', 0):.3f}"))
+                     f"{figures['chunks']:,}", mrr("lexical"), mrr("bm25"), mrr("semantic"),
+                     f"**{mrr('hybrid')}**" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""), margin,
+                     f"{hybrid.get('recall@1', 0):.3f}", f"{hybrid.get('recall@10', 0):.3f}"))
     return "\n".join("| " + " | ".join(row) + " |" for row in rows) if sets else ""
 
 

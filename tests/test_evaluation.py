@@ -9,7 +9,15 @@ from pathlib import Path
 import pytest
 
 from codequarry.errors import UsageError
-from codequarry.evaluation import ModeScores, Query, Span, load_qrels
+from codequarry.evaluation import (
+    ModeScores,
+    Query,
+    Span,
+    bootstrap_interval,
+    hybrid_against_halves,
+    load_qrels,
+    paired_difference,
+)
 
 
 def result(path: str, start: int, end: int) -> dict[str, object]:
@@ -55,3 +63,35 @@ def test_a_malformed_line_is_an_error_naming_the_file_and_line(tmp_path: Path) -
         load_qrels(qrels)
     with pytest.raises(UsageError, match="cannot read"):
         load_qrels(tmp_path / "missing.jsonl")
+
+
+def test_the_bootstrap_interval_brackets_the_mean_and_is_reproducible() -> None:
+    values = [1.0, 0.5, 0.0, 0.0, 1.0, 0.25, 0.0, 1.0, 0.33, 0.0] * 5
+    low, high = bootstrap_interval(values)
+    mean = sum(values) / len(values)
+    assert low < mean < high
+    assert [low, high] == bootstrap_interval(values)
+    assert bootstrap_interval([0.5] * 20) == [0.5, 0.5]
+    assert bootstrap_interval([]) == [0.0, 0.0]
+
+
+def test_a_paired_difference_is_zero_for_equal_modes_and_signed_for_unequal_ones() -> None:
+    a = [1.0, 0.5, 0.0, 1.0, 0.2] * 10
+    same = paired_difference(a, a)
+    assert same["mean"] == 0.0
+    assert same["ci"] == [0.0, 0.0]
+    better = paired_difference([x + 0.1 for x in a], a)
+    assert better["mean"] == pytest.approx(0.1)
+    assert better["ci"][0] > 0
+    assert better["p_below"] == 0.0
+    with pytest.raises(ValueError, match="differ in length"):
+        paired_difference(a, a[:-1])
+
+
+def test_hybrid_is_compared_with_whichever_half_scores_higher() -> None:
+    per_query = {"lexical": [0.0, 0.0, 1.0], "semantic": [1.0, 0.5, 0.0], "hybrid": [1.0, 0.5, 0.5]}
+    versus = hybrid_against_halves(per_query)
+    assert versus is not None
+    assert versus["best_half"] == "semantic"
+    assert versus["mean"] == pytest.approx(0.5 / 3, abs=1e-4)
+    assert hybrid_against_halves({"hybrid": [1.0]}) is None

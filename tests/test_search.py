@@ -343,3 +343,18 @@ async def test_the_local_model_ranks_the_answer_to_a_natural_language_question_f
                                 "local", mode="hybrid")
     assert response.freshness.vector_coverage == 1.0
     assert response.results[0].path == "app/retry.py"
+
+
+async def test_a_long_english_question_ranks_the_chunk_holding_most_of_its_words_first(
+        runtime: Runtime) -> None:
+    # "manifest" is in two chunks, "package" and "stored" only in the reader's docstring:
+    # every non-stop word of the question counts, not only the rarest one
+    response = await search(runtime, "where is the package manifest that was stored on disk read",
+                            "alpha", mode="lexical")
+    assert response.results[0].path == "src/storage/manifest.py"
+
+
+async def test_a_word_in_the_symbol_outranks_the_same_word_in_a_body(runtime: Runtime) -> None:
+    # "config" is the body of several chunks, but the name of only load_config and parseConfig
+    response = await search(runtime, "config", "beta", mode="lexical")
+    assert response.results[0].path == "handlers/config.py"

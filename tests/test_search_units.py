@@ -14,6 +14,8 @@ from codequarry.search import (
     SINGLE_IDENTIFIER_WEIGHT,
     SearchRequest,
     _Ranked,
+    agreement,
+    code_like,
     fuse,
     glob_to_regex,
     lexical_weight,
@@ -160,3 +162,32 @@ def test_a_lone_identifier_gets_the_highest_lexical_weight_and_code_in_a_sentenc
 
 def test_a_query_word_naming_a_symbol_raises_the_lexical_weight() -> None:
     assert lexical_weight("retry", True) > lexical_weight("retry", False)
+
+
+def test_an_english_question_leans_on_vectors_and_entirely_so_when_the_sides_disagree() -> None:
+    question = "how do I read a gzip file line by line"
+    assert lexical_weight(question, False) == ENGLISH_WEIGHT < 1.0
+    assert lexical_weight(question, False, shared=3) == ENGLISH_WEIGHT
+    assert lexical_weight(question, False, shared=0) < ENGLISH_WEIGHT
+    # an English word that happens to name a symbol is no evidence of code in a sentence
+    assert lexical_weight(question, True, shared=0) < ENGLISH_WEIGHT
+
+
+def test_identifiers_and_error_strings_lean_on_words_whatever_the_sides_agree_on() -> None:
+    assert lexical_weight("BadZipFile: File is not a zip file", False, shared=0) == CODE_WEIGHT
+    assert lexical_weight("what does parse_qsl do with blank values", False, shared=0) == CODE_WEIGHT
+    assert lexical_weight("why does --no-feature not work", False, shared=0) == CODE_WEIGHT
+    assert lexical_weight("urlsplit", True, shared=0) == SINGLE_IDENTIFIER_WEIGHT
+
+
+def test_code_like_tokens_are_identifiers_or_code_punctuation_but_not_plain_words() -> None:
+    assert all(code_like(t) for t in ("parse_config", "parseConfig", "os.path", "run()", "a::b",
+                                      "--help", "x-www-form-urlencoded", "key=value"))
+    assert not any(code_like(t) for t in ("gzip", "HTTP", "read/write", "well-known", "e-mail", "How"))
+
+
+def test_agreement_counts_the_chunks_both_sides_put_in_their_top_ten() -> None:
+    lexical = _ranked(*[(i, 10.0 - i) for i in range(12)])
+    semantic = _ranked((11, 0.9), (3, 0.8), (20, 0.7), (5, 0.6))
+    assert agreement(lexical, semantic) == 2  # 3 and 5; 11 is below the lexical top 10
+    assert agreement(lexical, []) == 0

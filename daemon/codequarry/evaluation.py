@@ -3,7 +3,9 @@
 Input: JSON lines `{"query": "...", "relevant": [{"path", "start_line", "end_line"}]}`.
 A result hits a relevant span when its path is the same and its lines overlap. Metrics
 over the top 10: MRR@10, Recall@1/5/10 (share of relevant spans found), nDCG@10 (binary
-gains, each relevant span counted once).
+gains, each relevant span counted once). Each mean comes with a 95% percentile interval
+from a bootstrap over queries (2,000 resamples, fixed seed), and hybrid is compared with
+its better half by a paired bootstrap of the per-query difference.
 """
 
 from __future__ import annotations
@@ -18,12 +20,15 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import numpy as np
 
 from codequarry.config import Settings
 from codequarry.errors import CodequarryError, UsageError
 from codequarry.search import MODES, Mode, Searcher, SearchRequest
 
 K = 10
+RESAMPLES = 2000
+CONFIDENCE = 0.95
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,14 +69,63 @@ class ModeScores:
         self.ndcg.append(dcg / ideal)
         self.seconds.append(seconds)
 
-    def summary(self) -> dict[str, float]:
+    def summary(self) -> dict[str, Any]:
+        """Means, plus `<metric>_ci`: [low, high] 95% bootstrap intervals of MRR@10, R@1, R@10."""
         def mean(values: list[float]) -> float:
             return round(sum(values) / len(values), 4) if values else 0.0
 
         return {"mrr@10": mean(self.reciprocal_ranks), "recall@1": mean(self.recall[1]),
                 "recall@5": mean(self.recall[5]), "recall@10": mean(self.recall[10]),
                 "ndcg@10": mean(self.ndcg), "queries": len(self.ndcg),
-                "mean_ms": round(1000 * mean(self.seconds), 1)}
+                "mean_ms": round(1000 * mean(self.seconds), 1),
+                "mrr@10_ci": bootstrap_interval(self.reciprocal_ranks),
+                "recall@1_ci": bootstrap_interval(self.recall[1]),
+                "recall@10_ci": bootstrap_interval(self.recall[10])}
+
+
+def _resampled_means(values: Sequence[float], resamples: int, seed: int) -> np.ndarray[Any, Any]:
+    data = np.asarray(values, dtype=np.float64)
+    picks = np.random.default_rng(seed).integers(0, len(data), size=(resamples, len(data)))
+    return np.asarray(data[picks].mean(axis=1))
+
+
+def bootstrap_interval(values: Sequence[float], resamples: int = RESAMPLES, seed: int = 0,
+                       confidence: float = CONFIDENCE) -> list[float]:
+    """[low, high]: the percentile bootstrap interval of the mean of per-query `values`
+    (queries drawn with replacement `resamples` times). [0, 0] for no values."""
+    if not values:
+        return [0.0, 0.0]
+    means = _resampled_means(values, resamples, seed)
+    tail = (1.0 - confidence) / 2 * 100
+    low, high = np.percentile(means, [tail, 100 - tail])
+    return [round(float(low), 4), round(float(high), 4)]
+
+
+def paired_difference(a: Sequence[float], b: Sequence[float], resamples: int = RESAMPLES,
+                      seed: int = 0, confidence: float = CONFIDENCE) -> dict[str, Any]:
+    """Mean of a - b over the same queries, its 95% paired bootstrap interval, and the share
+    of resamples in which a - b < 0 (`p_below`). Raises ValueError on lists of unequal length."""
+    if len(a) != len(b):
+        raise ValueError(f"paired samples differ in length: {len(a)} vs {len(b)}")
+    differences = [x - y for x, y in zip(a, b, strict=True)]
+    if not differences:
+        return {"mean": 0.0, "ci": [0.0, 0.0], "p_below": 0.0}
+    means = _resampled_means(differences, resamples, seed)
+    tail = (1.0 - confidence) / 2 * 100
+    low, high = np.percentile(means, [tail, 100 - tail])
+    return {"mean": round(sum(differences) / len(differences), 4),
+            "ci": [round(float(low), 4), round(float(high), 4)],
+            "p_below": round(float((means < 0).mean()), 4)}
+
+
+def hybrid_against_halves(per_query: dict[str, list[float]]) -> dict[str, Any] | None:
+    """Hybrid's MRR@10 minus that of its better half (lexical or semantic, whichever has the
+    higher MRR@10 on these queries), with its paired bootstrap interval; None unless all
+    three modes were measured."""
+    if not {"hybrid", "lexical", "semantic"} <= per_query.keys():
+        return None
+    best = max(("semantic", "lexical"), key=lambda m: sum(per_query[m]))
+    return {"best_half": best, **paired_difference(per_query["hybrid"], per_query[best])}
 
 
 def first_hits(query: Query, results: Sequence[dict[str, Any]]) -> dict[int, int]:
@@ -125,7 +179,9 @@ async def evaluate(searcher: Searcher, model_id: str | None, queries: Sequence[Q
                     reverse=True)
     worst = [{"query": queries[i].text, "expected": queries[i].relevant[0].path,
               **{mode: scores[mode].first_ranks[i] or None for mode in modes}} for i in ranked]
-    return {"modes": {mode: s.summary() for mode, s in scores.items()}, "worst": worst}
+    per_query: dict[str, list[float]] = {mode: s.reciprocal_ranks for mode, s in scores.items()}
+    return {"modes": {mode: s.summary() for mode, s in scores.items()}, "worst": worst,
+            "hybrid_vs_best_half": hybrid_against_halves(per_query), "reciprocal_ranks": per_query}
 
 
 def run_eval_command(settings: Settings, qrels: Path, projects: list[str], modes: list[str] | None,
@@ -148,6 +204,7 @@ def run_eval_command(settings: Settings, qrels: Path, projects: list[str], modes
 
     report = anyio.run(run)
     report["worst"] = report["worst"][:worst]
+    report.pop("reciprocal_ranks")
     if as_json:
         print(json.dumps(report, indent=2))
     else:
@@ -161,12 +218,19 @@ def print_report(report: dict[str, Any], count: int) -> None:
 
     console = Console()
     table = Table(title=f"retrieval quality on {count} queries (top {K})")
-    for column in ("mode", "MRR@10", "R@1", "R@5", "R@10", "nDCG@10", "ms/query"):
+    for column in ("mode", "MRR@10", "95% CI", "R@1", "R@5", "R@10", "nDCG@10", "ms/query"):
         table.add_column(column, justify="right" if column != "mode" else "left")
     for mode, s in report["modes"].items():
-        table.add_row(mode, f"{s['mrr@10']:.3f}", f"{s['recall@1']:.3f}", f"{s['recall@5']:.3f}",
-                      f"{s['recall@10']:.3f}", f"{s['ndcg@10']:.3f}", f"{s['mean_ms']:.0f}")
+        low, high = s["mrr@10_ci"]
+        table.add_row(mode, f"{s['mrr@10']:.3f}", f"{low:.3f}-{high:.3f}", f"{s['recall@1']:.3f}",
+                      f"{s['recall@5']:.3f}", f"{s['recall@10']:.3f}", f"{s['ndcg@10']:.3f}",
+                      f"{s['mean_ms']:.0f}")
     console.print(table)
+    versus = report.get("hybrid_vs_best_half")
+    if versus:
+        low, high = versus["ci"]
+        console.print(f"hybrid - {versus['best_half']} (MRR@10): {versus['mean']:+.3f} "
+                      f"(95% CI {low:+.3f} to {high:+.3f})", markup=False)
     if report["worst"]:
         console.print("worst queries (rank of the first relevant result; - = not in the top 10):")
         for item in report["worst"]:

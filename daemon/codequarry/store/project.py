@@ -41,6 +41,13 @@ TSV_SQL = ("setweight(to_tsvector('english', :symbol_words), 'A') || "
            "setweight(to_tsvector('english', :path_words), 'B') || "
            "to_tsvector('english', :body_words)")
 LEXICAL_CANDIDATES = 2000  # rows ranked per lexical query, at most
+# lexical ranking (ProjectStore.lexical), tuned on the tuning sets with bench/tune_lexical.py:
+# ts_rank weights of a lexeme in {body (D), unused (C), path (B), symbol (A)}, BM25 k1 and b.
+# Chunks are already bounded in size, so length normalisation helps little (b = 0.75 lost
+# 0.02 MRR@10 against 0.15 on the tuning sets); a body word weighs 0.3 of a symbol word.
+FIELD_WEIGHTS = (0.3, 0.2, 0.4, 1.0)
+BM25_K1 = 1.2
+BM25_B = 0.15
 SESSION_EF_SEARCH = 100  # every connection's hnsw.ef_search: enough up to 16 results
 MODEL_CACHE_SECONDS = 5.0
 HNSW_BUILD_MEMORY = "256MB"  # maintenance_work_mem for an HNSW build: 100k 384-d halfvecs fit
@@ -160,6 +167,7 @@ class ProjectStore:
         self._key = {"i": installation, "id": project_id}
         # the advisory lock of the project's schema changes (Store.ensure_project uses it too)
         self._lock_key = project_lock_key(installation, project_id)
+        self._lengths: tuple[float, float] | None = None
 
     # ---- reading what is indexed ------------------------------------------------------
 
@@ -663,25 +671,47 @@ class ProjectStore:
         self._term_stats = None
 
     async def lexical(self, terms: Sequence[tuple[str, float]], match: Sequence[str],
-                      filters: Filters, limit: int) -> list[tuple[int, float]]:
-        """(chunk id, score): chunks containing any `match` lexeme, scored by the weighted
-        sum of ts_rank over `terms` (lexeme, idf). Ranking is bounded to a candidate set."""
+                      filters: Filters, limit: int, *, cap: int = LEXICAL_CANDIDATES,
+                      field_weights: Sequence[float] = FIELD_WEIGHTS, k1: float = BM25_K1,
+                      b: float = BM25_B) -> list[tuple[int, float]]:
+        """(chunk id, score): chunks containing any `match` lexeme (at most `cap` of them),
+        scored BM25-style over `terms` (lexeme, idf): per lexeme
+        idf * tf * (k1 + 1) / (tf + k1 * (1 - b + b * len / avglen)), where tf is ts_rank of
+        that lexeme alone with `field_weights` ({body, -, path, symbol}: a saturating count
+        in which a symbol or path occurrence weighs more than one in the body) and len is
+        the chunk's number of distinct lexemes (`length(tsv)`)."""
         if not match:
             return []
         params: dict[str, Any] = {
             "match": " | ".join(_tsquery_literal(lex) for lex in match),
             "terms": [lex for lex, _ in terms], "weights": [w for _, w in terms],
-            "cap": LEXICAL_CANDIDATES, "k": limit}
+            "cap": cap, "k": limit, "fw": [float(w) for w in field_weights], "k1": k1, "b": b,
+            "avglen": await self._average_length()}
         where = filters.sql(params)
         async with self.reader.connect() as conn:
             rows = await conn.execute(text(
                 f"WITH cand AS (SELECT id, tsv FROM {self.s}.chunks "
                 f"WHERE tsv @@ CAST(:match AS tsquery){where} LIMIT :cap) "
-                "SELECT c.id, sum(ts_rank(c.tsv, quote_literal(t.lexeme)::tsquery, 1) * t.w) AS score "
+                "SELECT c.id, sum(t.w * r.tf * (CAST(:k1 AS float8) + 1) / (r.tf + CAST(:k1 AS float8) "
+                "* (1 - CAST(:b AS float8) + CAST(:b AS float8) * length(c.tsv) / CAST(:avglen AS float8)))) "
+                "AS score "
                 "FROM cand c CROSS JOIN unnest(CAST(:terms AS text[]), CAST(:weights AS float8[])) "
-                "AS t(lexeme, w) WHERE c.tsv @@ quote_literal(t.lexeme)::tsquery "
+                "AS t(lexeme, w) CROSS JOIN LATERAL (SELECT ts_rank(CAST(:fw AS float4[]), c.tsv, "
+                "quote_literal(t.lexeme)::tsquery, 0) AS tf) r "
+                "WHERE c.tsv @@ quote_literal(t.lexeme)::tsquery "
                 "GROUP BY c.id ORDER BY score DESC LIMIT :k"), params)
             return [(row.id, float(row.score)) for row in rows]
+
+    async def _average_length(self) -> float:
+        """Mean distinct lexemes per chunk, estimated on up to 2,000 chunks, cached 60 s."""
+        now = time.monotonic()
+        if self._lengths and now - self._lengths[0] < 60:
+            return self._lengths[1]
+        async with self.reader.connect() as conn:
+            value = (await conn.execute(text(
+                f"SELECT avg(length(tsv)) FROM (SELECT tsv FROM {self.s}.chunks LIMIT 2000) s"))).scalar()
+        self._lengths = (now, float(value) if value else 1.0)
+        return self._lengths[1]
 
     async def semantic(self, query: Vector, filters: Filters, limit: int, iterative: bool,
                        space: VectorSpace | None = None) -> list[tuple[int, float]]:
