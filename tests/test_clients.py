@@ -233,10 +233,12 @@ async def test_client_roots_are_the_base_of_relative_paths_and_the_default_proje
                 assert indexed["state"] in ("embedding", "complete")
                 answer = await call(session, "search_code", query="lighthouse", mode="lexical")
                 assert answer["results"]
-                assert {hit["project"] for hit in answer["results"]} == {"gamma"}  # alpha matches too
+                # one project searched: the answer states it once, not per result
+                assert {hit.get("project", answer.get("project")) for hit in answer["results"]} == {
+                    "gamma"}  # alpha matches too
                 offered.clear()  # no roots any more: the working directory decides again
                 answer = await call(session, "search_code", query="lighthouse", mode="lexical")
-                assert {hit["project"] for hit in answer["results"]} == {"alpha"}
+                assert {hit.get("project", answer.get("project")) for hit in answer["results"]} == {"alpha"}
 
 
 async def test_mcp_refuses_system_directories_dot_directories_home_and_paths_outside_allowed_roots(

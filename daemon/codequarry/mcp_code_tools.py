@@ -12,13 +12,15 @@ from fastmcp import FastMCP
 from fastmcp.exceptions import ToolError
 from fastmcp.server.dependencies import get_http_headers
 from fastmcp.tools import ToolResult
-from pydantic import Field
+from mcp_types import ToolAnnotations
+from pydantic import Field, TypeAdapter
 
 from codequarry.api import DaemonApi
 from codequarry.client import CWD_HEADER
 from codequarry.code_tools import render_code, render_references, render_symbols
 from codequarry.errors import CodequarryError
 from codequarry.logs import get_logger
+from codequarry.mcp_schemas import CodeAnswer, ReferencesAnswer, SymbolAnswer
 
 log = get_logger(__name__)
 
@@ -39,10 +41,14 @@ def _cwd() -> str | None:
     return get_http_headers(include={CWD_HEADER}).get(CWD_HEADER)
 
 
-def register_code_tools(mcp: FastMCP, api: DaemonApi) -> None:
-    """Add find_symbol, read_code and find_references to `mcp`."""
+def register_code_tools(mcp: FastMCP, api: DaemonApi, read_only: ToolAnnotations) -> None:
+    """Add find_symbol, read_code and find_references to `mcp` (each returns a ToolResult,
+    so its output schema is given, not derived)."""
 
-    @mcp.tool
+    def schema(shape: Any) -> dict[str, Any]:
+        return TypeAdapter(shape).json_schema()
+
+    @mcp.tool(annotations=read_only, output_schema=schema(SymbolAnswer))
     async def find_symbol(
         name: Annotated[str, Field(description="A name ('parse') or qualified name "
                                    "('Color.parse'); exact matches first, then prefix and "
@@ -59,7 +65,7 @@ def register_code_tools(mcp: FastMCP, api: DaemonApi) -> None:
         return await _answer("find_symbol", api.find_symbol(name, kind, project, limit, _cwd()),
                              render_symbols)
 
-    @mcp.tool
+    @mcp.tool(annotations=read_only, output_schema=schema(CodeAnswer))
     async def read_code(
         path: Annotated[str | None, Field(description="File path, relative to the project "
                                           "root (as search results show it) or absolute.")] = None,
@@ -78,7 +84,7 @@ def register_code_tools(mcp: FastMCP, api: DaemonApi) -> None:
         return await _answer("read_code", api.read_code(path, start_line, end_line, symbol, project,
                                                         max_tokens, _cwd()), render_code)
 
-    @mcp.tool
+    @mcp.tool(annotations=read_only, output_schema=schema(ReferencesAnswer))
     async def find_references(
         name: Annotated[str, Field(description="An identifier, e.g. 'parse_color'.")],
         project: Annotated[str | None, Field(description="Project id (default: the project of "

@@ -7,7 +7,7 @@ agent relies on are required.
 
 from __future__ import annotations
 
-from typing import Literal, NotRequired
+from typing import Any, Literal, NotRequired
 
 # pydantic (which derives the output schemas) needs typing_extensions' TypedDict on 3.11
 from typing_extensions import TypedDict
@@ -65,6 +65,12 @@ class ProjectState(TypedDict, total=False):
     watching: bool
     registered: bool
     scanning: bool
+    state: str  # starting | scanning | watching | retrying | stopped (the supervisor's)
+    error: str | None  # why it is retrying
+    retry_at: str | None
+    reembedding: dict[str, Any]  # {model_id, coverage} while a new model's vectors fill in
+    skipped: list[dict[str, str]]  # [{path, reason}], bounded
+    skipped_total: int
 
 
 class DaemonInfo(TypedDict, total=False):
@@ -78,11 +84,19 @@ class DaemonInfo(TypedDict, total=False):
     watching: list[str]
 
 
+class Orphan(TypedDict, total=False):
+    project: str
+    root: str
+    files: int
+    chunks: int
+
+
 class StatusAnswer(TypedDict):
     projects: list[ProjectState]
     daemon: DaemonInfo
     data_dir: str
     config: str
+    orphaned: NotRequired[list[Orphan]]  # indexes of unregistered projects
 
 
 class Change(TypedDict, total=False):
@@ -128,3 +142,53 @@ class ProjectEntry(TypedDict):
 
 class ProjectsAnswer(TypedDict):
     projects: list[ProjectEntry]
+
+
+class Definition(TypedDict, total=False):
+    project: str
+    path: str
+    name: str
+    qualified_name: str  # e.g. "Color.parse"
+    kind: str
+    language: str
+    start_line: int  # 1-based, inclusive: the whole definition
+    end_line: int
+    signature: str  # its first code line
+
+
+class SymbolAnswer(TypedDict):
+    name: str
+    definitions: list[Definition]
+    notes: list[str]
+
+
+class CodeAnswer(TypedDict):
+    project: str
+    path: str
+    start_line: int
+    end_line: int
+    total_lines: int
+    content: str  # the lines, each prefixed with its number
+    next_start_line: int | None  # where to continue a read cut by max_tokens
+    notes: list[str]
+
+
+class ReferenceLine(TypedDict):
+    line: int
+    text: str
+    definition: bool
+
+
+class ReferenceFile(TypedDict):
+    project: str
+    path: str
+    count: int
+    lines: list[ReferenceLine]
+
+
+class ReferencesAnswer(TypedDict):
+    name: str
+    total: int
+    file_count: int
+    files: list[ReferenceFile]
+    notes: list[str]

@@ -270,7 +270,7 @@ def build_server(api: DaemonApi) -> FastMCP:
         return json.dumps(await _call("status", _api(ctx).status(project)))
 
     _drop_unserved_capabilities(mcp)
-    register_code_tools(mcp, api)
+    register_code_tools(mcp, api, READ_ONLY)
     _add_json_routes(mcp, api)
     return mcp
 
