@@ -20,6 +20,8 @@ from codequarry.models import ProjectStatus
 from codequarry.search import Searcher
 from codequarry.store.db import Store
 
+SKIPPED_LISTED = 200  # skipped files named per project in status; "skipped_files" counts all
+
 
 @dataclass
 class Runtime:
@@ -80,6 +82,8 @@ async def status_report(settings: Settings, store: Store, indexer: Indexer | Non
             counts.vector_coverage, max(counts.pending_files, queued, int(scanning)), counts.pending_events,
             counts.last_event_at, counts.last_indexed_at, lag, errors, counts.model_id,
             watching=bool(indexer and project_id in indexer.projects and daemon))
-        projects.append(status.to_json() | {"registered": project_id in registered, "scanning": scanning})
+        skipped, _ = await (await store.project(project_id)).skipped_files(SKIPPED_LISTED)
+        projects.append(status.to_json() | {"registered": project_id in registered, "scanning": scanning,
+                                            "skipped": [{"path": p, "reason": r} for p, r in skipped]})
     return {"projects": projects, "daemon": daemon or {"running": False},
             "data_dir": str(settings.data_dir), "config": str(settings.config_path)}

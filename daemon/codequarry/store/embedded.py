@@ -18,6 +18,7 @@ from urllib.parse import quote
 
 import psutil
 
+from codequarry.config import secure_data_dir
 from codequarry.errors import StoreUnavailable
 from codequarry.logs import get_logger
 
@@ -83,6 +84,7 @@ class EmbeddedPostgres:
         if info.socket_dir is None:
             raise StoreUnavailable(f"embedded PostgreSQL in {self.pgdata} has no unix socket")
         log.debug("embedded_postgres_attached", pgdata=str(self.pgdata), pid=info.pid)
+        secure_data_dir(self.pgdata.parent)  # pgserver widens it to o+rx at each start
         return info
 
     def url(self, database: str = "postgres") -> str:
