@@ -16,7 +16,6 @@ queue (or stay unembedded in the database) and are retried with backoff.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -360,7 +359,7 @@ class Indexer:
 
     async def _record_failed_file(self, project: Project, path: str, exc: Exception) -> None:
         reason = describe_db_error(exc)
-        with contextlib.suppress(Exception):  # recording is best effort: a rescan retries
+        try:
             if is_content_fault(exc):
                 step = await anyio.to_thread.run_sync(self._plan, project, path, None)
                 if isinstance(step, FileUpdate):
@@ -371,6 +370,12 @@ class Indexer:
                     return
             log.error("file_failed", project=project.id, path=path, error=reason)
             await project.store.finish_events([path], reason)
+        except Exception as again:  # never the end of the chunk worker
+            if is_transient(again):
+                self._requeue(project.id, [(path, ChangeKind.MODIFIED)], Lane.BACKLOG)  # decided later
+            else:
+                log.error("recording_failed_file_failed", project=project.id, path=path,
+                          error=describe_db_error(again))
 
     async def _process(self, project: Project, lane: Lane, items: list[tuple[str, ChangeKind]]) -> None:
         paths = [path for path, _ in items]
