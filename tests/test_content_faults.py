@@ -288,18 +288,21 @@ async def test_turning_index_secrets_on_indexes_them_on_the_next_scan(
 
 
 def test_the_data_dir_and_the_runtime_dirs_are_private(
-        tmp_path: Path, runtime_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, runtime_dir: Path) -> None:
+    from codequarry.service import prepare_socket_path
+
     data = tmp_path / "deep" / "data"
     config = tmp_path / "config.toml"
     config.write_text(f'data_dir = "{data}"\n[database]\nurl = "postgresql://x@/y"\n')
     settings = load_settings(config)
     assert stat.S_IMODE(data.stat().st_mode) == 0o700
     socket_dir = settings.socket_path.parent
-    assert socket_dir.is_relative_to(runtime_dir)
-    for directory in (socket_dir, *socket_dir.relative_to(runtime_dir).parents):
-        path = runtime_dir / directory if not directory.is_absolute() else directory
-        if path != runtime_dir:
-            assert stat.S_IMODE(path.stat().st_mode) == 0o700, path
+    prepare_socket_path(settings.socket_path)  # what the daemon does before it listens
+    below = socket_dir.relative_to(runtime_dir).parts
+    assert below  # $XDG_RUNTIME_DIR/codequarry/<hash of the data dir>
+    for depth in range(1, len(below) + 1):
+        path = runtime_dir.joinpath(*below[:depth])
+        assert stat.S_IMODE(path.stat().st_mode) == 0o700, path
     data.chmod(0o755)  # an existing, too open data dir is tightened
     load_settings(config)
     assert stat.S_IMODE(data.stat().st_mode) == 0o700

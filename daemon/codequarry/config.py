@@ -188,8 +188,8 @@ def load_settings(config_path: Path | None = None) -> Settings:
 
 
 def make_private_dirs(settings: Settings) -> None:
-    """Create the data dir and the socket's runtime dirs mode 0700 (tighten them if they
-    exist and are ours). Only the directories codequarry names are touched: a configured
+    """Create the data dir and the runtime dirs above the socket's mode 0700 (tighten them
+    if they exist and are ours). Only the directories codequarry names are touched: a configured
     [mcp] socket's directory is the user's."""
     secure_data_dir(settings.data_dir, settings.config.database.url == EMBEDDED)
     if settings.config.mcp.socket is not None:
@@ -197,9 +197,11 @@ def make_private_dirs(settings: Settings) -> None:
     stops = {settings.data_dir, Path(tempfile.gettempdir())}
     if os.environ.get("XDG_RUNTIME_DIR"):
         stops.add(Path(os.environ["XDG_RUNTIME_DIR"]))
-    directory = settings.socket_path.parent
+    # the socket's own directory is made 0700 by the daemon (service.prepare_socket_path);
+    # here, the ones above it, up to $XDG_RUNTIME_DIR, the temp dir or the data dir
+    directory = settings.socket_path.parent.parent
     chain: list[Path] = []
-    while directory not in stops and directory != directory.parent and len(chain) < 3:
+    while directory not in stops and directory != directory.parent and len(chain) < 2:
         chain.append(directory)
         directory = directory.parent
     for directory in reversed(chain):
