@@ -94,6 +94,32 @@ async def test_content_the_database_refuses_is_retried_file_by_file_and_skipped(
         assert await verify_in(runtime, settings.config.project("demo")) == []
 
 
+async def test_a_batch_whose_every_file_fails_alone_skips_nothing(
+        make_settings: Any, tmp_path: Path, hash_embedder: HashEmbedder,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same refusal for every file is no one file's fault (a bug, say): nothing is
+    recorded as skipped, the error is on each file's change event, visible in status."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for i in range(3):
+        (repo / f"nul{i}.py").write_bytes(LATE_NUL)
+
+    def lenient_reader(path: Path, max_bytes: int) -> SourceText:
+        data = path.read_bytes()
+        return SourceText(data.decode(), content_hash(data))
+
+    monkeypatch.setattr(codequarry.indexer, "read_text_file", lenient_reader)
+    settings = project_settings(make_settings, repo)
+    async with open_runtime(settings, hash_embedder) as runtime:
+        project = await runtime.indexer.add_project(settings.config.project("demo"))
+        with anyio.fail_after(60):
+            await index(runtime, "demo")
+        assert await project.store.indexed_files() == {}
+        errors = (await project.store.counts()).recent_errors
+        assert sorted(e.split(":")[0] for e in errors) == ["nul0.py", "nul1.py", "nul2.py"]
+        assert all("0x00" in e for e in errors)
+
+
 # ---- 6. text is text ---------------------------------------------------------------------------
 
 

@@ -339,10 +339,12 @@ class Indexer:
         """A batch failed of something not transient: write its files one at a time, so
         only the file at fault is left out. A file whose content the database refuses is
         recorded as skipped with the reason (final); any other failure of one file is
-        recorded on its change events (a bug, visible in status)."""
+        recorded on its change events (a bug, visible in status). When every file of a
+        batch fails alone too, the fault is not in one file's content: nothing is skipped."""
         if len(items) > 1:
             log.warning("batch_failed", project=project.id, files=len(items),
                         error=describe_db_error(error), action="writing its files one at a time")
+        failed: list[tuple[str, Exception]] = []
         for index, item in enumerate(items):
             try:
                 if len(items) > 1:
@@ -355,12 +357,16 @@ class Indexer:
                     self._requeue(project.id, items[index:], lane)
                     await anyio.sleep(RETRY_FIRST)
                     return
-                await self._record_failed_file(project, item[0], exc)
+                failed.append((item[0], exc))
+        blame_content = len(items) == 1 or len(failed) < len(items)
+        for path, fault in failed:
+            await self._record_failed_file(project, path, fault, blame_content)
 
-    async def _record_failed_file(self, project: Project, path: str, exc: Exception) -> None:
+    async def _record_failed_file(self, project: Project, path: str, exc: Exception,
+                                  blame_content: bool = True) -> None:
         reason = describe_db_error(exc)
         try:
-            if is_content_fault(exc):
+            if blame_content and is_content_fault(exc):
                 step = await anyio.to_thread.run_sync(self._plan, project, path, None)
                 if isinstance(step, FileUpdate):
                     skipped = FileUpdate(step.path, step.size, step.mtime_ns, step.content_hash,
