@@ -72,11 +72,5 @@ def is_content_fault(exc: BaseException) -> bool:
     return state is not None and state.startswith(_CONTENT_CLASSES)
 
 
-def is_transient_os_error(exc: OSError) -> bool:
-    """A read error worth retrying later (EIO, EACCES, ENOSPC, ...), as opposed to the
-    file being gone or not a file."""
-    return not isinstance(exc, FileNotFoundError | NotADirectoryError | IsADirectoryError)
-
-
 def describe_os_error(exc: OSError) -> str:
     return exc.strerror or (os.strerror(exc.errno) if exc.errno else type(exc).__name__)
