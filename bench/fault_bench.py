@@ -236,6 +236,13 @@ class Home:
         except (OSError, ValueError, IndexError):
             return None
 
+    def disk_full_refusals(self) -> int:
+        """How often the embedded PostgreSQL's log says it ran out of space."""
+        try:
+            return (self.data / "pg" / "log").read_text(errors="replace").count("No space left on device")
+        except OSError:
+            return 0
+
     def client(self) -> DaemonClient:
         return DaemonClient(self.socket(), timeout=10)
 
@@ -322,8 +329,11 @@ def run_round(phase: str, home: Home, edits: EditStream, embedder: Embedder, arg
         if not home.tmpfs:
             edits.pause()
             return result | {"error": f"no tmpfs data dir: {home.tmpfs_error or 'not mounted'}"}
+        refusals = home.disk_full_refusals()
         filler = fill(home.data)
         time.sleep(args.disk_full_seconds)
+        # did PostgreSQL have to refuse a write? (small edits may fit in free pages)
+        result["db_writes_refused"] = home.disk_full_refusals() - refusals
         filler.unlink()
     elif phase == "embedder-down":
         embedder.stop()
@@ -375,7 +385,7 @@ def main() -> None:
     parser.add_argument("--lead-in", type=float, default=2.0, help="edits before each fault (s)")
     parser.add_argument("--daemon-down", type=float, default=2.0)
     parser.add_argument("--postmaster-down", type=float, default=3.0, help="edits after the kill (s)")
-    parser.add_argument("--disk-full-seconds", type=float, default=10.0)
+    parser.add_argument("--disk-full-seconds", type=float, default=15.0)
     parser.add_argument("--embedder-down-seconds", type=float, default=30.0)
     parser.add_argument("--tmpfs-mb", type=int, default=512, help="0: no tmpfs (disk-full is skipped)")
     parser.add_argument("--timeout", type=float, default=180.0, help="per round (s)")
