@@ -204,3 +204,21 @@ def test_the_watcher_filter_and_the_scan_agree_on_git_files(repo: Path) -> None:
     for rel in (".git", "sub/.git", "deep/.git/config", "sub/a.py", "b.py"):
         assert keep(watchfiles.Change.modified, str(repo / rel)) == (rel in scanned), rel
     assert keep(watchfiles.Change.modified, str(repo / ".git/info/exclude"))  # changes the rules
+
+
+def test_a_worktree_honours_the_info_exclude_of_its_repository(tmp_path: Path) -> None:
+    import subprocess
+
+    main = tmp_path / "main"
+    main.mkdir()
+    git = ["git", "-c", "user.email=t@t", "-c", "user.name=t"]
+    subprocess.run([*git, "-C", str(main), "init", "-q"], check=True)
+    write_files(main, {"a.py": "x\n"})
+    subprocess.run([*git, "-C", str(main), "add", "-A"], check=True)
+    subprocess.run([*git, "-C", str(main), "commit", "-qm", "c"], check=True)
+    (main / ".git" / "info").mkdir(exist_ok=True)
+    (main / ".git" / "info" / "exclude").write_text("*.local\n")
+    worktree = tmp_path / "wt"
+    subprocess.run([*git, "-C", str(main), "worktree", "add", "-q", str(worktree)], check=True)
+    write_files(worktree, {"notes.local": "mine\n"})
+    assert _scan(worktree) == {"a.py"}

@@ -47,6 +47,26 @@ def _read_spec(path: Path) -> pathspec.GitIgnoreSpec | None:
         return None
 
 
+def info_exclude_path(root: Path) -> Path:
+    """The `info/exclude` git reads for the work tree at `root`: under `.git/`, or, when
+    `.git` is a file (`gitdir: ...` of a worktree or submodule), under the repository it
+    points to (a worktree's shared "commondir")."""
+    dot_git = root / ".git"
+    try:
+        if not dot_git.is_file():
+            return dot_git / "info" / "exclude"
+        pointer = dot_git.read_text(encoding="utf-8", errors="replace").strip()
+        if not pointer.startswith("gitdir:"):
+            return dot_git / "info" / "exclude"
+        gitdir = (root / pointer[len("gitdir:"):].strip()).resolve()
+        common = gitdir / "commondir"
+        if common.is_file():
+            gitdir = (gitdir / common.read_text(encoding="utf-8", errors="replace").strip()).resolve()
+        return gitdir / "info" / "exclude"
+    except OSError:
+        return dot_git / "info" / "exclude"
+
+
 class IgnoreRules:
     """Answers "is this repo-relative path ignored?"; ignore files are read once per directory.
 
@@ -63,7 +83,7 @@ class IgnoreRules:
         self.index_secrets = index_secrets
         self._excludes = _spec(excludes)
         self._includes = _spec(includes)
-        self._info_exclude = _read_spec(root / ".git" / "info" / "exclude")
+        self._info_exclude = _read_spec(info_exclude_path(root))
         self._per_dir: dict[str, tuple[pathspec.GitIgnoreSpec | None, ...]] = {}
         self._dirs: dict[str, bool] = {}  # rel_dir -> ignored
 
@@ -73,7 +93,7 @@ class IgnoreRules:
             self._per_dir.pop(rel_dir, None)
         else:
             self._per_dir.clear()
-            self._info_exclude = _read_spec(self.root / ".git" / "info" / "exclude")
+            self._info_exclude = _read_spec(info_exclude_path(self.root))
         self._dirs.clear()  # a changed ignore file can change every directory below it
 
     def _dir_specs(self, rel_dir: str) -> tuple[pathspec.GitIgnoreSpec | None, ...]:
