@@ -372,6 +372,8 @@ def run_round(phase: str, home: Home, edits: EditStream, embedder: Embedder, arg
         home.kill_daemon()
         home.start_daemon()
         wait_for(lambda: settled(home), args.timeout)
+        # "lost" above is what the daemon that met the fault never indexed; a fresh one may
+        result["lost_after_fresh_daemon"] = sum(1 for ident in lost if not home.found(ident))
     return result
 
 
