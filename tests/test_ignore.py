@@ -172,3 +172,53 @@ def test_ignore_file_created_after_first_use_is_seen_after_forget(repo: Path) ->
     write_files(repo, {"sub/.codequarryignore": "b.txt\n"})
     rules.forget("sub")
     assert rules.is_ignored("sub/b.txt")
+
+
+def test_git_files_of_worktrees_and_submodules_are_never_indexed(repo: Path) -> None:
+    write_files(repo, {
+        ".git": "gitdir: /elsewhere/.git/worktrees/wt\n",  # a worktree
+        "vendor/lib/.git": "gitdir: ../../.git/modules/lib\n",  # a submodule
+        "vendor/lib/lib.py": "x = 1\n",
+        "nested/.git/HEAD": "ref: refs/heads/main\n",  # an embedded repository's internals
+        "nested/code.py": "y = 2\n",
+        ".gitignore": "!.git\n!.git/\n",  # a negation cannot bring git's files back
+        ".gitmodules": "[submodule \"lib\"]\n",
+    })
+    assert _scan(repo, excludes=["!.git"]) == {".gitignore", ".gitmodules", "vendor/lib/lib.py",
+                                               "nested/code.py"}
+    rules = IgnoreRules(repo)
+    for rel in (".git", "vendor/lib/.git", "nested/.git", "nested/.git/HEAD"):
+        assert rules.is_ignored(rel), rel
+
+
+def test_the_watcher_filter_and_the_scan_agree_on_git_files(repo: Path) -> None:
+    import watchfiles
+
+    from codequarry.watch import RepoFilter
+
+    write_files(repo, {".git": "gitdir: x\n", "sub/.git": "gitdir: y\n", "sub/a.py": "",
+                       "deep/.git/config": "", "b.py": ""})
+    rules = IgnoreRules(repo)
+    keep = RepoFilter(repo, rules)
+    scanned = _scan(repo)
+    for rel in (".git", "sub/.git", "deep/.git/config", "sub/a.py", "b.py"):
+        assert keep(watchfiles.Change.modified, str(repo / rel)) == (rel in scanned), rel
+    assert keep(watchfiles.Change.modified, str(repo / ".git/info/exclude"))  # changes the rules
+
+
+def test_a_worktree_honours_the_info_exclude_of_its_repository(tmp_path: Path) -> None:
+    import subprocess
+
+    main = tmp_path / "main"
+    main.mkdir()
+    git = ["git", "-c", "user.email=t@t", "-c", "user.name=t"]
+    subprocess.run([*git, "-C", str(main), "init", "-q"], check=True)
+    write_files(main, {"a.py": "x\n"})
+    subprocess.run([*git, "-C", str(main), "add", "-A"], check=True)
+    subprocess.run([*git, "-C", str(main), "commit", "-qm", "c"], check=True)
+    (main / ".git" / "info").mkdir(exist_ok=True)
+    (main / ".git" / "info" / "exclude").write_text("*.local\n")
+    worktree = tmp_path / "wt"
+    subprocess.run([*git, "-C", str(main), "worktree", "add", "-q", str(worktree)], check=True)
+    write_files(worktree, {"notes.local": "mine\n"})
+    assert _scan(worktree) == {"a.py"}

@@ -260,7 +260,7 @@ async def test_binary_non_utf8_and_too_large_files_are_recorded_as_skipped_with_
         chunked = await chunk_paths(project)
     reasons = {path: f.skip_reason for path, f in files.items() if f.skip_reason}
     assert reasons["logo.png"] == "binary file type"
-    assert reasons["blob.txt"] == "binary content"
+    assert reasons["blob.txt"] == "binary content (NUL byte at offset 6)"
     assert reasons["latin1.txt"].startswith("not UTF-8 text")
     assert reasons["big.py"].startswith("larger than max_file_bytes")
     assert set(reasons) == {"logo.png", "blob.txt", "latin1.txt", "big.py"}

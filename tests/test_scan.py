@@ -11,7 +11,15 @@ import pytest
 
 from codequarry.ignore import IgnoreRules
 from codequarry.models import FileStat
-from codequarry.scan import MAX_LINE_CHARS, content_hash, read_text_file, scan_tree, stat_file
+from codequarry.scan import (
+    MAX_LINE_CHARS,
+    SECRET_REASON,
+    content_hash,
+    is_secret_file,
+    read_text_file,
+    scan_tree,
+    stat_file,
+)
 
 from .conftest import write_files
 
@@ -183,7 +191,7 @@ def test_nul_bytes_mean_binary_content(tmp_path: Path) -> None:
     path.write_bytes(b"header\x00\x01\x02 payload")
     source = read_text_file(path, MAX_BYTES)
     assert source.text is None
-    assert source.skip_reason == "binary content"
+    assert source.skip_reason == "binary content (NUL byte at offset 6)"
     assert source.content_hash == content_hash(b"header\x00\x01\x02 payload")
 
 
@@ -192,7 +200,7 @@ def test_non_utf8_text_is_skipped_with_the_offending_byte(tmp_path: Path) -> Non
     path.write_bytes("naïve\n".encode("latin-1"))
     source = read_text_file(path, MAX_BYTES)
     assert source.text is None
-    assert source.skip_reason == "not UTF-8 text (byte 2)"
+    assert source.skip_reason == "not UTF-8 text (invalid byte at offset 2)"
 
 
 def test_file_grown_past_max_bytes_is_skipped_when_read(tmp_path: Path) -> None:
@@ -231,3 +239,134 @@ def test_content_hash_is_stable_and_changes_with_the_content(tmp_path: Path) -> 
     path.write_text("x = 2\n")
     assert read_text_file(path, MAX_BYTES).content_hash != first
     assert content_hash(b"x = 1\r\n") != content_hash(b"x = 1\n")  # raw bytes are hashed
+
+
+# ------------------------------------------------------------------ text is text (issue 10)
+
+WIDE = "def wide_marker():\n    return 'ünïcode'\n"
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-32-le",
+                                      "utf-32-be", "utf-8-sig"])
+def test_text_with_a_byte_order_mark_is_decoded(tmp_path: Path, encoding: str) -> None:
+    bom = {"utf-16-le": b"\xff\xfe", "utf-16-be": b"\xfe\xff", "utf-32-le": b"\xff\xfe\x00\x00",
+           "utf-32-be": b"\x00\x00\xfe\xff"}.get(encoding, b"")
+    raw = bom + WIDE.encode(encoding)
+    path = tmp_path / "wide.py"
+    path.write_bytes(raw)
+    source = read_text_file(path, MAX_BYTES)
+    assert source.skip_reason is None
+    assert source.text == WIDE
+    assert source.content_hash == content_hash(raw)
+
+
+def test_utf16_that_does_not_decode_says_so_with_the_offset(tmp_path: Path) -> None:
+    path = tmp_path / "broken.py"
+    path.write_bytes(b"\xff\xfe" + "ok".encode("utf-16-le") + b"\x00\xd8")  # a lone high surrogate
+    source = read_text_file(path, MAX_BYTES)
+    assert source.text is None
+    assert source.skip_reason is not None
+    assert source.skip_reason.startswith("not UTF-16 text (invalid data at byte offset 6")
+
+
+def test_a_nul_byte_after_the_sniffed_prefix_is_binary_content_too(tmp_path: Path) -> None:
+    path = tmp_path / "late_nul.py"
+    data = b"def f():\n    return 1\n" + b"#" * 9000 + b"\x00\n"
+    path.write_bytes(data)
+    source = read_text_file(path, MAX_BYTES)
+    assert source.text is None
+    assert source.skip_reason == f"binary content (NUL byte at offset {len(data) - 2})"
+
+
+def test_a_nul_character_in_utf16_text_is_binary_content(tmp_path: Path) -> None:
+    path = tmp_path / "nul16.txt"
+    path.write_bytes("ab\0c".encode("utf-16"))
+    source = read_text_file(path, MAX_BYTES)
+    assert source.text is None
+    assert source.skip_reason == "binary content (NUL character at character 2 of the UTF-16 text)"
+
+
+def test_cr_only_line_endings_become_lines(tmp_path: Path) -> None:
+    raw = b"def old_mac():\r    return 1\r\rx = 2\r\n"
+    path = tmp_path / "mac.py"
+    path.write_bytes(raw)
+    source = read_text_file(path, MAX_BYTES)
+    assert source.text == "def old_mac():\n    return 1\n\nx = 2\n"
+    assert source.content_hash == content_hash(raw)  # the raw bytes are hashed
+
+
+# ------------------------------------------------------------------ every kind of directory entry
+
+
+def test_fifos_sockets_and_links_to_them_are_neither_listed_nor_read(repo: Path) -> None:
+    import socket
+    import threading
+
+    write_files(repo, {"a.py": "x = 1\n"})
+    os.mkfifo(repo / "pipe")
+    (repo / "pipe.py").symlink_to(repo / "pipe")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock_path = repo / "s.sock"
+    if len(os.fsencode(sock_path)) < 100:
+        listener.bind(str(sock_path))
+        (repo / "sock.py").symlink_to(sock_path)
+    try:
+        scanned = _scan(repo)
+        assert set(scanned) == {"a.py"}
+        for rel in ("pipe", "pipe.py", "s.sock", "sock.py"):
+            assert stat_file(repo, rel, MAX_BYTES) is None, rel
+        outcome: list[BaseException | None] = []
+
+        def read() -> None:
+            try:
+                read_text_file(repo / "pipe.py", MAX_BYTES)
+                outcome.append(None)
+            except BaseException as exc:
+                outcome.append(exc)
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        reader.join(10)
+        assert not reader.is_alive(), "reading a FIFO blocked"
+        assert isinstance(outcome[0], FileNotFoundError)
+    finally:
+        listener.close()
+
+
+def test_a_symlink_to_a_device_is_outside_the_repository(repo: Path) -> None:
+    (repo / "zero.py").symlink_to("/dev/zero")
+    assert _scan(repo)["zero.py"].skip_reason == "symlink to outside the repository"
+    assert stat_file(repo, "zero.py", MAX_BYTES) == _scan(repo)["zero.py"]
+
+
+# ------------------------------------------------------------------ secrets
+
+
+@pytest.mark.parametrize("rel", [".env", ".env.local", "config/.env.production", "certs/server.pem",
+                                 "tls.key", "id_rsa", "id_ed25519.pub", "keys/id_ecdsa", "store.p12",
+                                 "win.PFX", ".netrc", ".pypirc", ".npmrc", "home/.aws/credentials",
+                                 ".docker/config.json", ".git-credentials", "vault.kdbx", ".htpasswd",
+                                 "gcloud/application_default_credentials.json"])
+def test_key_material_and_credentials_are_secret_files(rel: str) -> None:
+    assert is_secret_file(rel)
+
+
+@pytest.mark.parametrize("rel", [".env.example", ".env.sample", ".env.template", ".envrc", "env.py",
+                                 "keyboard.py", "docs/keys.md", "aws/credentials.py", "config.json",
+                                 "monkey.pyi"])
+def test_ordinary_files_are_not_secret_files(rel: str) -> None:
+    assert not is_secret_file(rel)
+
+
+def test_secret_files_are_listed_as_skipped_unless_index_secrets(repo: Path) -> None:
+    write_files(repo, {".env": "API_KEY=s3cr3t\n", ".env.example": "API_KEY=\n", "a.py": "x\n",
+                       "deploy/server.pem": "-----BEGIN PRIVATE KEY-----\n"})
+    scanned = _scan(repo)
+    assert scanned[".env"].skip_reason == SECRET_REASON
+    assert scanned["deploy/server.pem"].skip_reason == SECRET_REASON
+    assert scanned[".env.example"].skip_reason is None
+    assert stat_file(repo, ".env", MAX_BYTES) == scanned[".env"]
+    rules = IgnoreRules(repo, index_secrets=True)
+    opened = {s.path: s for s in scan_tree(repo, rules, MAX_BYTES)}
+    assert opened[".env"].skip_reason is None
+    assert stat_file(repo, ".env", MAX_BYTES, rules) == opened[".env"]

@@ -91,6 +91,9 @@ class IndexConfig(_Section):
     # how vectors are stored: "auto" = halfvec (16-bit floats, half the memory) where
     # pgvector >= 0.7, else vector; "vector" keeps 32-bit floats
     vector_type: Literal["auto", "halfvec", "vector"] = "auto"
+    # key material and credentials (.env, *.pem, id_rsa, .netrc, ...; codequarry.scan
+    # SECRET_NAMES) are listed as skipped, never read, unless this is true
+    index_secrets: bool = False
 
 
 class DaemonConfig(_Section):
@@ -222,10 +225,54 @@ class Settings:
 
 
 def load_settings(config_path: Path | None = None) -> Settings:
+    """Load the config; the data dir and the daemon's runtime dir are made private (0700)."""
     path = config_path or paths.default_config_path()
     config = load_config(path)
     data_dir = paths.env_data_dir() or config.data_dir or paths.default_data_dir()
-    return Settings(config=config, config_path=path, data_dir=Path(os.path.abspath(data_dir)))
+    settings = Settings(config=config, config_path=path, data_dir=Path(os.path.abspath(data_dir)))
+    with contextlib.suppress(OSError):  # a read-only place fails later, with a clearer error
+        make_private_dirs(settings)
+    return settings
+
+
+def make_private_dirs(settings: Settings) -> None:
+    """Create the data dir and the runtime dirs above the socket's mode 0700 (tighten them
+    if they exist and are ours). Only the directories codequarry names are touched: a configured
+    [mcp] socket's directory is the user's."""
+    secure_data_dir(settings.data_dir, settings.config.database.url == EMBEDDED)
+    if settings.config.mcp.socket is not None:
+        return
+    stops = {settings.data_dir, Path(tempfile.gettempdir())}
+    if os.environ.get("XDG_RUNTIME_DIR"):
+        stops.add(Path(os.environ["XDG_RUNTIME_DIR"]))
+    # the socket's own directory is made 0700 by the daemon (service.prepare_socket_path);
+    # here, the ones above it, up to $XDG_RUNTIME_DIR, the temp dir or the data dir
+    directory = settings.socket_path.parent.parent
+    chain: list[Path] = []
+    while directory not in stops and directory != directory.parent and len(chain) < 2:
+        chain.append(directory)
+        directory = directory.parent
+    for directory in reversed(chain):
+        _private_dir(directory, 0o700)
+
+
+def secure_data_dir(data_dir: Path, embedded: bool = True) -> None:
+    """The data dir, mode 0700. Run as root with the embedded server, PostgreSQL runs as
+    the system user `pgserver` (uid only: pgserver keeps root's gid), which must pass
+    through the data dir to reach its own `pg/`; pgserver itself opens the dir to 0755
+    at each start. Then the dir is 0711: anyone may traverse it, nobody else may list it,
+    and what it holds is closed by itself (`pg/` is pgserver's 0700, the lock and the MCP
+    token are 0600)."""
+    _private_dir(data_dir, 0o711 if embedded and os.geteuid() == 0 else 0o700)
+
+
+def _private_dir(path: Path, mode: int) -> None:
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    info = path.stat()
+    if info.st_uid != os.geteuid():
+        return  # not ours to change (a shared or system directory)
+    if info.st_mode & 0o777 != mode:
+        os.chmod(path, mode)
 
 
 def load_config(path: Path) -> Config:

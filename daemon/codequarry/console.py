@@ -149,6 +149,8 @@ def print_status(answer: dict[str, Any]) -> None:
                       (p["last_event_at"] or "-")[:19].replace("T", " "), f"{p['index_lag_seconds']:.1f}s",
                       "; ".join(p["errors"])[:60] or "-")
     stdout.print(table)
+    for p in answer["projects"]:
+        _print_skipped(p)
     print_orphans(answer)
 
 
@@ -157,3 +159,22 @@ def print_orphans(answer: dict[str, Any]) -> None:
     for orphan in answer.get("orphaned", []):
         stdout.print(f"orphaned index: {orphan['project']} ({orphan['root']}, {orphan['files']} files); "
                      f"delete it with: codequarry remove --purge {orphan['project']}", markup=False)
+
+
+
+SKIPPED_SHOWN = 10
+
+
+def _print_skipped(project: dict[str, Any]) -> None:
+    """Name the first skipped files of a project with their reasons, and how to list all."""
+    total = project.get("skipped_files", 0)
+    listed = project.get("skipped", [])
+    if not total:
+        return
+    stdout.print(f"{project['project']}: {total} skipped file{'s' if total != 1 else ''} "
+                 "(not searchable):")
+    for entry in listed[:SKIPPED_SHOWN]:
+        stdout.print(f"  {entry['path']}: {entry['reason']}", markup=False)
+    if total > min(len(listed), SKIPPED_SHOWN):
+        stdout.print(f"  ... and {total - min(len(listed), SKIPPED_SHOWN)} more; list them with: "
+                     f"codequarry status --project {project['project']} --json", markup=False)

@@ -4,6 +4,10 @@ Precedence, highest first (the first rule set that matches a path decides, as in
 config excludes, `.codequarryignore` files, `.gitignore` files (deeper directories
 before their parents), `.git/info/exclude`, built-in defaults. Config includes, when
 given, restrict indexing to files that match one of them.
+
+Above all of these: git's own files are never indexed, whatever a negation says. That is
+every path with a `.git` component, a directory (a repository's internals) or a file (the
+`gitdir: ...` pointer of a worktree or a submodule).
 """
 
 from __future__ import annotations
@@ -18,6 +22,12 @@ IGNORE_FILES = (".gitignore", ".codequarryignore")
 DEFAULT_EXCLUDED_DIRS = frozenset({".git", ".hg", ".svn", ".jj", "__pycache__", "node_modules",
                                    ".mypy_cache", ".pytest_cache", ".ruff_cache", ".tox"})
 DEFAULT_EXCLUDED_SUFFIXES = (".pyc",)
+
+
+def is_git_internal(rel_path: str) -> bool:
+    """Is `rel_path` (repo-relative, "/"-separated) `.git` or inside one, at any depth?"""
+    return rel_path == ".git" or rel_path.startswith(".git/") or "/.git/" in rel_path \
+        or rel_path.endswith("/.git")
 
 
 def _default_excluded(rel_path: str, is_dir: bool) -> bool:
@@ -37,19 +47,43 @@ def _read_spec(path: Path) -> pathspec.GitIgnoreSpec | None:
         return None
 
 
+def info_exclude_path(root: Path) -> Path:
+    """The `info/exclude` git reads for the work tree at `root`: under `.git/`, or, when
+    `.git` is a file (`gitdir: ...` of a worktree or submodule), under the repository it
+    points to (a worktree's shared "commondir")."""
+    dot_git = root / ".git"
+    try:
+        if not dot_git.is_file():
+            return dot_git / "info" / "exclude"
+        pointer = dot_git.read_text(encoding="utf-8", errors="replace").strip()
+        if not pointer.startswith("gitdir:"):
+            return dot_git / "info" / "exclude"
+        gitdir = (root / pointer[len("gitdir:"):].strip()).resolve()
+        common = gitdir / "commondir"
+        if common.is_file():
+            gitdir = (gitdir / common.read_text(encoding="utf-8", errors="replace").strip()).resolve()
+        return gitdir / "info" / "exclude"
+    except OSError:
+        return dot_git / "info" / "exclude"
+
+
 class IgnoreRules:
     """Answers "is this repo-relative path ignored?"; ignore files are read once per directory.
 
     Call `forget(dir)` (or make a new instance) when an ignore file changes.
+    `index_secrets` is [index] index_secrets: False skips key material and credentials
+    (decided in codequarry.scan, which lists them as skipped).
     """
 
     def __init__(
-        self, root: Path, excludes: Sequence[str] = (), includes: Sequence[str] = ()
+        self, root: Path, excludes: Sequence[str] = (), includes: Sequence[str] = (),
+        index_secrets: bool = False,
     ) -> None:
         self.root = root
+        self.index_secrets = index_secrets
         self._excludes = _spec(excludes)
         self._includes = _spec(includes)
-        self._info_exclude = _read_spec(root / ".git" / "info" / "exclude")
+        self._info_exclude = _read_spec(info_exclude_path(root))
         self._per_dir: dict[str, tuple[pathspec.GitIgnoreSpec | None, ...]] = {}
         self._dirs: dict[str, bool] = {}  # rel_dir -> ignored
 
@@ -59,7 +93,7 @@ class IgnoreRules:
             self._per_dir.pop(rel_dir, None)
         else:
             self._per_dir.clear()
-            self._info_exclude = _read_spec(self.root / ".git" / "info" / "exclude")
+            self._info_exclude = _read_spec(info_exclude_path(self.root))
         self._dirs.clear()  # a changed ignore file can change every directory below it
 
     def _dir_specs(self, rel_dir: str) -> tuple[pathspec.GitIgnoreSpec | None, ...]:
@@ -73,6 +107,8 @@ class IgnoreRules:
     def is_ignored(self, rel_path: str, is_dir: bool = False, parents_checked: bool = False) -> bool:
         """`rel_path` uses "/" separators and is relative to the repo root. As in git, a
         path inside an ignored directory stays ignored whatever a negation says."""
+        if is_git_internal(rel_path):
+            return True
         if not parents_checked:  # a walk that only descends into kept directories skips this
             parts = rel_path.split("/")
             for depth in range(1, len(parts)):

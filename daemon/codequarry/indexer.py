@@ -16,7 +16,6 @@ queue (or stay unembedded in the database) and are retried with backoff.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
@@ -32,13 +31,14 @@ from codequarry.config import ProjectConfig, Settings
 from codequarry.embedding import Embedder, Vectors
 from codequarry.embedding.base import describe
 from codequarry.errors import CodequarryError, EmbedderUnavailable, ModelFileError
+from codequarry.faults import DATABASE_REFUSED, describe_os_error, is_content_fault
 from codequarry.ignore import IgnoreRules
 from codequarry.lanes import WorkQueue
 from codequarry.logs import get_logger
 from codequarry.models import ChangeKind, Chunk, EmbeddingBatch, FileStat, FileUpdate, IndexedFile, Lane
 from codequarry.rechunks import HeldRechunks
-from codequarry.scan import read_text_file, scan_tree, stat_file
-from codequarry.store.db import Store, is_transient
+from codequarry.scan import is_stat_skip, read_text_file, scan_tree, stat_file
+from codequarry.store.db import Store, describe_db_error, is_transient
 from codequarry.store.project import ProjectStore
 
 log = get_logger(__name__)
@@ -47,6 +47,9 @@ LIVE_BATCH_FILES = 32
 BACKLOG_BATCH_FILES = 16
 EMBED_BATCH = 16  # small, so a live edit never waits long behind a backlog batch
 BACKLOG_POOL = 1024  # sorted by length: the bigger the pool, the less padding
+RETRY_FIRST = 1.0  # seconds before the first retry after an environment fault; doubles
+RETRY_MAX = 8.0  # short: a freed disk or a restarted server is used within seconds
+READ_RETRY_MAX = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +71,15 @@ class _Touched:
     mtime_ns: int
 
 
-_Step = FileUpdate | _Unchanged | _Deleted | _Touched
+@dataclass(frozen=True, slots=True)
+class _Unreadable:
+    """A read error (EIO, EACCES, ...): retried with backoff, never recorded as final."""
+
+    path: str
+    error: str
+
+
+_Step = FileUpdate | _Unchanged | _Deleted | _Touched | _Unreadable
 
 
 @dataclass
@@ -124,6 +135,8 @@ class Indexer:
         self._saves: TaskGroup | None = None
         self.stopping = False
         self._failed_hashes: set[str] = set()
+        # (project, path) -> (due on the monotonic clock, attempts, kind) of unreadable files
+        self._read_retries: dict[tuple[str, str], tuple[float, int, ChangeKind]] = {}
         # embedding is settled when the embed worker found nothing to do after the
         # latest write that could have created work for it
         self._work_generation = 0
@@ -137,7 +150,7 @@ class Indexer:
     async def add_project(self, config: ProjectConfig) -> Project:
         store = await self.store.ensure_project(config.id, str(config.path))
         rules = IgnoreRules(config.path, [*self.settings.config.index.exclude, *config.exclude],
-                            config.include)
+                            config.include, self.settings.config.index.index_secrets)
         project = Project(config.id, config.path, store, rules, needs_rescan=True)
         self.projects[config.id] = project
         if self.model_id is not None:
@@ -202,7 +215,8 @@ class Indexer:
             if before is None:
                 changes.append((path, ChangeKind.CREATED))
             elif (before.size, before.mtime_ns) != (stat.size, stat.mtime_ns) or (
-                    stat.skip_reason and stat.skip_reason != before.skip_reason):
+                    stat.skip_reason != before.skip_reason
+                    and (stat.skip_reason or is_stat_skip(before.skip_reason))):
                 changes.append((path, ChangeKind.MODIFIED))
         changes.extend((path, ChangeKind.DELETED) for path in known if path not in on_disk)
         listed = {path for path, _ in changes}
@@ -257,6 +271,7 @@ class Indexer:
             tasks.start_soon(self.rescan_worker)
             tasks.start_soon(self.chunk_worker)
             tasks.start_soon(self.embed_worker)
+            tasks.start_soon(self.read_retry_worker)
 
     async def rescan_worker(self) -> None:
         """Reconcile projects that asked for it; its queue puts may wait (backpressure)."""
@@ -277,6 +292,25 @@ class Indexer:
                     await anyio.sleep(2)
                     self._rescan_wake.set()
 
+    def _retry_later(self, project_id: str, path: str, kind: ChangeKind, error: str) -> None:
+        _, attempts, _ = self._read_retries.get((project_id, path), (0.0, 0, kind))
+        delay = min(RETRY_FIRST * 2 ** attempts, READ_RETRY_MAX)
+        log.warning("file_unreadable", project=project_id, path=path, error=error, retry_in=delay)
+        self._read_retries[(project_id, path)] = (time.monotonic() + delay, attempts + 1, kind)
+
+    async def read_retry_worker(self) -> None:
+        """Queue files that could not be read again once their backoff has passed."""
+        while True:
+            await anyio.sleep(0.5)
+            now = time.monotonic()
+            for key, (due, attempts, kind) in list(self._read_retries.items()):
+                if due <= now and key[0] in self.projects:
+                    self.queue.offer(key[0], key[1], kind, Lane.BACKLOG)
+                    # kept (with its attempts) until a read succeeds, so backoff grows
+                    self._read_retries[key] = (float("inf"), attempts, kind)
+                elif key[0] not in self.projects:
+                    del self._read_retries[key]
+
     async def drain(self) -> None:
         """Stop taking new work and wait for the batches in flight (the caller bounds this)."""
         self.stopping = True
@@ -286,6 +320,7 @@ class Indexer:
         await self._saved.wait()
 
     async def chunk_worker(self) -> None:
+        backoff = RETRY_FIRST
         while True:
             if self.stopping:
                 await anyio.sleep_forever()
@@ -297,19 +332,74 @@ class Indexer:
             self._busy += 1
             try:
                 await self._process(project, lane, items)
+                backoff = RETRY_FIRST
             except Exception as exc:
-                if is_transient(exc):
-                    log.warning("store_unavailable", project=project_id, error=describe(exc), retry_in=2)
-                    for path, kind in items:  # nothing is lost: back into the queue
-                        self.queue.offer(project_id, path, kind, lane)
-                    await anyio.sleep(2)
-                else:  # a bug or bad data: record it on the events, keep going
-                    log.error("batch_failed", project=project_id, paths=[p for p, _ in items][:5],
-                              error=describe(exc))
-                    with contextlib.suppress(Exception):
-                        await project.store.finish_events([p for p, _ in items], describe(exc))
+                if is_transient(exc):  # the environment's fault: nothing is lost, try again
+                    log.warning("store_unavailable", project=project_id, error=describe_db_error(exc),
+                                retry_in=backoff)
+                    self._requeue(project_id, items, lane)
+                    await anyio.sleep(backoff)
+                    backoff = min(backoff * 2, RETRY_MAX)
+                else:  # one file's content (or a bug): find it, keep its batch-mates
+                    await self._one_by_one(project, lane, items, exc)
             finally:
                 self._busy -= 1
+
+    def _requeue(self, project_id: str, items: Sequence[tuple[str, ChangeKind]], lane: Lane) -> None:
+        refused = False
+        for path, kind in items:
+            refused |= not self.queue.offer(project_id, path, kind, lane)
+        if refused:  # the lane is full: a rescan finds these again by their stat
+            self.request_rescan(project_id)
+
+    async def _one_by_one(self, project: Project, lane: Lane, items: list[tuple[str, ChangeKind]],
+                          error: Exception) -> None:
+        """A batch failed of something not transient: write its files one at a time, so
+        only the file at fault is left out. A file whose content the database refuses is
+        recorded as skipped with the reason (final); any other failure of one file is
+        recorded on its change events (a bug, visible in status). When every file of a
+        batch fails alone too, the fault is not in one file's content: nothing is skipped."""
+        if len(items) > 1:
+            log.warning("batch_failed", project=project.id, files=len(items),
+                        error=describe_db_error(error), action="writing its files one at a time")
+        failed: list[tuple[str, Exception]] = []
+        for index, item in enumerate(items):
+            try:
+                if len(items) > 1:
+                    await self._process(project, lane, [item])
+                    continue
+                raise error
+            except Exception as exc:
+                if is_transient(exc):
+                    log.warning("store_unavailable", project=project.id, error=describe_db_error(exc))
+                    self._requeue(project.id, items[index:], lane)
+                    await anyio.sleep(RETRY_FIRST)
+                    return
+                failed.append((item[0], exc))
+        blame_content = len(items) == 1 or len(failed) < len(items)
+        for path, fault in failed:
+            await self._record_failed_file(project, path, fault, blame_content)
+
+    async def _record_failed_file(self, project: Project, path: str, exc: Exception,
+                                  blame_content: bool = True) -> None:
+        reason = describe_db_error(exc)
+        try:
+            if blame_content and is_content_fault(exc):
+                step = await anyio.to_thread.run_sync(self._plan, project, path, None)
+                if isinstance(step, FileUpdate):
+                    skipped = FileUpdate(step.path, step.size, step.mtime_ns, step.content_hash,
+                                         skip_reason=f"{DATABASE_REFUSED}: {reason}")
+                    log.warning("file_skipped", project=project.id, path=path, reason=skipped.skip_reason)
+                    await project.store.apply([skipped])
+                    return
+            log.error("file_failed", project=project.id, path=path, error=reason)
+            await project.store.finish_events([path], reason)
+        except Exception as again:  # never the end of the chunk worker
+            if is_transient(again):
+                self._requeue(project.id, [(path, ChangeKind.MODIFIED)], Lane.BACKLOG)  # decided later
+            else:
+                log.error("recording_failed_file_failed", project=project.id, path=path,
+                          error=describe_db_error(again))
 
     async def _process(self, project: Project, lane: Lane, items: list[tuple[str, ChangeKind]]) -> None:
         paths = [path for path, _ in items]
@@ -321,6 +411,14 @@ class Indexer:
                 paths.extend(below)
         steps = await anyio.to_thread.run_sync(
             lambda: [self._plan(project, path, known.get(path)) for path in paths])
+        kinds = dict(items)
+        for step in steps:
+            if isinstance(step, _Unreadable):  # the event stays pending until a retry reads it
+                kind = kinds.get(step.path, ChangeKind.MODIFIED)
+                self._retry_later(project.id, step.path, kind, step.error)
+        steps = [step for step in steps if not isinstance(step, _Unreadable)]
+        for step in steps:
+            self._read_retries.pop((project.id, step.path), None)
         updates = await self._hold_upgrades(project, [s for s in steps if isinstance(s, FileUpdate)], known)
         deleted = [step.path for step in steps if isinstance(step, _Deleted)]
         # a path that vanished while one with the same content appeared: a rename
@@ -363,7 +461,7 @@ class Indexer:
     def _plan(self, project: Project, path: str, before: IndexedFile | None) -> _Step:
         """Decide what one path needs; runs in a worker thread (reads and chunks)."""
         max_bytes = self.settings.config.index.max_file_bytes
-        stat = stat_file(project.root, path, max_bytes)
+        stat = stat_file(project.root, path, max_bytes, project.rules)
         if stat is None or project.rules.is_ignored(path):
             return _Deleted(path) if before is not None else _Unchanged(path)
         # chunks written by an older chunker are redone even when the file did not change
@@ -378,8 +476,8 @@ class Indexer:
             source = read_text_file(project.root / path, max_bytes)
         except FileNotFoundError:
             return _Deleted(path) if before is not None else _Unchanged(path)
-        except OSError as exc:
-            return FileUpdate(path, stat.size, stat.mtime_ns, "", skip_reason=f"unreadable: {exc.strerror}")
+        except OSError as exc:  # EIO, EACCES...: the environment's, retried later
+            return _Unreadable(path, describe_os_error(exc))
         if current and before is not None and not before.skip_reason and (
                 source.content_hash == before.content_hash):
             return _Touched(path, stat.size, stat.mtime_ns)

@@ -21,6 +21,8 @@ from codequarry.search import Searcher
 from codequarry.search_cache import CachedSearcher
 from codequarry.store.db import Store
 
+SKIPPED_LISTED = 200  # skipped files named per project in status; "skipped_files" counts all
+
 
 @dataclass
 class Runtime:
@@ -100,6 +102,8 @@ async def status_report(settings: Settings, store: Store, indexer: Indexer | Non
         if counts.next_model_id:  # blue/green: search uses model_id until this one covers all
             extra["reembedding"] = {"model_id": counts.next_model_id,
                                     "coverage": floor4(counts.next_embedded / max(counts.chunks, 1))}
+        skipped, _ = await (await store.project(project_id)).skipped_files(SKIPPED_LISTED)
+        extra["skipped"] = [{"path": p, "reason": r} for p, r in skipped]
         projects.append(status.to_json() | lifecycle | extra)
     orphaned = []
     for project_id in sorted(set(indexed) - set(registered)):

@@ -1,13 +1,23 @@
 """Walk a repository and read its files: the filesystem side of change detection.
 
-`scan_tree` lists what should be indexed (with a cheap stat); `read_text_file` reads one
-file and says, in words, why it is skipped when it is binary, too big or not UTF-8.
+`scan_tree` lists what should be indexed (with a cheap stat); `stat_file` says the same of
+one path; `read_text_file` reads one file and says, in words, why it is skipped (binary,
+too big, not text, a secret). The indexer and `verify` both decide through these three,
+so they agree on what is indexed and what is skipped.
+
+Every kind of directory entry is decided here once: regular files are listed; a symlink
+is followed only to a regular file inside the repository (else listed as skipped: broken,
+outside) or to a directory (not listed: indexed where it lives); FIFOs, sockets and
+devices, and symlinks to them, are not listed at all, and are never opened.
 """
 
 from __future__ import annotations
 
+import codecs
+import fnmatch
 import hashlib
 import os
+import re
 import stat as statmod
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,6 +36,20 @@ BINARY_EXTENSIONS = frozenset((
 SNIFF_BYTES = 8192
 MAX_LINE_CHARS = 20_000  # longer lines mean minified or generated text
 
+# Key material and credentials: skipped (never read) unless [index] index_secrets = true.
+# Matched against the file name, lower-cased. `.env.example`/`.sample`/`.template` are
+# meant to be shared and stay indexed; so does `.envrc` (direnv's shell code, usually
+# committed; secrets it loads live in `.env`).
+SECRET_NAMES = (".env", ".env.*", "*.pem", "*.key", "id_rsa*", "id_dsa*", "id_ecdsa*", "id_ed25519*",
+                "*.p12", "*.pfx", "*.jks", "*.keystore", "*.kdbx", ".netrc", "_netrc", ".pgpass",
+                ".pypirc", ".npmrc", ".git-credentials", ".htpasswd", ".dockercfg",
+                "application_default_credentials.json", "credentials.db", "access_tokens.db")
+SHARED_SECRET_TEMPLATES = (".example", ".sample", ".template")
+# Matched against the end of the repo-relative path: cloud tools' credential files.
+SECRET_PATHS = (".aws/credentials", ".docker/config.json", ".kube/config", "gcloud/credentials.json",
+                ".config/gh/hosts.yml", ".azure/accesstokens.json")
+SECRET_REASON = "secret file (index.index_secrets = false)"
+
 
 @dataclass(frozen=True, slots=True)
 class SourceText:
@@ -38,29 +62,66 @@ def content_hash(data: bytes) -> str:
     return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
-def stat_file(root: Path, rel_path: str, max_bytes: int) -> FileStat | None:
-    """Stat one repo file as `scan_tree` would; None if it is gone or not a regular file."""
-    path = root / rel_path
+def is_secret_file(rel_path: str) -> bool:
+    """Does `rel_path` ("/"-separated) name key material or credentials (SECRET_NAMES,
+    SECRET_PATHS)? Templates such as `.env.example` do not."""
+    lowered = rel_path.lower()
+    name = lowered.rsplit("/", 1)[-1]
+    if name.startswith(".env") and name.endswith(SHARED_SECRET_TEMPLATES):
+        return False
+    if any(fnmatch.fnmatchcase(name, pattern) for pattern in SECRET_NAMES):
+        return True
+    return any(lowered == path or lowered.endswith("/" + path) for path in SECRET_PATHS)
+
+
+def stat_file(root: Path, rel_path: str, max_bytes: int,
+              rules: IgnoreRules | None = None) -> FileStat | None:
+    """Stat one repo file as `scan_tree` would; None if it is gone or is no file that
+    `scan_tree` lists (a directory, FIFO, socket, device, or a symlink to one). `rules`
+    gives `index_secrets` (default: secrets are skipped). Ignore rules are not applied."""
     try:
-        info = os.lstat(path)
-        if statmod.S_ISLNK(info.st_mode):
-            reason = _symlink_reason(root, path)
-            if reason is not None:
-                return _file_stat(rel_path, info, max_bytes, reason)
-            info = os.stat(path)
+        return _entry_stat(root, rel_path, os.lstat(root / rel_path), max_bytes, _secrets(rules))
     except OSError:
         return None
+
+
+def _secrets(rules: IgnoreRules | None) -> bool:
+    return rules is not None and rules.index_secrets
+
+
+def _entry_stat(root: Path, rel: str, info: os.stat_result, max_bytes: int,
+                index_secrets: bool) -> FileStat | None:
+    """The one decision for every kind of entry, from its lstat (see the module doc)."""
+    if statmod.S_ISLNK(info.st_mode):
+        reason = _symlink_reason(root, root / rel)
+        if reason is not None:
+            return _file_stat(rel, info, max_bytes, reason, index_secrets)
+        info = os.stat(root / rel)
     if not statmod.S_ISREG(info.st_mode):
-        return None
-    return _file_stat(rel_path, info, max_bytes, None)
+        return None  # a directory (or a link to one), FIFO, socket or device
+    return _file_stat(rel, info, max_bytes, None, index_secrets)
 
 
-def _file_stat(rel: str, info: os.stat_result, max_bytes: int, reason: str | None) -> FileStat:
+def _file_stat(rel: str, info: os.stat_result, max_bytes: int, reason: str | None,
+               index_secrets: bool) -> FileStat:
+    if reason is None and not index_secrets and is_secret_file(rel):
+        reason = SECRET_REASON
     if reason is None and info.st_size > max_bytes:
         reason = f"larger than max_file_bytes ({info.st_size} > {max_bytes} bytes)"
     if reason is None and os.path.splitext(rel)[1].lower() in BINARY_EXTENSIONS:
         reason = "binary file type"
     return FileStat(rel, info.st_size, info.st_mtime_ns, reason)
+
+
+def is_stat_skip(reason: str | None) -> bool:
+    """Was `reason` decided from the stat alone (so a changed config can undo it without
+    the file changing: index_secrets, max_file_bytes)?"""
+    return reason is not None and (reason in _STAT_REASONS or bool(_LARGER_STAT.match(reason)))
+
+
+_STAT_REASONS = frozenset({SECRET_REASON, "binary file type", "broken symlink",
+                           "symlink to outside the repository"})
+_LARGER_STAT = re.compile(r"larger than max_file_bytes \(\d+ > \d+ bytes\)$")
 
 
 def _symlink_reason(root: Path, path: Path) -> str | None:
@@ -93,31 +154,67 @@ def scan_tree(root: Path, rules: IgnoreRules, max_bytes: int) -> Iterator[FileSt
                     continue
                 if rules.is_ignored(rel, parents_checked=True):
                     continue
-                if entry.is_symlink():
-                    reason = _symlink_reason(root, Path(entry.path))
-                    if reason is None and Path(entry.path).is_dir():
-                        continue  # a link to a directory inside the repo: indexed where it lives
-                    info = os.stat(entry.path) if reason is None else entry.stat(follow_symlinks=False)
-                    yield _file_stat(rel, info, max_bytes, reason)
-                elif entry.is_file(follow_symlinks=False):
-                    yield _file_stat(rel, entry.stat(follow_symlinks=False), max_bytes, None)
+                stat = _entry_stat(root, rel, entry.stat(follow_symlinks=False), max_bytes,
+                                   rules.index_secrets)
+                if stat is not None:
+                    yield stat
             except OSError:
                 continue  # raced with a delete
 
 
+# Byte order marks, longest first (the UTF-32 LE mark starts with the UTF-16 LE one).
+_BOMS = ((codecs.BOM_UTF32_LE, "utf-32-le", "UTF-32"), (codecs.BOM_UTF32_BE, "utf-32-be", "UTF-32"),
+         (codecs.BOM_UTF8, "utf-8", "UTF-8"), (codecs.BOM_UTF16_LE, "utf-16-le", "UTF-16"),
+         (codecs.BOM_UTF16_BE, "utf-16-be", "UTF-16"))
+
+
 def read_text_file(path: Path, max_bytes: int) -> SourceText:
-    """Read a file as UTF-8 text or say why not. Raises FileNotFoundError if it vanished."""
-    with open(path, "rb") as handle:
+    """Read a file as text or say why not. The one skip rule for content, shared by the
+    indexer and `verify`:
+
+    - UTF-8, or UTF-8/UTF-16/UTF-32 with a byte order mark, decoded strictly;
+    - no NUL character anywhere (PostgreSQL cannot store one in text);
+    - no line over MAX_LINE_CHARS; at most `max_bytes` bytes.
+
+    Line endings (CRLF, lone CR) become LF; `content_hash` is of the raw bytes. Raises
+    FileNotFoundError if the file vanished or is no longer a regular file (a FIFO is
+    never read: the open does not block), other OSError for a read error.
+    """
+    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    with open(descriptor, "rb") as handle:
+        if not statmod.S_ISREG(os.fstat(descriptor).st_mode):
+            raise FileNotFoundError(f"no longer a regular file: {path}")
         data = handle.read(max_bytes + 1)
     digest = content_hash(data)
     if len(data) > max_bytes:
         return SourceText(None, digest, f"larger than max_file_bytes ({max_bytes} bytes)")
-    if b"\0" in data[:SNIFF_BYTES]:
-        return SourceText(None, digest, "binary content")
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        return SourceText(None, digest, f"not UTF-8 text (byte {exc.start})")
+    text, reason = decode_text(data)
+    if text is None:
+        return SourceText(None, digest, reason)
     if len(text) > MAX_LINE_CHARS and max(map(len, text.splitlines()), default=0) > MAX_LINE_CHARS:
         return SourceText(None, digest, f"a line longer than {MAX_LINE_CHARS} characters")
-    return SourceText(text.replace("\r\n", "\n"), digest)
+    return SourceText(text.replace("\r\n", "\n").replace("\r", "\n"), digest)
+
+
+def decode_text(data: bytes) -> tuple[str | None, str | None]:
+    """(text, None) or (None, a reason naming what was detected and where)."""
+    for bom, codec, name in _BOMS:
+        if data.startswith(bom):
+            try:
+                text = data[len(bom):].decode(codec)
+            except UnicodeDecodeError as exc:
+                return None, f"not {name} text (invalid data at byte offset {exc.start + len(bom)})"
+            nul = text.find("\0")
+            if nul >= 0:
+                return None, f"binary content (NUL character at character {nul} of the {name} text)"
+            return text, None
+    nul = data.find(b"\0")
+    if 0 <= nul < SNIFF_BYTES:  # binary files are told apart before a costly decode
+        return None, f"binary content (NUL byte at offset {nul})"
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return None, f"not UTF-8 text (invalid byte at offset {exc.start})"
+    if nul >= 0:
+        return None, f"binary content (NUL byte at offset {nul})"
+    return text, None

@@ -2,6 +2,12 @@
 
 Checks every file (stat, content hash, skip reason), every chunk (hash and lines, in
 order), every vector against the embedding cache, and the counters. Read-only.
+
+It decides what the tree holds and what is skipped through the indexer's own rules
+(scan.scan_tree, scan.read_text_file, ignore.IgnoreRules with [index] index_secrets), so
+a skipped file is expected to be skipped. The one skip it cannot re-derive is content the
+database refused (recorded "refused by the database: ..."): it is accepted as long as the
+content hash is still the refused one.
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ import anyio
 
 from codequarry.chunking import Chunker
 from codequarry.config import ProjectConfig, Settings
+from codequarry.faults import DATABASE_REFUSED
 from codequarry.ignore import IgnoreRules
 from codequarry.runtime import open_runtime
 from codequarry.scan import read_text_file, scan_tree
@@ -31,7 +38,8 @@ async def check_project(settings: Settings, config: ProjectConfig, database: Sto
     UnknownProject if the project has no index."""
     problems: list[str] = []
     max_bytes = settings.config.index.max_file_bytes
-    rules = IgnoreRules(config.path, [*settings.config.index.exclude, *config.exclude], config.include)
+    rules = IgnoreRules(config.path, [*settings.config.index.exclude, *config.exclude], config.include,
+                        settings.config.index.index_secrets)
     store = await database.project(config.id)
     on_disk = await anyio.to_thread.run_sync(  # off the event loop: the daemon runs this too
         lambda: {f.path: f for f in scan_tree(config.path, rules, max_bytes)})
@@ -49,12 +57,18 @@ async def check_project(settings: Settings, config: ProjectConfig, database: Sto
         expected: list[tuple[str, int, int]] = []
         reason = stat.skip_reason
         if reason is None:
-            source = read_text_file(config.path / path, max_bytes)
+            try:
+                source = read_text_file(config.path / path, max_bytes)
+            except OSError as exc:
+                problems.append(f"{path}: cannot be read ({exc.strerror or exc})")
+                continue
             reason = source.skip_reason
             if before.content_hash != source.content_hash:
                 problems.append(f"{path}: content hash differs from the index")
                 continue
-            if source.text is not None:
+            if reason is None and (before.skip_reason or "").startswith(DATABASE_REFUSED):
+                reason = before.skip_reason  # the database refused this very content: final
+            elif source.text is not None:
                 _, chunks = chunker.chunk_file(path, source.text)
                 expected = [(c.content_hash, c.start_line, c.end_line) for c in chunks]
         if (before.skip_reason is None) != (reason is None):

@@ -14,7 +14,7 @@ from pathlib import Path
 import anyio
 import watchfiles
 
-from codequarry.ignore import IGNORE_FILES, IgnoreRules
+from codequarry.ignore import IGNORE_FILES, IgnoreRules, is_git_internal
 from codequarry.logs import get_logger
 from codequarry.models import ChangeKind
 
@@ -45,7 +45,7 @@ class RepoFilter:
             return False
         if rel == ".git/info/exclude":
             return True
-        if rel == ".git" or rel.startswith(".git/"):
+        if is_git_internal(rel):  # the same rule as the scan: any .git, file or directory
             return False
         if os.path.basename(rel) in IGNORE_FILES:
             return True

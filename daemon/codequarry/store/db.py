@@ -16,7 +16,7 @@ from sqlalchemy import URL, event, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from codequarry import __version__
+from codequarry import __version__, faults
 from codequarry.config import EMBEDDED, Settings
 from codequarry.errors import StoreUnavailable, UnknownProject
 from codequarry.installation import host_name, installation_id
@@ -360,24 +360,8 @@ async def _record_batch(conn: AsyncConnection, batch: EmbeddingBatch, project: s
 
 
 def is_transient(exc: BaseException) -> bool:
-    """A failure of the connection (server restarting, socket gone) worth retrying, as
-    opposed to an error in a statement, which retrying cannot fix."""
-    import asyncpg
-
-    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
-        return True
-    seen: BaseException | None = exc
-    for _ in range(8):
-        if seen is None:
-            return False
-        if isinstance(seen, OSError | asyncpg.PostgresConnectionError | asyncpg.CannotConnectNowError
-                      | asyncpg.AdminShutdownError | asyncpg.TooManyConnectionsError
-                      | asyncpg.ConnectionDoesNotExistError | TimeoutError):
-            return True
-        if isinstance(seen, asyncpg.InterfaceError) and "closed" in str(seen):
-            return True
-        seen = getattr(seen, "orig", None) or seen.__cause__ or seen.__context__
-    return False
+    """A failure of the environment worth retrying (see codequarry.faults)."""
+    return faults.is_transient(exc)
 
 
 def describe_db_error(exc: BaseException, url: str | URL | None = None) -> str:

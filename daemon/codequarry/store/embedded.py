@@ -21,6 +21,7 @@ from urllib.parse import quote
 
 import psutil
 
+from codequarry.config import secure_data_dir
 from codequarry.errors import StoreUnavailable
 from codequarry.logs import get_logger
 
@@ -115,6 +116,7 @@ class EmbeddedPostgres:
             raise StoreUnavailable(f"embedded PostgreSQL in {self.pgdata} has no unix socket")
         log.debug("embedded_postgres_attached", pgdata=str(self.pgdata), pid=info.pid,
                   started=not was_running)
+        secure_data_dir(self.pgdata.parent)  # pgserver widens it to o+rx at each start
         return info
 
     def alive(self) -> bool:

@@ -889,6 +889,14 @@ class ProjectStore:
                              set(row.symbols))
 
 
+    async def skipped_files(self, limit: int = 200) -> tuple[list[tuple[str, str]], int]:
+        """((path, skip reason) of the first `limit` skipped files by path, how many there are)."""
+        async with self.reader.connect() as conn:
+            rows = (await conn.execute(text(
+                f"SELECT path, skip_reason, count(*) OVER () AS total FROM {self.s}.files "
+                "WHERE skip_reason IS NOT NULL ORDER BY path LIMIT :n"), {"n": limit})).all()
+        return [(row.path, row.skip_reason) for row in rows], int(rows[0].total) if rows else 0
+
 @dataclass(frozen=True, slots=True)
 class SearchContext:
     """What ProjectStore.search_context reads: query_terms' triple, freshness, symbol hits."""
