@@ -358,3 +358,31 @@ async def test_a_model_change_keeps_the_previous_models_vectors_serving_until_th
     assert after.results  # now answered with the new model's vectors
     assert not any("previous model" in note for note in after.notes)
     assert problems == []
+
+
+async def test_models_above_the_hnsw_limit_are_stored_as_halfvec_or_refused_in_one_line(
+        make_settings: Callable[..., Settings], hash_embedder: HashEmbedder) -> None:
+    """pgvector indexes up to 2,000 dims of vector and 4,000 of halfvec: nomic-embed-code's
+    3,584 dims go to halfvec even where 32-bit floats were asked for; 4,096 are refused,
+    and the daemon says so as an embedder error instead of failing over and over."""
+    settings = make_settings(index={"vector_type": "vector"})
+    store = await Store.open(settings)
+    try:
+        assert store.vector_type(768) == "vector"
+        assert store.vector_type(3584) == "halfvec"
+        with pytest.raises(StoreUnavailable, match="above pgvector's HNSW limit"):
+            store.vector_type(4096)
+    finally:
+        await store.close()
+
+    too_wide = HashEmbedder(dims=4096, model_id="hash:wide:4096")
+    async with open_runtime(settings, too_wide) as runtime:
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(runtime.indexer.run)
+            with anyio.fail_after(30):
+                while runtime.indexer.embedder_error is None:  # noqa: ASYNC110
+                    await anyio.sleep(0.05)
+            tasks.cancel_scope.cancel()
+        assert "4096-dimensional model is above pgvector's HNSW limit" in runtime.indexer.embedder_error
+        assert runtime.indexer.embedder_fatal
+        assert runtime.indexer.model_id is None

@@ -30,7 +30,13 @@ from codequarry.chunking import CHUNKER_VERSION, Chunker, embedding_text, search
 from codequarry.config import ProjectConfig, Settings
 from codequarry.embedding import Embedder, Vectors
 from codequarry.embedding.base import describe
-from codequarry.errors import CodequarryError, EmbedderUnavailable, ModelFileError
+from codequarry.errors import (
+    CodequarryError,
+    EmbedderMismatch,
+    EmbedderUnavailable,
+    ModelFileError,
+    StoreUnavailable,
+)
 from codequarry.faults import DATABASE_REFUSED, describe_os_error, is_content_fault
 from codequarry.ignore import IgnoreRules
 from codequarry.lanes import WorkQueue
@@ -529,11 +535,11 @@ class Indexer:
                     self._settled_generation = generation
                     with anyio.move_on_after(5):
                         await self._embed_wake.wait()
-            except (EmbedderUnavailable, ModelFileError) as exc:
+            except (EmbedderUnavailable, ModelFileError, EmbedderMismatch) as exc:
                 if self.embedder_error != str(exc):
                     log.warning("embedder_unavailable", error=str(exc), retry_in=round(backoff))
                 self.embedder_error = str(exc)
-                self.embedder_fatal = isinstance(exc, ModelFileError)
+                self.embedder_fatal = not isinstance(exc, EmbedderUnavailable)
                 await anyio.sleep(backoff)
                 backoff = min(backoff * 2, 60.0)
             except Exception as exc:  # never let one project's data end the worker
@@ -569,6 +575,10 @@ class Indexer:
 
     async def _start_embedder(self) -> None:
         await self.embedder.start()
+        try:  # a model whose vectors pgvector cannot index is a config error: say so once
+            self.store.vector_type(self.embedder.dims)
+        except StoreUnavailable as exc:
+            raise EmbedderMismatch(f"{self.embedder.model_id}: {exc}") from None
         self.model_id = self.embedder.model_id
         if self.embedder_config is not None:
             await self.store.record_model(self.model_id, self.embedder.dims, self.embedder_config)
