@@ -14,13 +14,13 @@ import anyio
 import pytest
 
 import codequarry.indexer
-from codequarry.config import Settings, load_settings
+from codequarry.config import ProjectConfig, Settings, load_settings
 from codequarry.console import print_status
 from codequarry.models import ChangeKind
 from codequarry.runtime import Runtime, open_runtime, status_report
 from codequarry.scan import SECRET_REASON, SourceText, content_hash
 from codequarry.search import SearchRequest
-from codequarry.verify import verify_in
+from codequarry.verify import check_project
 
 from .conftest import write_files
 from .fakes import HashEmbedder
@@ -28,6 +28,11 @@ from .test_indexer import index
 
 GOOD = {f"good{i}.py": f"def innocent_{i}():\n    return {i}\n" for i in range(1, 13)}
 LATE_NUL = b"def f():\n    return 1\n" + b"#" * 9000 + b"\x00\n"
+
+
+async def verify_in(runtime: Runtime, config: ProjectConfig) -> list[str]:
+    """`codequarry verify` on an open runtime: the index's differences from the tree."""
+    return await check_project(runtime.settings, config, runtime.store, runtime.indexer.chunker)
 
 
 def project_settings(make_settings: Any, repo: Path, **index: Any) -> Settings:

@@ -19,15 +19,21 @@ import anyio
 import pytest
 import tomlkit
 
-from codequarry.config import load_settings
+from codequarry.config import ProjectConfig, load_settings
+from codequarry.runtime import Runtime
 from codequarry.search import SearchRequest
 from codequarry.store.embedded import EmbeddedPostgres
-from codequarry.verify import verify_in
+from codequarry.verify import check_project
 
 from .conftest import running_daemon, until, write_files
 from .fakes import HashEmbedder
 
 TMPFS_MB = 96  # initdb's 40 MB, the current WAL segment, a small index, and room to fill
+
+
+async def verify_in(runtime: Runtime, config: ProjectConfig) -> list[str]:
+    """`codequarry verify` on an open runtime: the index's differences from the tree."""
+    return await check_project(runtime.settings, config, runtime.store, runtime.indexer.chunker)
 
 
 @pytest.fixture
