@@ -9,6 +9,7 @@ from pathlib import Path
 
 import anyio
 import pytest
+from sqlalchemy import text
 
 from codequarry.config import Settings
 from codequarry.models import SearchResponse
@@ -90,11 +91,21 @@ async def test_identical_concurrent_searches_run_once_and_share_the_answer(runti
 
 @pytest.mark.parametrize(("words", "names"), [("torus volume major", ["torus_volume", "greet"]),
                                               ("hello name", []), ("", ["nothing_here"])])
-async def test_search_context_reads_what_query_terms_freshness_and_symbols_matching_read(
+async def test_search_context_reads_term_statistics_freshness_and_symbols_matching(
         runtime: Runtime, words: str, names: list[str]) -> None:
     store = await runtime.store.project("demo")
     await store.analyze()
     context = await store.search_context(words, names)
-    assert (context.lexemes, context.total, context.freqs) == await store.query_terms(words)
+    async with store.engine.connect() as conn:  # the same statistics counted the plain way
+        lexemes = list((await conn.execute(text(
+            "SELECT lexeme FROM unnest(to_tsvector('english', :q)) ORDER BY positions[1]"),
+            {"q": words})).scalars())
+        total = int((await conn.execute(text(f"SELECT count(*) FROM {store.s}.chunks"))).scalar() or 0)
+        counts = {lexeme: int((await conn.execute(text(
+            f"SELECT count(*) FROM {store.s}.chunks WHERE tsv @@ quote_literal(:l)::tsquery"),
+            {"l": lexeme})).scalar() or 0) for lexeme in lexemes}
+    assert context.lexemes == lexemes
+    assert context.total == (total if lexemes else 0)
+    assert context.freqs == pytest.approx({lexeme: n / total for lexeme, n in counts.items()}, abs=0.05)
     assert context.freshness == await store.freshness()
     assert context.symbols == await store.symbols_matching(names)

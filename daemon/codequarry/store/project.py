@@ -48,7 +48,9 @@ LEXICAL_CANDIDATES = 2000  # rows ranked per lexical query, at most
 FIELD_WEIGHTS = (0.3, 0.2, 0.4, 1.0)
 BM25_K1 = 1.2
 BM25_B = 0.15
-SESSION_EF_SEARCH = 100  # every connection's hnsw.ef_search: enough up to 16 results
+# every connection's hnsw.ef_search: 2 x the 100 candidates a search ranks (search.py
+# CANDIDATE_POOL), so a search needs no transaction of its own to raise it
+SESSION_EF_SEARCH = 200
 MODEL_CACHE_SECONDS = 5.0
 HNSW_BUILD_MEMORY = "256MB"  # maintenance_work_mem for an HNSW build: 100k 384-d halfvecs fit
 
@@ -632,23 +634,13 @@ class ProjectStore:
 
     async def query_terms(self, words: str) -> tuple[list[str], int, dict[str, float]]:
         """The query's lexemes in order, the chunk count, and the fraction of chunks that
-        hold each lexeme, in one round trip.
+        hold each lexeme, in one round trip (see search_context, which reads them).
 
         Common lexemes come from ANALYZE's most-common-elements statistics; the rest are
         counted exactly through the GIN index, which is cheap precisely because they are rare.
         """
-        async with self.reader.connect() as conn:
-            common = await self._common_lexemes(conn)
-            rows = (await conn.execute(text(
-                "SELECT t.lexeme, s.chunks AS total, CASE WHEN t.lexeme = ANY(:common) THEN NULL "
-                f"ELSE (SELECT count(*) FROM (SELECT 1 FROM {self.s}.chunks "
-                "WHERE tsv @@ quote_literal(t.lexeme)::tsquery LIMIT 5000) hits) END AS n "
-                f"FROM unnest(to_tsvector('english', :q)) AS t, {self.s}.stats s "
-                "ORDER BY t.positions[1]"), {"q": words, "common": list(common)})).all()
-        total = int(rows[0].total) if rows else 0
-        freqs = {row.lexeme: common[row.lexeme] if row.n is None else row.n / total
-                 for row in rows if row.n is None or total}
-        return [row.lexeme for row in rows], total, freqs
+        context = await self.search_context(words, ())
+        return context.lexemes, context.total, context.freqs
 
     async def _common_lexemes(self, conn: AsyncConnection) -> dict[str, float]:
         now = datetime.now(UTC).timestamp()
@@ -734,12 +726,13 @@ class ProjectStore:
             async with self.reader.connect() as conn:
                 rows = (await conn.execute(statement, params)).all()
         else:
-            async with self.engine.begin() as conn:
+            async with self.engine.connect() as conn:
                 await conn.execute(text(  # one round trip for both settings, local to this transaction
                     "SELECT set_config('hnsw.ef_search', :ef, true)"
                     + (", set_config('hnsw.iterative_scan', 'relaxed_order', true)" if iterative else "")),
                     {"ef": str(ef_search)})
                 rows = (await conn.execute(statement, params)).all()
+                await conn.rollback()  # a read: committing would count as a change of the index
         hits = sorted(((row.id, 1.0 - float(row.distance)) for row in rows), key=lambda h: -h[1])
         return [(i, s) for i, s in hits if not math.isnan(s)][:limit]
 
