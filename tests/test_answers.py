@@ -15,7 +15,8 @@ import pytest
 from fastmcp import Client as FastMCPClient
 from fastmcp.exceptions import ToolError
 
-from codequarry.answers import render_text, tokens
+from codequarry.answer_text import render_text
+from codequarry.answers import tokens
 from codequarry.api import DaemonApi
 from codequarry.client import DaemonClient
 from codequarry.code_tools import CodeTools

@@ -79,43 +79,50 @@ def test_a_command_line_the_fast_parser_cannot_take_goes_to_the_full_cli(
 
 
 def _hit(rank: int, snippet: str, path: str = "pkg/a.py", symbol: str | None = "f") -> dict[str, Any]:
-    return {"project": "demo", "path": path, "start_line": rank, "end_line": rank + 3, "symbol": symbol,
-            "kind": "function", "language": "python", "score": 1.0 / rank, "snippet": snippet}
+    """A result as search answers it: the project is stated once for the whole answer."""
+    lines = snippet.split("\n")
+    return {"path": path, "start_line": rank, "end_line": rank + len(lines) + 3, "symbol": symbol,
+            "kind": "function", "language": "python", "score": round(1.0 / rank, 3), "snippet": snippet,
+            "snippet_ranges": [[rank, rank + len(lines) - 1]], "hits": [[rank, rank]]}
 
 
 SNIPPETS = [
-    "def f(x):\n    return x\n",
-    "\tindented with a tab\n\n    trailing spaces   \n",
-    "table[key] = [1, 2]  # [bold]not markup[/bold]\n",
-    "x = y  # :smile: :thumbs_up: std::vector a:b:c\n",
-    "unicode \u00e9l\u00e8ve \u4e2d\u6587\n",
+    "def f(x):\n    return x",
+    "\tindented with a tab\n\n    trailing spaces   ",
+    "table[key] = [1, 2]  # [bold]not markup[/bold]",
+    "x = y  # :smile: :thumbs_up: std::vector a:b:c",
+    "unicode \u00e9l\u00e8ve \u4e2d\u6587",
     "long " + "word " * 60 + "\n" + "x" * 300,
-    "control \x1b[31m red\r\n",
-    "".join(f"line {i}\n" for i in range(20)),
-    *(Path(__file__).read_text().split("\n\n\n")[:20]),
+    "".join(f"line {i}\n" for i in range(20)).rstrip("\n"),
 ]
 
 
 @pytest.mark.parametrize("snippet", SNIPPETS)
 @pytest.mark.parametrize(("path", "symbol"), [("pkg/a.py", "f"), ("pkg/[id]/page.tsx", None),
-                                              ("C:\\odd.py", "odd"), ("pkg/b.py", "__getitem__")])
-def test_plain_printing_is_byte_for_byte_what_rich_prints_or_declines(
+                                              ("C:\\odd.py", "odd")])
+def test_off_a_terminal_the_fast_path_prints_exactly_what_the_full_cli_prints(
         snippet: str, path: str, symbol: str | None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Scripts and pipes get the answer's compact text byte for byte, from either path
+    (markup-like brackets, emoji codes and wide characters included)."""
     from rich.console import Console
 
-    answer = {"results": [_hit(1, snippet, path, symbol), _hit(2, "pass", "pkg/b.py", None)],
-              "freshness": {"pending_files": 0, "vector_coverage": 1.0, "last_indexed_change": None},
-              "notes": []}
-    rich_out, plain_out = io.StringIO(), io.StringIO()
-    monkeypatch.setattr(console, "stdout", Console(file=rich_out, highlight=False, width=200))
-    console.print_results(answer)
-    monkeypatch.setattr(sys, "stdout", plain_out)
+    from codequarry.answer_text import render_text
+
+    results = [_hit(1, snippet, path, symbol), _hit(2, "pass", "pkg/b.py", None)]
+    answer = {"query": "q", "mode": "hybrid", "detail": "snippet", "project": "demo", "offset": 0,
+              "next_offset": 2, "results": results,
+              "freshness": {"pending_files": 1, "vector_coverage": 0.5, "last_indexed_change": None},
+              "notes": ["a note for [bold]you[/bold]"]}
+    full, fast = io.StringIO(), io.StringIO()
+    monkeypatch.setattr(console, "stdout", Console(file=io.StringIO(), width=200))  # not a terminal
     monkeypatch.delenv("FORCE_COLOR", raising=False)
     monkeypatch.delenv("TTY_COMPATIBLE", raising=False)
-    if fastcli._print_plain_results(answer):
-        assert plain_out.getvalue() == rich_out.getvalue()
-    else:
-        assert plain_out.getvalue() == ""
+    monkeypatch.setattr(sys, "stdout", full)
+    console.print_results(answer)
+    monkeypatch.setattr(sys, "stdout", fast)
+    assert fastcli._print_plain_results(answer)
+    assert fast.getvalue() == full.getvalue() == render_text(answer) + "\n"
+    assert "demo" in full.getvalue().split("\n")[0]  # the shared project, said once
 
 
 # ---- end to end: the installed script against the full CLI, same daemon ------------------
@@ -197,7 +204,8 @@ async def test_with_a_daemon_search_and_status_answer_like_the_full_cli_without_
                 assert fast[0] == 0, fast
                 assert not {m for m in fast[3] if m.split(".")[0] in HEAVY or m in HEAVY}, argv
             if argv == COMMANDS[0]:
-                assert "demo:pkg/geometry.py:" in fast[1]
+                assert "project demo" in fast[1].split("\n")[0]  # stated once
+                assert "\npkg/geometry.py:" in fast[1]
                 assert "torus_volume" in fast[1]
 
 
@@ -243,3 +251,4 @@ def test_help_is_the_full_clis_help_the_first_time_and_from_the_cache_the_next(
     assert second[:3] == full[:3]
     if full[0] == 0:
         assert "codequarry.config" not in second[3]
+

@@ -124,8 +124,11 @@ def _project_status(client: DaemonClient, project: str) -> dict[str, Any] | None
 
 def print_results(answer: dict[str, Any]) -> None:
     """The compact text answer (the one an agent reads), location lines highlighted."""
-    from codequarry.answers import render_text
+    from codequarry.answer_text import render_text
 
+    if not stdout.is_terminal:  # scripts and pipes get the text exactly, as fastcli prints it
+        sys.stdout.write(render_text(answer) + "\n")
+        return
     for line in render_text(answer).split("\n"):
         located = line and not line[0].isspace() and not line.startswith(("note:", "index:", "…"))
         stdout.print(line, style="cyan" if located else None, markup=False, highlight=False,

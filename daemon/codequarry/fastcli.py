@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import re
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,13 +28,7 @@ from typing import Any, NoReturn
 FAST_COMMANDS = ("search", "status", "index")
 # the full CLI's rules, duplicated to stay import-free; tests compare them with the originals
 PROJECT_ID = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
-STDOUT_WIDTH = 200  # console.stdout's width when stdout is not a terminal
-SNIPPET_SHOWN_LINES = 6
-SNIPPET_SHOWN_CHARS = 160
 CONFIG_STAMP = "config-validated.json"  # in the data dir: the config file last validated
-# rich's emoji pattern (rich/_emoji_replace.py): what it may replace, match by match
-_EMOJI_CODE = re.compile(r"(:(\S*?)(?:(?:\-)(emoji|text))?:)")
-_EMOJI_NAME_CHARS = frozenset("!#&()*+-.0123456789_abcdefghijklmnopqrstuvwxyz")
 
 
 class _Fallback(Exception):
@@ -43,6 +38,10 @@ class _Fallback(Exception):
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the `codequarry` script; exits with the command's exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
+    if _command_of(args) not in ("daemon", "mcp"):
+        # `codequarry search ... | head`: end quietly when the reader goes, as Unix tools do
+        # (never in the daemon, which must outlive a closed terminal)
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     if _is_help(args):
         _print_help(args)
         sys.exit(0)
@@ -170,6 +169,12 @@ def build_fast_parser() -> argparse.ArgumentParser:
     p.add_argument("--path", dest="path_glob", metavar="GLOB",
                    help="only paths matching this glob, e.g. 'src/**' or '*.py'")
     p.add_argument("--limit", type=int, default=10, help="number of results, 1-50 (default 10)")
+    p.add_argument("--detail", choices=["paths", "snippet", "full"], default="snippet",
+                   help="paths: locations only; snippet (default): each unit's most relevant "
+                        "lines; full: whole units")
+    p.add_argument("--offset", type=int, default=0, help="skip this many results (next page)")
+    p.add_argument("--max-tokens", type=int, default=None, metavar="N",
+                   help="budget for the answer's text, in tokens of 4 characters (default 2000)")
     p.add_argument("--json", action="store_true", help="print JSON: {results, freshness}")
 
     p = sub.add_parser("index", parents=[common], help="index")
@@ -205,7 +210,8 @@ def _search(args: argparse.Namespace, socket: str) -> int:
     if not all(_valid_project_id(p) for p in args.project) or not 1 <= args.limit <= 50:
         raise _Fallback("the full CLI words this error")
     body = {"query": args.query, "projects": args.project, "mode": args.mode,
-            "languages": args.language, "path_glob": args.path_glob, "limit": args.limit}
+            "languages": args.language, "path_glob": args.path_glob, "limit": args.limit,
+            "detail": args.detail, "offset": args.offset, "max_tokens": args.max_tokens}
     answer = _ask(socket, "POST", "/api/search", body)
     if args.json:
         print(json.dumps(answer, indent=2))
@@ -379,66 +385,15 @@ def _write_stamp(path: Path, identity: list[Any]) -> None:
 
 
 def _print_plain_results(answer: dict[str, Any]) -> bool:
-    """Print what console.print_results would when stdout is no terminal, without rich;
-    False (nothing printed) when rich could render it differently or stderr has news."""
+    """Print what console.print_results does when stdout is no terminal (the answer's
+    compact text, codequarry.answer_text); False (nothing printed) on a terminal, where
+    the full CLI colours it."""
     if os.environ.get("TTY_COMPATIBLE") == "1" or os.environ.get("FORCE_COLOR") or sys.stdout.isatty():
         return False
-    results = answer.get("results")
-    fresh = answer.get("freshness") or {}
-    if answer.get("notes") or not results or fresh.get("pending_files") or \
-            fresh.get("vector_coverage", 0) < 1:
-        return False
-    lines = []
-    for rank, hit in enumerate(results, 1):
-        fields = [str(hit["project"]), str(hit["path"]), str(hit.get("symbol") or ""), str(hit["language"])]
-        if any("[" in f or "\\" in f for f in fields):
-            return False  # rich would read it as markup
-        symbol = f"  {hit['symbol']}" if hit.get("symbol") else ""
-        lines.append(f"{rank:>2}. {hit['project']}:{hit['path']}:{hit['start_line']}-{hit['end_line']}"
-                     f"{symbol}  {hit['language']} {hit['score']:.4f}")
-        for line in hit["snippet"].split("\n")[:SNIPPET_SHOWN_LINES]:
-            lines.append(("      " + line[:SNIPPET_SHOWN_CHARS]).expandtabs(8))
-    if not all(_plain_safe(line) for line in lines):
-        return False
-    sys.stdout.write("\n".join(lines) + "\n")
+    from codequarry.answer_text import render_text
+
+    sys.stdout.write(render_text(answer) + "\n")
     return True
-
-
-def _plain_safe(line: str) -> bool:
-    """Printed by rich exactly as is: printable ASCII, no wrap, no emoji code."""
-    if not (len(line) <= STDOUT_WIDTH and line.isascii() and line.isprintable()):
-        return False
-    names = [m.group(2).lower() for m in _EMOJI_CODE.finditer(line)]
-    candidates = [n for n in names if n and _EMOJI_NAME_CHARS.issuperset(n)]
-    if not candidates:
-        return True
-    known = _emoji_names()
-    return known is not None and not known.intersection(candidates)
-
-
-_EMOJI_NAMES: set[str] = set()
-
-
-def _emoji_names() -> set[str] | None:
-    """rich's emoji names, read from its table without importing the rich package (whose
-    import costs more than a search); None if that fails."""
-    if not _EMOJI_NAMES:
-        try:
-            import importlib.util
-
-            found = importlib.util.find_spec("rich")
-            assert found is not None
-            assert found.origin is not None
-            spec = importlib.util.spec_from_file_location(
-                "_codequarry_rich_emoji", Path(found.origin).with_name("_emoji_codes.py"))
-            assert spec is not None
-            assert spec.loader is not None
-            module = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(module)
-            _EMOJI_NAMES.update(module.EMOJI)
-        except Exception:  # another rich: let rich print
-            return None
-    return _EMOJI_NAMES
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from codequarry import __version__
-from codequarry.answers import render_text
+from codequarry.answer_text import render_text
 from codequarry.api import DaemonApi
 from codequarry.client import CWD_HEADER
 from codequarry.errors import CodequarryError, UsageError
