@@ -386,3 +386,26 @@ async def test_models_above_the_hnsw_limit_are_stored_as_halfvec_or_refused_in_o
         assert "4096-dimensional model is above pgvector's HNSW limit" in runtime.indexer.embedder_error
         assert runtime.indexer.embedder_fatal
         assert runtime.indexer.model_id is None
+
+
+def test_a_method_split_around_its_nested_function_is_one_unit() -> None:
+    """A method too big for one chunk, with a function inside it, comes back as pieces
+    around the nested function: all of them carry the method's span as their unit (a
+    search merges them into one result), while the class's other method stays its own."""
+    body = "".join(f"        total += weigh(row, {i})\n" for i in range(25))
+    source = ("class Table:\n"
+              "    def render(self, rows):\n"
+              "        total = 0\n"
+              "        def weigh(row, factor):\n"
+              f"            return len(row) * factor + {'1 + ' * 30}1\n"
+              f"{body}"
+              "        return total\n\n"
+              "    def add_row(self, row):\n"
+              "        self.rows.append(row)\n")
+    chunks = Chunker(Budget(max_tokens=96, min_tokens=8)).analyse("table.py", source).chunks
+    render_end = 2 + 3 + 25 + 1
+    inside = [c for c in chunks if c.start_line >= 2 and c.end_line <= render_end]
+    assert len(inside) > 2
+    assert {c.unit_span for c in inside} == {(2, render_end)}
+    add_row = next(c for c in chunks if c.symbol == "Table.add_row")
+    assert add_row.unit_span == (add_row.start_line, add_row.end_line)

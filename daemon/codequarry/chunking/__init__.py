@@ -24,7 +24,7 @@ __all__ = ["CHUNKER_VERSION", "Budget", "ChunkedFile", "Chunker", "detect_langua
 EMBEDDING_TEXT_VERSION = 1
 # Bump when chunk boundaries, unit spans or definitions change: files indexed by an older
 # chunker are re-chunked in the background (their vectors come from the embedding cache).
-CHUNKER_VERSION = 2
+CHUNKER_VERSION = 3
 
 
 def embedding_text(chunk: Chunk) -> str:

@@ -47,6 +47,7 @@ class _Segment:
     symbol: str | None
     kind: str
     container: int = 0  # segments merge only with others of the same container
+    unit: tuple[int, int] | None = None  # the function this piece of is the unit, if any
 
 
 def _nest(definitions: list[Definition]) -> list[_Node]:
@@ -65,6 +66,11 @@ def _nest(definitions: list[Definition]) -> list[_Node]:
         (parent.children if parent else roots).append(node)
         stack.append(node)
     return roots
+
+
+# Definitions whose nested definitions stay inside their unit: a result for code in a
+# nested function is the whole function. Classes and modules are split into their members.
+UNIT_KINDS = frozenset({"function", "method"})
 
 
 class TreeChunker:
@@ -116,6 +122,8 @@ class TreeChunker:
                 segment.symbol, segment.kind = node.symbol, kind
             if segment.container == 0:
                 segment.container = id(node)
+            if kind in UNIT_KINDS:  # a function's nested functions are part of it (outermost wins)
+                segment.unit = (start, end)
         out.extend(inner)
 
     def _merge(self, segments: list[_Segment]) -> list[_Segment]:
@@ -139,7 +147,8 @@ class TreeChunker:
         merged into a method becomes that method's chunk."""
         named = [part for part in (first, second) if part.symbol is not None]
         best = max(named, key=lambda p: self._tokens(p.start, p.end), default=first)
-        return _Segment(first.start, second.end, best.symbol, best.kind, first.container)
+        return _Segment(first.start, second.end, best.symbol, best.kind, first.container,
+                        first.unit if first.unit == second.unit else None)
 
     def _materialise(self, segment: _Segment, language: str) -> list[Chunk]:
         lines = self._lines[segment.start - 1 : segment.end]
@@ -151,10 +160,13 @@ class TreeChunker:
         if not lines:
             return []
         content = "\n".join(lines)
+        unit_start, unit_end = segment.unit or (None, None)
         if estimate_tokens(content) <= self.budget.max_tokens:
-            return [Chunk(segment.start, segment.end, content, language, segment.symbol, segment.kind)]
+            return [Chunk(segment.start, segment.end, content, language, segment.symbol, segment.kind,
+                          unit_start=unit_start, unit_end=unit_end)]
         # the windows of one segment (a long function) share its span as their unit
-        return [dataclasses.replace(window, unit_start=segment.start, unit_end=segment.end)
+        unit_start, unit_end = segment.unit or (segment.start, segment.end)
+        return [dataclasses.replace(window, unit_start=unit_start, unit_end=unit_end)
                 for window in line_windows(lines, language, self.budget, segment.start,
                                            segment.symbol, segment.kind)]
 
