@@ -113,7 +113,8 @@ class ChangesAnswer(TypedDict):
     changes: list[Change]
 
 
-State = Literal["not indexed", "scanning", "indexing", "embedding", "complete", "error"]
+State = Literal["starting", "retrying", "not indexed", "scanning", "indexing", "embedding", "complete",
+                "error"]
 
 
 class IndexAnswer(TypedDict):
