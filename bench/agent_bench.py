@@ -97,8 +97,8 @@ def make_labels(root: Path) -> None:
 def answer_text(answer: dict[str, Any]) -> str:
     """The text content an MCP client's model reads for this answer."""
     try:
-        from codequarry.answers import render_text  # the branch: compact text
-    except ImportError:  # main: FastMCP serialises the returned dict as compact JSON
+        from codequarry.answer_text import render_text  # compact text (issue 12)
+    except ImportError:  # before it: FastMCP serialised the returned dict as compact JSON
         return json.dumps(answer, separators=(",", ":"), ensure_ascii=False)
     return render_text(answer)
 
