@@ -409,3 +409,23 @@ def test_install_link_puts_codequarry_in_a_bin_directory_and_says_when_it_is_not
     version = subprocess.run(["codequarry", "--version"], env=env | {"PATH": f"{bin_dir}:/usr/bin:/bin"},
                              capture_output=True, text=True, check=True, timeout=60)
     assert version.stdout.startswith("codequarry ")
+
+
+def test_without_a_daemon_the_bridge_answers_initialize_with_the_reason_and_exits(tmp_path: Path) -> None:
+    """A client that spawns `codequarry mcp` while no daemon runs gets a JSON-RPC error to
+    its `initialize` naming what to do, not a silently closed connection."""
+    home = tmp_path / "home"  # made by the autouse fixture: empty, no daemon's data dir
+    env = {"HOME": str(home), "PATH": os.environ["PATH"], "USER": "u", "LOGNAME": "u",
+           "SHELL": "/bin/sh", "TERM": "dumb"}
+    initialize = {"jsonrpc": "2.0", "id": 7, "method": "initialize",
+                  "params": {"protocolVersion": "2025-06-18", "capabilities": {},
+                             "clientInfo": {"name": "test", "version": "1"}}}
+    done = subprocess.run([str(Path(sys.executable).with_name("codequarry")), "mcp"], env=env,
+                          input=json.dumps(initialize) + "\n", capture_output=True, text=True,
+                          timeout=60, check=False)
+    answer = json.loads(done.stdout.splitlines()[0])
+    assert answer["id"] == 7
+    assert "no codequarry daemon answers" in answer["error"]["message"]
+    assert "codequarry daemon" in answer["error"]["message"]
+    assert done.returncode == 1
+    assert "no codequarry daemon answers" in done.stderr

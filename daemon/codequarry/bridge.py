@@ -82,13 +82,29 @@ def run_bridge(target: BridgeTarget, stdin: BinaryIO | None = None, stdout: Bina
     at start and [mcp] autostart is off."""
     if not _answers(target.find_socket()):
         if not target.autostart:
-            raise DaemonNotRunning(
+            refusal = DaemonNotRunning(
                 f"no codequarry daemon answers on {target.find_socket()}; start one with "
                 "`codequarry daemon` (or `codequarry service install` to start it at login, or "
                 "set [mcp] autostart = true)")
+            _answer_first_request(stdin or sys.stdin.buffer, stdout or sys.stdout.buffer, str(refusal))
+            raise refusal
         start_daemon(target)
     Forwarder(target, stdout or sys.stdout.buffer).run(stdin or sys.stdin.buffer)
     return 0
+
+
+def _answer_first_request(stdin: BinaryIO, stdout: BinaryIO, message: str) -> None:
+    """Answer the client's first request (its `initialize`) with a JSON-RPC error saying
+    why, so the client shows the reason rather than "connection closed"."""
+    line = stdin.readline()
+    try:
+        request = json.loads(line)
+    except ValueError:
+        return
+    if isinstance(request, dict) and "id" in request:
+        error = {"jsonrpc": "2.0", "id": request["id"], "error": {"code": -32000, "message": message}}
+        stdout.write(json.dumps(error).encode() + b"\n")
+        stdout.flush()
 
 
 def start_daemon(target: BridgeTarget) -> None:
