@@ -39,7 +39,7 @@ from codequarry.errors import (
 )
 from codequarry.faults import DATABASE_REFUSED, describe_os_error, is_content_fault
 from codequarry.ignore import IgnoreRules
-from codequarry.lanes import WorkQueue
+from codequarry.lanes import WorkQueue, take_project_run
 from codequarry.logs import get_logger
 from codequarry.models import ChangeKind, Chunk, EmbeddingBatch, FileStat, FileUpdate, IndexedFile, Lane
 from codequarry.rechunks import HeldRechunks
@@ -601,7 +601,7 @@ class Indexer:
     async def _embed_next(self) -> bool:
         """Embed one batch (live chunks first). False when there was nothing to do."""
         assert self.model_id is not None
-        project_id, chunks = self._take_hot()
+        project_id, chunks = take_project_run(self._hot, EMBED_BATCH)
         if not chunks:
             project_id, chunks = await self._take_backlog()
         rechunks = not chunks
@@ -668,15 +668,6 @@ class Indexer:
         finally:
             self._saved.set()
 
-    def _take_hot(self) -> tuple[str | None, list[Chunk]]:
-        if not self._hot:
-            return None, []
-        project_id = self._hot[0][0]
-        chunks: list[Chunk] = []
-        while self._hot and self._hot[0][0] == project_id and len(chunks) < EMBED_BATCH:
-            chunks.append(self._hot.popleft()[1])
-        return project_id, chunks
-
     def _requeue_hot(self, project_id: str, chunks: list[Chunk]) -> None:
         self._hot.extendleft((project_id, chunk) for chunk in reversed(chunks))
 
@@ -693,11 +684,7 @@ class Indexer:
                     ordered = sorted(zip(lengths, range(len(chunks)), chunks, strict=True))
                     self._pool = deque((project.id, chunk) for _, _, chunk in ordered)
                     break
-        if not self._pool:
-            return None, []
-        project_id = self._pool[0][0]
-        batch = [self._pool.popleft()[1] for _ in range(min(EMBED_BATCH, len(self._pool)))]
-        return project_id, batch
+        return take_project_run(self._pool, EMBED_BATCH)  # the pool holds one project
 
     def embedding_settled(self) -> bool:
         return self._settled_generation == self._work_generation and not self._hot and not self._rechunks

@@ -10,13 +10,27 @@ the backlog lane with backpressure.
 from __future__ import annotations
 
 import itertools
-from collections import OrderedDict
+from collections import OrderedDict, deque
+from typing import TypeVar
 
 import anyio
 
 from codequarry.models import ChangeKind, Lane
 
 Key = tuple[str, str]  # (project, path)
+T = TypeVar("T")
+
+
+def take_project_run(items: deque[tuple[str, T]], limit: int) -> tuple[str | None, list[T]]:
+    """Remove and return up to `limit` leading items that belong to the first item's
+    project: (that project, its items); (None, []) when `items` is empty."""
+    if not items:
+        return None, []
+    project = items[0][0]
+    taken: list[T] = []
+    while items and items[0][0] == project and len(taken) < limit:
+        taken.append(items.popleft()[1])
+    return project, taken
 
 
 class WorkQueue:

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable
 
+from codequarry.lanes import take_project_run
 from codequarry.models import Chunk
 
 Key = tuple[str, str]  # (project, path)
@@ -45,13 +46,7 @@ class HeldRechunks:
 
     def take(self, limit: int) -> tuple[str | None, list[Chunk]]:
         """Up to `limit` chunks of one project, in the order they were held."""
-        if not self._chunks:
-            return None, []
-        project = self._chunks[0][0]
-        taken: list[Chunk] = []
-        while self._chunks and self._chunks[0][0] == project and len(taken) < limit:
-            taken.append(self._chunks.popleft()[1])
-        return project, taken
+        return take_project_run(self._chunks, limit)
 
     def put_back(self, project: str, chunks: list[Chunk]) -> None:
         """Chunks whose embedding failed for a passing reason: first in line next time."""
