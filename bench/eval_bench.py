@@ -27,9 +27,9 @@ from bm25 import BM25
 from codequarry.config import add_project, load_settings
 from codequarry.evaluation import ModeScores, evaluate, load_qrels, paired_difference
 from codequarry.logs import configure_logging
-from codequarry.runtime import open_runtime
+from codequarry.runtime import Runtime, open_runtime
 from codequarry.search import MODES, Mode
-from common import codequarry_home, emit
+from common import codequarry_home, emit, summary
 from search_bench import index_projects, positive
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -76,6 +76,41 @@ def prepare_corpus(sets_dir: Path, project: str) -> Path:
     return root
 
 
+def set_vector_type(config_path: Path, vector_type: str) -> None:
+    """Write `[index] vector_type` into the bench home's config (issue 13: halfvec vs vector)."""
+    import tomlkit
+
+    document = tomlkit.parse(config_path.read_text(encoding="utf-8") if config_path.exists() else "")
+    index = document.setdefault("index", tomlkit.table())
+    index["vector_type"] = vector_type
+    config_path.write_text(tomlkit.dumps(document), encoding="utf-8")
+
+
+async def store_vectors_as(runtime: Runtime, projects: list[str]) -> None:
+    """Give every project's vectors the configured vector type: the same model's table is
+    refilled from the (full-precision) embedding cache and gets its HNSW index before any
+    query runs. A project already stored that way is left as it is."""
+    for project in projects:
+        store = await runtime.store.project(project)
+        await store.set_model(runtime.embedder.model_id, runtime.embedder.dims)
+        await store.finish_vectors()
+
+
+def rarest_terms(lexemes: list[str], freqs: dict[str, float], total: int,
+                 budget: int = 2000) -> list[str]:
+    """The candidate bound shipped before this session: the rarest lexemes alone, until
+    their matches would exceed `budget` rows (for --baseline and tune_lexical.py)."""
+    chosen: list[str] = []
+    expected = 0.0
+    for lexeme in sorted(lexemes, key=lambda lex: freqs.get(lex, 0.0)):
+        rows = freqs.get(lexeme, 0.0) * total
+        if chosen and expected + rows > budget:
+            break
+        chosen.append(lexeme)
+        expected += rows
+    return chosen
+
+
 def use_baseline() -> None:
     """Rank as shipped before issue 14, for the "before" figures of the same run: lexical
     scoring by idf * ts_rank (normalisation 1, default field weights), fusion weights
@@ -84,14 +119,14 @@ def use_baseline() -> None:
 
     from codequarry import search
     from codequarry.chunking.words import identifier_like
-    from codequarry.store.project import LEXICAL_CANDIDATES, Filters, ProjectStore, _tsquery_literal
+    from codequarry.store.project import LEXICAL_CANDIDATES, Filters, ProjectStore, match_tsquery
 
     async def lexical(self: ProjectStore, terms: Any, match: Any, filters: Filters, limit: int,
                       **_: Any) -> list[tuple[int, float]]:
         if not match:
             return []
         params: dict[str, Any] = {
-            "match": " | ".join(_tsquery_literal(lex) for lex in match),
+            "match": match_tsquery(match),
             "terms": [lex for lex, _ in terms], "weights": [w for _, w in terms],
             "cap": LEXICAL_CANDIDATES, "k": limit}
         where = filters.sql(params)
@@ -113,6 +148,7 @@ def use_baseline() -> None:
 
     ProjectStore.lexical = lexical  # type: ignore[method-assign]
     search.lexical_weight = lexical_weight
+    search._match_terms = rarest_terms  # type: ignore[assignment]
 
 
 async def bench(args: argparse.Namespace, config_path: Path) -> dict[str, Any]:
@@ -124,6 +160,8 @@ async def bench(args: argparse.Namespace, config_path: Path) -> dict[str, Any]:
     out: dict[str, Any] = {}
     async with open_runtime(settings) as runtime:
         await runtime.embedder.start()
+        if args.vector_type:
+            await store_vectors_as(runtime, projects)
         if args.no_index:
             indexed = {}
             for project in projects:
@@ -161,6 +199,7 @@ async def bench(args: argparse.Namespace, config_path: Path) -> dict[str, Any]:
                 "kind": kind_of(name),
                 "project": project, "corpus": str(args.sets_dir / project / "corpus"),
                 "files": indexed[project]["files"], "chunks": indexed[project]["chunks"],
+                "vector_type": (await (await runtime.store.project(project)).space()).type,
                 "queries": len(queries), "seconds": round(time.perf_counter() - started, 1),
                 "modes": scores,
                 "hybrid_beats_both": ("hybrid" in scores and all(
@@ -170,8 +209,25 @@ async def bench(args: argparse.Namespace, config_path: Path) -> dict[str, Any]:
                 "worst": report["worst"][: args.worst],
                 "reciprocal_ranks": per_query,
             }
+        embedding = await query_embedding_seconds(runtime, args.sets, args.max_queries)
     ranking = "before issue 14" if args.baseline else "current"
-    return {"modes": modes, "goal_mrr@10": GOAL_MRR, "ranking": ranking, "sets": out}
+    return {"modes": modes, "goal_mrr@10": GOAL_MRR, "ranking": ranking,
+            "query_embedding_ms": summary(embedding), "sets": out}
+
+
+async def query_embedding_seconds(runtime: Runtime, sets: list[str], limit: int | None) -> list[float]:
+    """Wall time of embedding each query of `sets` alone with the running embedder (what a
+    search adds to its SQL and fusion; search_bench.py and million_bench.py exclude it),
+    after a warm-up of 5 queries."""
+    texts = [q.text for name in sets for q in load_qrels(DATA / f"{name}.jsonl")[:limit]]
+    for warm in texts[:5]:
+        await runtime.embedder.embed_query(warm)
+    seconds = []
+    for query in texts:
+        started = time.perf_counter()
+        await runtime.embedder.embed_query(query)
+        seconds.append(time.perf_counter() - started)
+    return seconds
 
 
 def main() -> None:
@@ -191,6 +247,9 @@ def main() -> None:
     parser.add_argument("--no-index", action="store_true",
                         help="evaluate the home as it is (every chunk must have its vector)")
     parser.add_argument("--no-bm25", action="store_true", help="skip the reference BM25 (bench/bm25.py)")
+    parser.add_argument("--vector-type", choices=("halfvec", "vector"),
+                        help="store the home's vectors as this type first (the same model's vectors, "
+                             "converted from the embedding cache; default: as they are)")
     parser.add_argument("--results", default="eval",
                         help="write bench/results/<this>.json (default eval; e.g. eval-before)")
     args = parser.parse_args()
@@ -198,6 +257,8 @@ def main() -> None:
     if args.baseline:
         use_baseline()
     with codequarry_home(args.home, fresh=False) as home:
+        if args.vector_type:
+            set_vector_type(home / "config.toml", args.vector_type)
         figures = anyio.run(bench, args, home / "config.toml")
     parts = []
     for name, s in figures["sets"].items():
@@ -207,7 +268,9 @@ def main() -> None:
         margin = (f" hybrid-{versus['best_half'][:3]} {versus['mean']:+.3f} "
                   f"[{versus['ci'][0]:+.3f},{versus['ci'][1]:+.3f}]") if versus else ""
         parts.append(f"{name} ({s['role']}, {s['queries']} q) {'/'.join(shown)} {mrr}{margin}")
-    line = "eval MRR@10: " + " | ".join(parts)
+    embedding = figures["query_embedding_ms"]
+    line = ("eval MRR@10: " + " | ".join(parts)
+            + f" | query embedding p50/p95 {embedding['p50']}/{embedding['p95']} ms")
     emit(args.results, figures, line)
 
 

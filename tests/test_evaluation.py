@@ -46,6 +46,7 @@ def test_scores_follow_the_ranks_of_the_first_hit_of_each_relevant_span() -> Non
     ndcg_first = (1 / math.log2(3) + 1 / math.log2(6)) / (1 / math.log2(2) + 1 / math.log2(3))
     assert summary["ndcg@10"] == pytest.approx(ndcg_first / 2, abs=1e-4)
     assert scores.first_ranks == [2, 0]
+    assert (summary["p50_ms"], summary["p95_ms"]) == (10.0, 10.0)  # per-query wall times, in ms
 
 
 def test_a_hit_below_rank_10_does_not_count() -> None:

@@ -78,9 +78,18 @@ class ModeScores:
                 "recall@5": mean(self.recall[5]), "recall@10": mean(self.recall[10]),
                 "ndcg@10": mean(self.ndcg), "queries": len(self.ndcg),
                 "mean_ms": round(1000 * mean(self.seconds), 1),
+                "p50_ms": _percentile_ms(self.seconds, 50), "p95_ms": _percentile_ms(self.seconds, 95),
                 "mrr@10_ci": bootstrap_interval(self.reciprocal_ranks),
                 "recall@1_ci": bootstrap_interval(self.recall[1]),
                 "recall@10_ci": bootstrap_interval(self.recall[10])}
+
+
+def _percentile_ms(seconds: Sequence[float], q: float) -> float:
+    """The `q`th percentile (nearest rank) of per-query wall times, in ms; 0.0 for none."""
+    if not seconds:
+        return 0.0
+    ordered = sorted(seconds)
+    return round(1000 * ordered[min(len(ordered) - 1, max(0, math.ceil(q / 100 * len(ordered)) - 1))], 1)
 
 
 def _resampled_means(values: Sequence[float], resamples: int, seed: int) -> np.ndarray[Any, Any]:
