@@ -1,12 +1,19 @@
 """Tune the lexical ranking (ProjectStore.lexical) on the tuning sets, against the
 reference BM25 of bench/bm25.py computed in the same run.
 
-Scores MRR@10 of lexical-only search for each variant of the candidate bound and the
-BM25-style scoring parameters (field weights, k1, b), on the `*-tune` sets only, reusing
+Scores MRR@10 of lexical-only search (chunks, top 10) for each variant of the candidate
+bound and the BM25F parameters (field weights, k1, b), on the `*-tune` sets only, reusing
 the `eval` home that bench/eval_bench.py indexes (lexical needs no vectors, so this runs
-while the embeddings are still being computed).
+while the embeddings are still being computed). Next to them: the reference BM25, the
+ranking shipped before issue 14, and the one shipped at 97bc076 (ts_rank as the term
+frequency, b 0.15, the rarest-terms bound).
 
-    python bench/tune_lexical.py [--sets asked-python-tune ...] [--home eval]
+The tuning sets' corpora hold 4-7k chunks, where the 2,000-row candidate budget never
+binds; `--budget-scale 0.05` shrinks budget and cap to what they are relative to a
+100k-chunk index, to see what the bound costs there.
+
+    python bench/tune_lexical.py [--sets asked-python-tune ...] [--home eval] [--budget-scale S]
+    python bench/tune_lexical.py --latency     # lexical half: pre-issue-14, 97bc076, now
 """
 
 from __future__ import annotations
@@ -29,9 +36,16 @@ from codequarry.evaluation import ModeScores, Query, bootstrap_interval, load_qr
 from codequarry.logs import configure_logging
 from codequarry.search import _idf, _match_terms
 from codequarry.store.db import Store
-from codequarry.store.project import Filters, ProjectStore, _tsquery_literal
-from common import codequarry_home
-from eval_bench import DATA, all_sets, project_of
+from codequarry.store.project import (
+    BM25_B,
+    BM25_K1,
+    FIELD_WEIGHTS,
+    Filters,
+    ProjectStore,
+    match_tsquery,
+)
+from common import codequarry_home, summary
+from eval_bench import DATA, all_sets, project_of, rarest_terms
 
 K = 10
 
@@ -42,8 +56,8 @@ async def shipped_before(store: ProjectStore, query: str, limit: int = K) -> lis
     if not lexemes:
         return []
     terms = [(lex, _idf(freqs.get(lex, 0.0), total)) for lex in lexemes]
-    match = _match_terms(lexemes, freqs, total)
-    params: dict[str, Any] = {"match": " | ".join(_tsquery_literal(lex) for lex in match),
+    match = rarest_terms(lexemes, freqs, total)
+    params: dict[str, Any] = {"match": match_tsquery(match),
                               "terms": [lex for lex, _ in terms], "weights": [w for _, w in terms],
                               "cap": 2000, "k": limit}
     async with store.reader.connect() as conn:
@@ -57,15 +71,46 @@ async def shipped_before(store: ProjectStore, query: str, limit: int = K) -> lis
         return [row.id for row in rows]
 
 
+async def shipped_97bc076(store: ProjectStore, query: str, limit: int = K, budget: int = 2000,
+                          cap: int = 2000) -> list[int]:
+    """The lexical ranking at 97bc076: BM25 over ts_rank (weights {0.3, 0.2, 0.4, 1.0},
+    k1 1.2, b 0.15) on the rarest-terms candidate bound."""
+    lexemes, total, freqs = await store.query_terms(code_words(query))
+    if not lexemes:
+        return []
+    terms = [(lex, _idf(freqs.get(lex, 0.0), total)) for lex in lexemes]
+    params: dict[str, Any] = {
+        "match": match_tsquery(rarest_terms(lexemes, freqs, total, budget)),
+        "terms": [lex for lex, _ in terms], "weights": [w for _, w in terms], "cap": cap, "k": limit,
+        "fw": [0.3, 0.2, 0.4, 1.0], "avglen": await store._average_length()}
+    async with store.reader.connect() as conn:
+        rows = await conn.execute(text(
+            f"WITH cand AS (SELECT id, tsv FROM {store.s}.chunks "
+            "WHERE tsv @@ CAST(:match AS tsquery) LIMIT :cap) "
+            "SELECT c.id, sum(t.w * r.tf * 2.2 / (r.tf + 1.2 * (0.85 + 0.15 * length(c.tsv) "
+            "/ CAST(:avglen AS float8)))) AS score "
+            "FROM cand c CROSS JOIN unnest(CAST(:terms AS text[]), CAST(:weights AS float8[])) "
+            "AS t(lexeme, w) CROSS JOIN LATERAL (SELECT ts_rank(CAST(:fw AS float4[]), c.tsv, "
+            "quote_literal(t.lexeme)::tsquery, 0) AS tf) r "
+            "WHERE c.tsv @@ quote_literal(t.lexeme)::tsquery "
+            "GROUP BY c.id ORDER BY score DESC LIMIT :k"), params)
+        return [row.id for row in rows]
+
+
 async def variant(store: ProjectStore, query: str, options: dict[str, Any]) -> list[int]:
+    """ProjectStore.lexical with `options`: fw, k1, b, budget, cap, bound ("pairs", the
+    shipped _match_terms, or "rarest")."""
     lexemes, total, freqs = await store.query_terms(code_words(query))
     if not lexemes:
         return []
     terms = [(lex, _idf(freqs.get(lex, 0.0), total)) for lex in lexemes]
     budget = options.get("budget", 2000)
-    match = _match_terms(lexemes, freqs, total, budget)
+    match: list[str | tuple[str, ...]] = (
+        list(rarest_terms(lexemes, freqs, total, budget)) if options.get("bound") == "rarest"
+        else _match_terms(lexemes, freqs, total, budget))
     hits = await store.lexical(terms, match, Filters(), K, cap=options.get("cap", 2000),
-                               field_weights=options["fw"], k1=options["k1"], b=options["b"])
+                               field_weights=options.get("fw", FIELD_WEIGHTS),
+                               k1=options.get("k1", BM25_K1), b=options.get("b", BM25_B))
     return [i for i, _ in hits]
 
 
@@ -114,13 +159,20 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             return ranked
 
         await measure("bm25 (reference)", bm25)
-        await measure("shipped before", lambda s: lambda q: shipped_before(s, q))
+        scale = args.budget_scale
+        budget = max(1, round(2000 * scale))
+        await measure("shipped before issue 14", lambda s: lambda q: shipped_before(s, q))
+        await measure(f"shipped at 97bc076 (budget {budget})",
+                      lambda s: lambda q: shipped_97bc076(s, q, budget=budget, cap=budget))
         grid = json.loads(args.grid) if args.grid else [
-            {"fw": fw, "k1": k1, "b": b, "budget": budget, "cap": budget}
-            for fw, k1, b, budget in itertools.product(
-                ([0.1, 0.2, 0.4, 1.0], [0.3, 0.2, 0.4, 1.0], [0.6, 0.2, 0.6, 1.0], [1.0, 1.0, 1.0, 1.0]),
-                (0.5, 1.2, 3.0), (0.3, 0.75), (2000, 10000))]
+            {"fw": fw, "k1": 1.2, "b": b, "bound": bound}
+            for fw, b, bound in itertools.product(
+                ([1.0, 0.0, 0.4, 2.0], [1.0, 0.0, 0.4, 3.0], [1.0, 0.0, 0.4, 5.0], [1.0, 0.0, 1.0, 5.0],
+                 [1.0, 0.0, 0.0, 5.0], [1.0, 0.0, 0.4, 8.0]),
+                (0.5, 0.75), ("pairs", "rarest"))]
         for options in grid:
+            options = {**options, "budget": round(options.get("budget", 2000) * scale),
+                       "cap": round(options.get("cap", 2000) * scale)}
             await measure(json.dumps(options), lambda s, o=options: lambda q: variant(s, q, o))
     finally:
         await store.close()
@@ -128,25 +180,27 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 async def latency(sets: dict[str, list[Query]], stores: dict[str, ProjectStore]) -> dict[str, Any]:
-    """Wall time of the lexical half before and after issue 14 (query_terms + lexical SQL +
-    fetch 30), interleaved per query, after one warm-up pass: p50/p95 in ms."""
-    from codequarry.search import Searcher
+    """Wall time of the lexical half (query_terms + lexical SQL, fetch 100 as a search does)
+    as shipped before issue 14, at 97bc076 and now, interleaved per query after one warm-up
+    pass: p50/p95 in ms."""
+    from codequarry.search import CANDIDATE_POOL, Searcher
 
-    times: dict[str, list[float]] = {"before": [], "after": []}
+    fetch = CANDIDATE_POOL
+    times: dict[str, list[float]] = {"before issue 14": [], "97bc076": [], "now": []}
     for warm in (True, False):
         for name, queries in sets.items():
             for query in queries:
-                for label in ("before", "after"):
+                for label in times:
                     started = time.perf_counter()
-                    if label == "before":
-                        await shipped_before(stores[name], query.text, limit=30)
+                    if label == "before issue 14":
+                        await shipped_before(stores[name], query.text, limit=fetch)
+                    elif label == "97bc076":
+                        await shipped_97bc076(stores[name], query.text, limit=fetch)
                     else:
-                        await Searcher._lexical(None, query.text, [stores[name]], Filters(), 30)  # type: ignore[arg-type]
+                        await Searcher._lexical(None, query.text, [stores[name]], Filters(), fetch)  # type: ignore[arg-type]
                     if not warm:
                         times[label].append(time.perf_counter() - started)
-    out = {label: {"p50_ms": round(1000 * sorted(v)[len(v) // 2], 2),
-                   "p95_ms": round(1000 * sorted(v)[int(len(v) * 0.95)], 2), "n": len(v)}
-           for label, v in times.items()}
+    out = {label: summary(v) for label, v in times.items()}
     print(json.dumps(out))
     return out
 
@@ -160,6 +214,9 @@ def main() -> None:
     parser.add_argument("--grid", help="JSON list of variants (default: the built-in grid)")
     parser.add_argument("--latency", action="store_true",
                         help="time the lexical half before and after instead of scoring it")
+    parser.add_argument("--budget-scale", type=float, default=1.0,
+                        help="scale the 2,000-row candidate budget and cap (0.05: a 100k-chunk index "
+                             "seen from a 5k-chunk one)")
     parser.add_argument("--out", type=Path, help="write the scores here as JSON")
     args = parser.parse_args()
     configure_logging("warning")

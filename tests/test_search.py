@@ -11,13 +11,15 @@ import pytest
 from sqlalchemy import text
 
 from codequarry.chunking import Chunker, embedding_text, search_text
+from codequarry.chunking.words import code_words
 from codequarry.config import Settings
 from codequarry.errors import UnknownProject, UsageError
 from codequarry.models import ChangeKind, FileUpdate
 from codequarry.runtime import Runtime, open_runtime
 from codequarry.scan import content_hash
-from codequarry.search import MAX_LIMIT, Mode, Searcher, SearchRequest
+from codequarry.search import MAX_LIMIT, Mode, Searcher, SearchRequest, _match_terms
 from codequarry.store.db import Store
+from codequarry.store.project import Filters, match_tsquery
 
 from .conftest import write_files
 from .fakes import HashEmbedder
@@ -352,6 +354,32 @@ async def test_a_long_english_question_ranks_the_chunk_holding_most_of_its_words
     response = await search(runtime, "where is the package manifest that was stored on disk read",
                             "alpha", mode="lexical")
     assert response.results[0].path == "src/storage/manifest.py"
+
+
+def test_a_long_question_matches_its_rarest_word_alone_and_its_commoner_words_in_pairs() -> None:
+    # 10,000 chunks, a budget of 200 rows: "actual" (10 rows) fits alone; "read" (500)
+    # does not, so the commoner words become pairs, smallest expected overlap first
+    freqs = {"actual": 0.001, "read": 0.05, "line": 0.06, "file": 0.08}
+    clauses = _match_terms(["read", "file", "line", "actual"], freqs, 10_000, budget=200)
+    assert clauses == ["actual", ("read", "line"), ("read", "file")]  # line & file: 48 > what is left
+    assert match_tsquery(clauses) == "'actual' | ('read' & 'line') | ('read' & 'file')"
+
+
+async def test_a_pair_clause_admits_only_chunks_holding_both_of_its_words(runtime: Runtime) -> None:
+    store = await runtime.store.project("alpha")
+    terms = [("config", 1.0), ("client", 1.0)]
+    either = {i for i, _ in await store.lexical(terms, ["config", "client"], Filters(), 20)}
+    both = {i for i, _ in await store.lexical(terms, [("config", "client")], Filters(), 20)}
+    rows = await store.chunk_rows(sorted(either))
+
+    def words(i: int) -> set[str]:  # what the chunk's full-text entry is made of
+        row = rows[i]
+        return set(code_words(f"{row.path} {row.chunk.symbol or ''} {row.chunk.content}").split())
+
+    assert both
+    assert both < either
+    assert all({"config", "client"} <= words(i) for i in both)
+    assert all(not {"config", "client"} <= words(i) for i in either - both)
 
 
 async def test_a_word_in_the_symbol_outranks_the_same_word_in_a_body(runtime: Runtime) -> None:

@@ -41,13 +41,13 @@ TSV_SQL = ("setweight(to_tsvector('english', :symbol_words), 'A') || "
            "setweight(to_tsvector('english', :path_words), 'B') || "
            "to_tsvector('english', :body_words)")
 LEXICAL_CANDIDATES = 2000  # rows ranked per lexical query, at most
-# lexical ranking (ProjectStore.lexical), tuned on the tuning sets with bench/tune_lexical.py:
-# ts_rank weights of a lexeme in {body (D), unused (C), path (B), symbol (A)}, BM25 k1 and b.
-# Chunks are already bounded in size, so length normalisation helps little (b = 0.75 lost
-# 0.02 MRR@10 against 0.15 on the tuning sets); a body word weighs 0.3 of a symbol word.
-FIELD_WEIGHTS = (0.3, 0.2, 0.4, 1.0)
+# lexical ranking (ProjectStore.lexical): BM25F with the textbook k1 and b over a weighted
+# count of a lexeme's occurrences in {body (D), unused (C), path (B), symbol (A)}. Only the
+# field weights were tuned (bench/tune_lexical.py, tuning sets only): an occurrence in the
+# symbol counts as 5 in the body, one in the path as 0.4.
+FIELD_WEIGHTS = (1.0, 0.0, 0.4, 5.0)
 BM25_K1 = 1.2
-BM25_B = 0.15
+BM25_B = 0.75
 # every connection's hnsw.ef_search: 2 x the 100 candidates a search ranks (search.py
 # CANDIDATE_POOL), so a search needs no transaction of its own to raise it
 SESSION_EF_SEARCH = 200
@@ -662,23 +662,26 @@ class ProjectStore:
             await conn.commit()
         self._term_stats = None
 
-    async def lexical(self, terms: Sequence[tuple[str, float]], match: Sequence[str],
+    async def lexical(self, terms: Sequence[tuple[str, float]], match: Sequence[str | tuple[str, ...]],
                       filters: Filters, limit: int, *, cap: int = LEXICAL_CANDIDATES,
                       field_weights: Sequence[float] = FIELD_WEIGHTS, k1: float = BM25_K1,
                       b: float = BM25_B) -> list[tuple[int, float]]:
-        """(chunk id, score): chunks containing any `match` lexeme (at most `cap` of them),
-        scored BM25-style over `terms` (lexeme, idf): per lexeme
-        idf * tf * (k1 + 1) / (tf + k1 * (1 - b + b * len / avglen)), where tf is ts_rank of
-        that lexeme alone with `field_weights` ({body, -, path, symbol}: a saturating count
-        in which a symbol or path occurrence weighs more than one in the body) and len is
-        the chunk's number of distinct lexemes (`length(tsv)`)."""
+        """(chunk id, score), best first, at most `limit`: the chunks matching any `match`
+        clause (a lexeme, or a tuple of lexemes that must all occur; at most `cap` chunks),
+        scored BM25F over `terms` (lexeme, idf): per lexeme
+        idf * tf * (k1 + 1) / (tf + k1 * (1 - b + b * len / avglen)), where tf counts the
+        lexeme's occurrences weighted by `field_weights` ({body, -, path, symbol}) and len
+        is the chunk's number of distinct lexemes (`length(tsv)`)."""
         if not match:
             return []
+        # ts_rank_cd of a one-lexeme query with normalisation 0 is exactly the sum of its
+        # occurrences' weights (one cover per occurrence); it takes weights <= 1, so scale
+        top = max(field_weights)
         params: dict[str, Any] = {
-            "match": " | ".join(_tsquery_literal(lex) for lex in match),
+            "match": match_tsquery(match),
             "terms": [lex for lex, _ in terms], "weights": [w for _, w in terms],
-            "cap": cap, "k": limit, "fw": [float(w) for w in field_weights], "k1": k1, "b": b,
-            "avglen": await self._average_length()}
+            "cap": cap, "k": limit, "fw": [float(w) / top for w in field_weights], "top": float(top),
+            "k1": k1, "b": b, "avglen": await self._average_length()}
         where = filters.sql(params)
         async with self.reader.connect() as conn:
             rows = await conn.execute(text(
@@ -688,8 +691,8 @@ class ProjectStore:
                 "* (1 - CAST(:b AS float8) + CAST(:b AS float8) * length(c.tsv) / CAST(:avglen AS float8)))) "
                 "AS score "
                 "FROM cand c CROSS JOIN unnest(CAST(:terms AS text[]), CAST(:weights AS float8[])) "
-                "AS t(lexeme, w) CROSS JOIN LATERAL (SELECT ts_rank(CAST(:fw AS float4[]), c.tsv, "
-                "quote_literal(t.lexeme)::tsquery, 0) AS tf) r "
+                "AS t(lexeme, w) CROSS JOIN LATERAL (SELECT CAST(:top AS float8) * "
+                "ts_rank_cd(CAST(:fw AS float4[]), c.tsv, quote_literal(t.lexeme)::tsquery, 0) AS tf) r "
                 "WHERE c.tsv @@ quote_literal(t.lexeme)::tsquery "
                 "GROUP BY c.id ORDER BY score DESC LIMIT :k"), params)
             return [(row.id, float(row.score)) for row in rows]
@@ -915,6 +918,17 @@ def project_lock_key(installation: str, project_id: str) -> str:
 
 def _like_prefix(value: str) -> str:
     return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def match_tsquery(clauses: Sequence[str | tuple[str, ...]]) -> str:
+    """The tsquery text matching any clause: a lexeme, or a tuple of lexemes all present.
+    ["parse", ("read", "file")] -> "'parse' | ('read' & 'file')"."""
+    parts = []
+    for clause in clauses:
+        words = (clause,) if isinstance(clause, str) else clause
+        joined = " & ".join(_tsquery_literal(lex) for lex in words)
+        parts.append(joined if len(words) == 1 else f"({joined})")
+    return " | ".join(parts)
 
 
 def _tsquery_literal(lexeme: str) -> str:
