@@ -337,16 +337,16 @@ START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 
 
 def update_section(path: Path, tables: str) -> None:
-    """Replace what lies between the bench markers of a markdown file with the tables."""
+    """Replace what lies between the bench markers of a markdown file with the tables. Only
+    markers alone on their line count: prose quoting them (as bench/README.md does) stays."""
     try:
         text = path.read_text()
     except OSError as exc:
         raise SystemExit(f"{path}: {exc.strerror}") from None
-    if START not in text or END not in text:
-        raise SystemExit(f"{path}: no {START} ... {END} section to update")
-    head, rest = text.split(START, 1)
-    tail = rest.split(END, 1)[1]
-    path.write_text(f"{head}{START}\n{tables}\n{END}{tail}")
+    section = re.compile(rf"^{re.escape(START)}$.*?^{re.escape(END)}$", re.S | re.M)
+    if not section.search(text):
+        raise SystemExit(f"{path}: no {START} ... {END} section (each marker on its own line) to update")
+    path.write_text(section.sub(lambda _: f"{START}\n{tables}\n{END}", text, count=1))
 
 
 def main() -> None:

@@ -73,8 +73,8 @@ async def shipped_before(store: ProjectStore, query: str, limit: int = K) -> lis
 
 async def shipped_97bc076(store: ProjectStore, query: str, limit: int = K, budget: int = 2000,
                           cap: int = 2000) -> list[int]:
-    """The lexical ranking at 97bc076: BM25 over ts_rank (weights {0.3, 0.2, 0.4, 1.0},
-    k1 1.2, b 0.15) on the rarest-terms candidate bound."""
+    """The lexical ranking at 97bc076 (this session's "before"): BM25 over ts_rank
+    (weights {0.3, 0.2, 0.4, 1.0}, k1 1.2, b 0.15) on the rarest-terms candidate bound."""
     lexemes, total, freqs = await store.query_terms(code_words(query))
     if not lexemes:
         return []
@@ -165,11 +165,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         await measure(f"shipped at 97bc076 (budget {budget})",
                       lambda s: lambda q: shipped_97bc076(s, q, budget=budget, cap=budget))
         grid = json.loads(args.grid) if args.grid else [
-            {"fw": fw, "k1": 1.2, "b": b, "bound": bound}
-            for fw, b, bound in itertools.product(
-                ([1.0, 0.0, 0.4, 2.0], [1.0, 0.0, 0.4, 3.0], [1.0, 0.0, 0.4, 5.0], [1.0, 0.0, 1.0, 5.0],
-                 [1.0, 0.0, 0.0, 5.0], [1.0, 0.0, 0.4, 8.0]),
-                (0.5, 0.75), ("pairs", "rarest"))]
+            {"fw": fw, "k1": k1, "b": b, "bound": bound}
+            for fw, k1, b, bound in itertools.product(
+                ([0.3, 0.2, 0.4, 1.0], [0.4, 0.2, 0.4, 1.0], [0.45, 0.2, 0.4, 1.0], [0.4, 0.2, 0.2, 1.0]),
+                (1.2, 3.0, 5.0), (0.15, 0.3), ("pairs", "rarest"))]
         for options in grid:
             options = {**options, "budget": round(options.get("budget", 2000) * scale),
                        "cap": round(options.get("cap", 2000) * scale)}

@@ -41,13 +41,16 @@ TSV_SQL = ("setweight(to_tsvector('english', :symbol_words), 'A') || "
            "setweight(to_tsvector('english', :path_words), 'B') || "
            "to_tsvector('english', :body_words)")
 LEXICAL_CANDIDATES = 2000  # rows ranked per lexical query, at most
-# lexical ranking (ProjectStore.lexical): BM25F with the textbook k1 and b over a weighted
-# count of a lexeme's occurrences in {body (D), unused (C), path (B), symbol (A)}. Only the
-# field weights were tuned (bench/tune_lexical.py, tuning sets only): an occurrence in the
-# symbol counts as 5 in the body, one in the path as 0.4.
-FIELD_WEIGHTS = (1.0, 0.0, 0.4, 5.0)
-BM25_K1 = 1.2
-BM25_B = 0.75
+# lexical ranking (ProjectStore.lexical), tuned on the tuning sets with bench/tune_lexical.py
+# and, for the fusion it feeds, the hybrid proxy of that session: ts_rank weights of a
+# lexeme in {body (D), unused (C), path (B), symbol (A)}, BM25 k1 and b. ts_rank already
+# saturates a lexeme's count (its best weight plus a 1/j^2 tail), so k1 = 3 keeps BM25's
+# second saturation light; chunks are bounded in size, so length normalisation stays light.
+# Weighted occurrence counts with the textbook k1 1.2 / b 0.75 (BM25F) ranked better alone
+# on the asked questions but cost hybrid up to 0.08 MRR@10 on the other sets.
+FIELD_WEIGHTS = (0.4, 0.2, 0.4, 1.0)
+BM25_K1 = 3.0
+BM25_B = 0.15
 # every connection's hnsw.ef_search: 2 x the 100 candidates a search ranks (search.py
 # CANDIDATE_POOL), so a search needs no transaction of its own to raise it
 SESSION_EF_SEARCH = 200
@@ -668,20 +671,18 @@ class ProjectStore:
                       b: float = BM25_B) -> list[tuple[int, float]]:
         """(chunk id, score), best first, at most `limit`: the chunks matching any `match`
         clause (a lexeme, or a tuple of lexemes that must all occur; at most `cap` chunks),
-        scored BM25F over `terms` (lexeme, idf): per lexeme
-        idf * tf * (k1 + 1) / (tf + k1 * (1 - b + b * len / avglen)), where tf counts the
-        lexeme's occurrences weighted by `field_weights` ({body, -, path, symbol}) and len
-        is the chunk's number of distinct lexemes (`length(tsv)`)."""
+        scored BM25-style over `terms` (lexeme, idf): per lexeme
+        idf * tf * (k1 + 1) / (tf + k1 * (1 - b + b * len / avglen)), where tf is ts_rank of
+        that lexeme alone with `field_weights` ({body, -, path, symbol}: a saturating count
+        in which a symbol or path occurrence weighs more than one in the body) and len is
+        the chunk's number of distinct lexemes (`length(tsv)`)."""
         if not match:
             return []
-        # ts_rank_cd of a one-lexeme query with normalisation 0 is exactly the sum of its
-        # occurrences' weights (one cover per occurrence); it takes weights <= 1, so scale
-        top = max(field_weights)
         params: dict[str, Any] = {
             "match": match_tsquery(match),
             "terms": [lex for lex, _ in terms], "weights": [w for _, w in terms],
-            "cap": cap, "k": limit, "fw": [float(w) / top for w in field_weights], "top": float(top),
-            "k1": k1, "b": b, "avglen": await self._average_length()}
+            "cap": cap, "k": limit, "fw": [float(w) for w in field_weights], "k1": k1, "b": b,
+            "avglen": await self._average_length()}
         where = filters.sql(params)
         async with self.reader.connect() as conn:
             rows = await conn.execute(text(
@@ -691,8 +692,8 @@ class ProjectStore:
                 "* (1 - CAST(:b AS float8) + CAST(:b AS float8) * length(c.tsv) / CAST(:avglen AS float8)))) "
                 "AS score "
                 "FROM cand c CROSS JOIN unnest(CAST(:terms AS text[]), CAST(:weights AS float8[])) "
-                "AS t(lexeme, w) CROSS JOIN LATERAL (SELECT CAST(:top AS float8) * "
-                "ts_rank_cd(CAST(:fw AS float4[]), c.tsv, quote_literal(t.lexeme)::tsquery, 0) AS tf) r "
+                "AS t(lexeme, w) CROSS JOIN LATERAL (SELECT ts_rank(CAST(:fw AS float4[]), c.tsv, "
+                "quote_literal(t.lexeme)::tsquery, 0) AS tf) r "
                 "WHERE c.tsv @@ quote_literal(t.lexeme)::tsquery "
                 "GROUP BY c.id ORDER BY score DESC LIMIT :k"), params)
             return [(row.id, float(row.score)) for row in rows]
