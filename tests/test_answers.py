@@ -128,6 +128,22 @@ async def test_a_nested_project_does_not_repeat_its_files(
     assert [h.symbol for h in response.results].count("quokkaHandler") == 1
 
 
+async def test_a_class_with_a_long_header_yields_to_its_matching_method(
+        runtime: Runtime, repo: Path) -> None:
+    # the header (docstring and fields) matches in every window; the method is what answers
+    doc = "".join(f"    Feeding schedule {i}: the keeper rations the budgie seed at dawn.\n"
+                  for i in range(12))
+    (repo / "src" / "aviary.py").write_text(
+        f'class Aviary:\n    """The aviary.\n\n{doc}    """\n\n    perches = 4\n\n'
+        "    def dispense(self, budgie):\n        return self.keeper.rations(budgie.seed)\n")
+    await index(runtime, "ledger")
+    response = await search(runtime, "how does the keeper ration budgie seed", mode="lexical")
+    symbols = [(h.symbol, h.kind) for h in response.results]
+    assert symbols[:2] == [("Aviary.dispense", "method"), ("Aviary", "class")]
+    scores = [h.score for h in response.results]
+    assert scores == sorted(scores, reverse=True)
+
+
 # ---- detail, budget, pages --------------------------------------------------------------
 
 

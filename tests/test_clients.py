@@ -23,6 +23,7 @@ from mcp.client.stdio import StdioServerParameters, stdio_client
 from structlog.testing import capture_logs
 
 from codequarry.config import Settings, load_settings
+from codequarry.mcp_listing import compact_schema
 
 from .conftest import SlowEmbedder, running_daemon, write_files
 from .fakes import HashEmbedder
@@ -141,8 +142,21 @@ async def test_server_info_output_schemas_annotations_capabilities_and_one_line_
             search_schema = tools["search_code"].output_schema
             assert search_schema is not None
             assert {"results", "freshness"} <= set(search_schema["required"])
+            assert set(search_schema["properties"]["results"]["items"]["properties"]) >= {
+                "path", "start_line", "end_line", "symbol", "kind", "snippet"}
             assert set(tools["index_repository"].output_schema["properties"]) >= {  # type: ignore[index]
                 "project", "files_to_index", "estimated_seconds", "state"}
+            # every session pays for the list: it stays compact (issue 12: was 16,661 characters)
+            listed = (await session.list_tools()).model_dump(by_alias=True, exclude_none=True, mode="json")
+            assert len(json.dumps(listed["tools"], separators=(",", ":"))) <= 9000
+            # the SDK checks each structured answer against the listed output schema
+            for tool, arguments in (
+                    ("search_code", {"query": "moor a ship", "detail": "full"}),
+                    ("get_status", {}), ("recent_changes", {}), ("list_projects", {}),
+                    ("find_symbol", {"name": "Harbor.moor"}),
+                    ("read_code", {"path": "src/harbor.py", "project": "alpha"}),
+                    ("find_references", {"name": "ship"})):
+                assert await call(session, tool, **arguments), tool
 
             assert await call_error(session, "search_code", query="x", limit=0) == \
                 "limit must be between 1 and 50, got 0"
@@ -168,6 +182,21 @@ async def test_server_info_output_schemas_annotations_capabilities_and_one_line_
                 "chunks": projects["projects"][0]["chunks"], "vector_coverage": 1.0, "pending_files": 0,
                 "last_indexed_change": projects["projects"][0]["last_indexed_change"],
                 "index_lag_seconds": 0.0, "errors": []}]
+
+
+def test_compact_schemas_keep_their_meaning_in_fewer_characters() -> None:
+    schema = {"title": "Answer", "type": "object", "required": ["title"], "properties": {
+        "title": {"title": "Title", "type": "string"},  # a field named "title" stays
+        "limit": {"anyOf": [{"type": "integer", "minimum": 1}, {"type": "null"}], "default": None,
+                  "description": "Most rows."},
+        "status": {"title": "Status", "type": "object", "properties": {
+            "files": {"title": "Files", "type": "integer"}}}}}
+    assert compact_schema(schema) == {"type": "object", "required": ["title"], "properties": {
+        "title": {"type": "string"},
+        "limit": {"type": ["integer", "null"], "minimum": 1, "description": "Most rows."},
+        "status": {"type": "object", "properties": {"files": {"type": "integer"}}}}}
+    assert compact_schema(schema, depth=0)["properties"]["status"] == {"type": "object"}
+    assert schema["properties"]["title"] == {"title": "Title", "type": "string"}  # not modified
 
 
 @pytest.fixture

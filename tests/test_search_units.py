@@ -1,5 +1,5 @@
-"""Pure parts of hybrid search (codequarry.search): path globs, request validation and the
-fusion of lexical and semantic rankings."""
+"""Pure parts of hybrid search (codequarry.search): path globs, request validation, the
+fusion of lexical and semantic rankings and the ranking of units (codequarry.answers)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import re
 
 import pytest
 
+from codequarry.answers import CONTAINER_YIELD, Unit, rank_units
 from codequarry.errors import UsageError
 from codequarry.search import (
     CODE_WEIGHT,
@@ -191,3 +192,49 @@ def test_agreement_counts_the_chunks_both_sides_put_in_their_top_ten() -> None:
     semantic = _ranked((11, 0.9), (3, 0.8), (20, 0.7), (5, 0.6))
     assert agreement(lexical, semantic) == 2  # 3 and 5; 11 is below the lexical top 10
     assert agreement(lexical, []) == 0
+
+
+# ------------------------------------------------------------------ units
+
+
+def _unit(symbol: str | None, kind: str, start: int, end: int, best: float, *support: float,
+          path: str = "locks.py") -> Unit:
+    unit = Unit("p", path, start, end, symbol, kind, "python", best)
+    unit.support.extend(support)
+    return unit
+
+
+def test_a_class_with_a_long_header_yields_to_its_matching_method() -> None:
+    # 300 lines of class documentation matching in every window, and the method that answers
+    header = _unit("Lock", "class", 1, 300, 5.0, 4.9, 4.8, 4.8, 4.7, 4.6, 4.5)
+    method = _unit("Lock.release", "method", 310, 330, 4.0)
+    other = _unit("release_all", "function", 1, 9, 3.9, path="other.py")
+    ranked = rank_units([header, other, method])
+    assert [u.symbol for u in ranked] == ["Lock.release", "Lock", "release_all"]
+    assert ranked[1].score == ranked[0].score == 4.0  # it ranks as its member: scores stay sorted
+
+
+def test_a_container_keeps_its_place_without_a_member_near_its_score() -> None:
+    header = _unit("Lock", "class", 1, 30, 5.0)
+    far = _unit("Lock.release", "method", 40, 50, 5.0 * CONTAINER_YIELD - 0.1)
+    elsewhere = _unit("Other.release", "method", 40, 50, 4.9, path="other.py")  # not its member
+    assert [u.symbol for u in rank_units([far, elsewhere, header])] == ["Lock", "Other.release",
+                                                                        "Lock.release"]
+
+
+def test_nested_containers_settle_first_and_functions_never_yield() -> None:
+    outer = _unit("Lock", "class", 1, 20, 6.0)
+    inner = _unit("Lock.Sync", "class", 30, 40, 5.0)
+    method = _unit("Lock.Sync.release", "method", 42, 50, 4.0)
+    function = _unit("run", "function", 1, 30, 6.0, path="run.py")
+    nested = _unit("run.step", "function", 31, 40, 5.9, path="run.py")  # not a member unit
+    ranked = rank_units([outer, function, inner, nested, method])
+    assert [u.symbol for u in ranked] == ["run", "run.step", "Lock.Sync.release", "Lock.Sync", "Lock"]
+
+
+def test_a_unit_is_supported_by_its_two_best_other_chunks_only() -> None:
+    long_unit = _unit("long", "function", 1, 400, 2.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
+    short = _unit("short", "function", 1, 9, 2.0, 1.5, path="short.py")
+    ranked = rank_units([long_unit, short])
+    assert [u.symbol for u in ranked] == ["long", "short"]
+    assert [round(u.score, 6) for u in ranked] == [2.2, 2.15]

@@ -22,6 +22,8 @@ from codequarry.errors import CodequarryError
 from codequarry.logs import get_logger
 from codequarry.mcp_schemas import CodeAnswer, ReferencesAnswer, SymbolAnswer
 
+PROJECT_HELP = "Project id (default: the client's project, else all)."
+
 log = get_logger(__name__)
 
 
@@ -50,50 +52,44 @@ def register_code_tools(mcp: FastMCP, api: DaemonApi, read_only: ToolAnnotations
 
     @mcp.tool(annotations=read_only, output_schema=schema(SymbolAnswer))
     async def find_symbol(
-        name: Annotated[str, Field(description="A name ('parse') or qualified name "
-                                   "('Color.parse'); exact matches first, then prefix and "
-                                   "similar spellings.")],
-        kind: Annotated[str | None, Field(description="Only this kind: function, method, class, "
-                                          "interface, struct, enum, trait, type ...")] = None,
-        project: Annotated[str | None, Field(description="Project id (default: the project of "
-                                             "the working directory, else all).")] = None,
-        limit: Annotated[int, Field(ge=1, le=50, description="Number of definitions.")] = 10,
+        name: Annotated[str, Field(description="'parse' or 'Color.parse'.")],
+        kind: Annotated[str | None, Field(description="function, method, class, interface, "
+                                          "struct, enum, trait, type ...")] = None,
+        project: Annotated[str | None, Field(description=PROJECT_HELP)] = None,
+        limit: Annotated[int, Field(ge=1, le=50)] = 10,
     ) -> ToolResult:
-        """Find where a function, method, class or type is defined: returns each
-        definition's path, full line span, kind and signature line. Then read it with
-        read_code(path, start_line, end_line) or read_code(symbol=...)."""
+        """Where a function, method, class or type is defined (exact names, then prefixes,
+        close spellings): path, line span, kind, signature."""
         return await _answer("find_symbol", api.find_symbol(name, kind, project, limit, _cwd()),
                              render_symbols)
 
     @mcp.tool(annotations=read_only, output_schema=schema(CodeAnswer))
     async def read_code(
-        path: Annotated[str | None, Field(description="File path, relative to the project "
-                                          "root (as search results show it) or absolute.")] = None,
-        start_line: Annotated[int | None, Field(ge=1, description="First line (1-based).")] = None,
-        end_line: Annotated[int | None, Field(ge=1, description="Last line, inclusive.")] = None,
-        symbol: Annotated[str | None, Field(description="Read this definition instead of a "
-                                            "line range, e.g. 'Color.parse'.")] = None,
-        project: Annotated[str | None, Field(description="Project id, when the path is "
-                                             "relative and ambiguous.")] = None,
-        max_tokens: Annotated[int | None, Field(ge=100, le=50000, description="Budget for the "
-                                                "answer (default 4000).")] = None,
+        path: Annotated[str | None, Field(description="As search results show it, or "
+                                          "absolute.")] = None,
+        start_line: Annotated[int | None, Field(ge=1)] = None,
+        end_line: Annotated[int | None, Field(ge=1, description="Inclusive.")] = None,
+        symbol: Annotated[str | None, Field(description="A definition to read instead, "
+                                            "e.g. 'Color.parse'.")] = None,
+        project: Annotated[str | None, Field(description="When a relative path is "
+                                             "ambiguous.")] = None,
+        max_tokens: Annotated[int | None, Field(ge=100, le=50000, description="Default "
+                                                "4000.")] = None,
     ) -> ToolResult:
-        """Read code as it is on disk now, with line numbers: a line range of a file or a
-        whole definition (symbol). Only files of indexed projects; ignored and secret files
-        are refused. Long reads stop at max_tokens and say where to continue."""
+        """The current disk text of an indexed file, numbered: a line range or a whole
+        definition; a read cut at max_tokens says where to continue."""
         return await _answer("read_code", api.read_code(path, start_line, end_line, symbol, project,
                                                         max_tokens, _cwd()), render_code)
 
     @mcp.tool(annotations=read_only, output_schema=schema(ReferencesAnswer))
     async def find_references(
-        name: Annotated[str, Field(description="An identifier, e.g. 'parse_color'.")],
-        project: Annotated[str | None, Field(description="Project id (default: the project of "
-                                             "the working directory, else all).")] = None,
-        language: Annotated[str | None, Field(description="Only this language.")] = None,
-        path_glob: Annotated[str | None, Field(description="Only paths matching this glob.")] = None,
-        limit: Annotated[int, Field(ge=1, le=500, description="Most lines to list.")] = 100,
+        name: Annotated[str, Field(description="An identifier.")],
+        project: Annotated[str | None, Field(description=PROJECT_HELP)] = None,
+        language: str | None = None,
+        path_glob: str | None = None,
+        limit: Annotated[int, Field(ge=1, le=500, description="Most lines.")] = 100,
     ) -> ToolResult:
-        """Find where an identifier is used: every line where it occurs as a whole
-        identifier, grouped by file; definitions are marked 'def'."""
+        """Every line where an identifier occurs as a whole word, by file; definitions
+        marked 'def'."""
         return await _answer("find_references", api.find_references(
             name, project, language, path_glob, limit, _cwd()), render_references)

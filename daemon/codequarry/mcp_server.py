@@ -45,6 +45,7 @@ from codequarry.client import CWD_HEADER
 from codequarry.errors import CodequarryError, UsageError
 from codequarry.logs import get_logger
 from codequarry.mcp_code_tools import register_code_tools
+from codequarry.mcp_listing import CompactToolList
 from codequarry.mcp_schemas import (
     ChangesAnswer,
     IndexAnswer,
@@ -67,9 +68,7 @@ INSTRUCTIONS = (
     "list_projects shows what is indexed; index_repository adds a repository."
 )
 READ_ONLY = ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False)
-WAIT_HELP = ('"none" returns at once; "lexical" when every file is searchable by words; '
-             '"complete" when every chunk also has its vector (progress notifications meanwhile, '
-             "if the request has a progressToken).")
+WAIT_HELP = 'Return at once ("none"), when searchable by words ("lexical") or also by meaning.'
 
 
 def _api(ctx: Context) -> DaemonApi:
@@ -167,36 +166,34 @@ def build_server(api: DaemonApi) -> FastMCP:
 
     mcp = FastMCP("codequarry", instructions=INSTRUCTIONS, lifespan=lifespan, version=__version__)
     mcp.add_middleware(OneLineArgumentErrors(mcp))
+    # results are described field by field (clients may use them); other answers are read
+    # as text, so their top-level keys are enough
+    mcp.add_middleware(CompactToolList({"search_code": None}, default_depth=0))
 
     @mcp.tool(annotations=READ_ONLY, output_schema=SEARCH_SCHEMA)
     async def search_code(
-        query: Annotated[str, Field(description="What to find: a question in words "
-                                    "('where are retries configured') or an identifier.")],
+        query: Annotated[str, Field(description="A question in words or an identifier.")],
         ctx: Context,
-        project: Annotated[str | None, Field(description="Project id (or a path inside one). "
-                                             "Default: the projects of the client's roots, else "
-                                             "the project containing its working directory, else "
-                                             "all projects.")] = None,
+        project: Annotated[str | None, Field(description="Project id or a path in one "
+                                             "(default: the client's roots or cwd, else "
+                                             "all).")] = None,
         projects: Annotated[list[str] | None, Field(description="Several project ids.")] = None,
-        language: Annotated[str | None, Field(description="Only this language, e.g. 'python'.")] = None,
-        path_glob: Annotated[str | None, Field(description="Only paths matching this glob, "
-                                               "e.g. 'src/**' or '*.ts'.")] = None,
-        limit: Annotated[int, Field(ge=1, le=50, description="Number of results (1-50).")] = 10,
+        language: Annotated[str | None, Field(description="e.g. python, ts, go.")] = None,
+        path_glob: Annotated[str | None, Field(description="e.g. 'src/**', '*.ts'.")] = None,
+        limit: Annotated[int, Field(ge=1, le=50)] = 10,
         mode: Annotated[Literal["hybrid", "semantic", "lexical"],
-                        Field(description="hybrid (default) mixes meaning and words; lexical "
-                              "for exact identifiers; semantic for concepts.")] = "hybrid",
+                        Field(description="lexical for exact identifiers, semantic for "
+                              "concepts.")] = "hybrid",
         detail: Annotated[Literal["paths", "snippet", "full"],
-                          Field(description="paths: locations only; snippet (default): each "
-                                "unit's most relevant lines; full: whole units.")] = "snippet",
-        offset: Annotated[int, Field(ge=0, le=200, description="Skip this many results "
-                                     "(the answer's next offset gives the next page).")] = 0,
-        max_tokens: Annotated[int | None, Field(ge=100, le=50000, description="Budget for the "
-                                                "answer's text (default 2000).")] = None,
+                          Field(description="snippet: the most relevant lines; full: whole "
+                                "units.")] = "snippet",
+        offset: Annotated[int, Field(ge=0, le=200, description="A page's next_offset.")] = 0,
+        max_tokens: Annotated[int | None, Field(ge=100, le=50000, description="Answer budget "
+                                                "(default 2000).")] = None,
     ) -> ToolResult:
-        """Search indexed source code by meaning and by words. Use it to find where something
-        is implemented, defined or used before reading files. Returns whole code units
-        (function, method, class) as `path:start-end symbol (kind) score` with their most
-        relevant numbered lines; follow up with read_code, find_symbol or find_references."""
+        """Search indexed code by meaning and words before grepping or opening files: whole
+        units (function, method, class) as `path:start-end symbol (kind) score` with their
+        most relevant numbered lines."""
         chosen = [*([project] if project else []), *(projects or [])]
         daemon_api = _api(ctx)
         if not chosen:
@@ -210,17 +207,15 @@ def build_server(api: DaemonApi) -> FastMCP:
     @mcp.tool(annotations=ToolAnnotations(read_only_hint=False, destructive_hint=False,
                                           idempotent_hint=True, open_world_hint=False))
     async def index_repository(
-        path: Annotated[str, Field(description="The repository directory: absolute, or relative "
-                                   "to the client's root (else its working directory).")],
+        path: Annotated[str, Field(description="Absolute, or relative to the client's root "
+                                   "or working directory.")],
         ctx: Context,
-        project: Annotated[str | None, Field(description="Project id: lowercase letters, digits "
-                                             "and single hyphens (default: from the directory "
-                                             "name).")] = None,
+        project: Annotated[str | None, Field(description="Default: from the directory "
+                                             "name.")] = None,
         wait: Annotated[Literal["none", "lexical", "complete"], Field(description=WAIT_HELP)] = "none",
     ) -> IndexAnswer:
-        """Register a repository so the daemon indexes it and keeps it fresh. Returns the
-        project id, how many files will be indexed and a rough duration; by default at once
-        (indexing continues in the background: see list_projects or get_status)."""
+        """Register a repository to index and keep fresh: its project id, files to index
+        and a rough duration."""
         daemon_api = _api(ctx)
         roots = await client_roots(ctx)
         base = roots[0] if roots else client_cwd()
@@ -235,28 +230,25 @@ def build_server(api: DaemonApi) -> FastMCP:
 
     @mcp.tool(annotations=READ_ONLY)
     async def list_projects(ctx: Context) -> ProjectsAnswer:
-        """List every indexed or registered project: id, path, state (not indexed, scanning,
-        indexing, embedding, complete, error) and freshness (pending files, vector coverage,
-        last indexed change)."""
+        """List indexed and registered projects: id, path, state and freshness."""
         return cast(ProjectsAnswer, await _call("list_projects", _api(ctx).list_projects()))
 
     @mcp.tool(annotations=READ_ONLY)
     async def get_status(
         ctx: Context,
-        project: Annotated[str | None, Field(description="Project id; default all.")] = None,
+        project: Annotated[str | None, Field(description="Default: all.")] = None,
     ) -> StatusAnswer:
-        """Show each project's files, chunks, vector coverage, pending changes and errors,
-        and the daemon's. Use it when results look stale or after index_repository."""
+        """Each project's files, chunks, vector coverage, pending changes and errors, and
+        the daemon's."""
         return cast(StatusAnswer, await _call("get_status", _api(ctx).status(project)))
 
     @mcp.tool(annotations=READ_ONLY)
     async def recent_changes(
         ctx: Context,
-        project: Annotated[str | None, Field(description="Project id; default all.")] = None,
-        limit: Annotated[int, Field(ge=1, le=200, description="Number of changes (1-200).")] = 20,
+        project: Annotated[str | None, Field(description="Default: all.")] = None,
+        limit: Annotated[int, Field(ge=1, le=200)] = 20,
     ) -> ChangesAnswer:
-        """List the latest file changes the daemon saw (path, kind, time), newest first, to see
-        what moved in the code since you last looked."""
+        """The latest file changes (path, kind, time), newest first."""
         return cast(ChangesAnswer, await _call("recent_changes", _api(ctx).recent_changes(project, limit)))
 
     @mcp.resource("codequarry://projects", mime_type="application/json",

@@ -19,7 +19,15 @@ from typing import Any, Literal
 
 import anyio
 
-from codequarry.answers import DEFAULT_MAX_TOKENS, Detail, Unit, shape, unit_key, validate_shape
+from codequarry.answers import (
+    DEFAULT_MAX_TOKENS,
+    Detail,
+    Unit,
+    rank_units,
+    shape,
+    unit_key,
+    validate_shape,
+)
 from codequarry.chunking.languages import known_languages
 from codequarry.chunking.words import code_words, identifier_like
 from codequarry.config import EmbedderConfig
@@ -40,9 +48,6 @@ CANDIDATE_POOL = 100
 # The fusion's normalisation sees the top FUSION_DEPTH of each list (the depth it was tuned
 # at); deeper candidates rank after them, in their own fused order, to fill more units.
 FUSION_DEPTH = 30
-# A unit's score: its best chunk's plus this share of its other matching chunks' scores
-# (agent questions, bench/agent_bench.py: 0.1 ranks as well at hit@3 and better at hit@1)
-UNIT_SUPPORT = 0.1
 
 # What people type for a language -> its canonical name (detect_language's labels)
 LANGUAGE_ALIASES = {
@@ -344,10 +349,10 @@ class Searcher:
         return hits
 
     async def _hits(self, ranked: list[_Ranked], stores: list[ProjectStore], need: int) -> list[Unit]:
-        """The distinct units the ranked chunks fall in, best first: chunks of one unit
-        merge into it (its score is its best chunk's plus UNIT_SUPPORT times the others'),
-        and a file reached twice (symlink, nested project) counts once. Every ranked chunk
-        is placed, so the order never depends on `need` (pages stay stable)."""
+        """The distinct units the ranked chunks fall in, best first (answers.rank_units):
+        chunks of one unit merge into it, and a file reached twice (symlink, nested project)
+        counts once. Every ranked chunk is placed, so the order never depends on `need`
+        (pages stay stable)."""
         roots = await self.store.indexed_projects()
         by_id = {store.project_id: store for store in stores}
         spans = {}
@@ -355,7 +360,6 @@ class Searcher:
             spans[project] = await by_id[project].unit_chunks(
                 [r.chunk_id for r in ranked if r.project == project])
         units: dict[tuple[str, int, int], Unit] = {}
-        best: dict[tuple[str, int, int], float] = {}
         for r in ranked:
             found = spans[r.project].get(r.chunk_id)
             if found is None:
@@ -369,12 +373,10 @@ class Searcher:
                 unit = units[key] = Unit(r.project, chunk_row.path, start, end, chunk.symbol,
                                          chunk.kind, chunk.language, r.score)
                 unit.add_chunks(run)
-                best[key] = r.score
             elif (chunk.start_line, chunk.end_line) not in unit.hits:
-                unit.score += UNIT_SUPPORT * r.score
+                unit.support.append(r.score)
             unit.add_hit(chunk.start_line, chunk.end_line)
-        order = sorted(units, key=lambda k: (-units[k].score, -best[k]))  # stable for equal scores
-        return [units[key] for key in order][:need]
+        return rank_units(list(units.values()))[:need]
 
 
 # Tuned with bench/tune_fusion.py on the tuning sets only (bench/data/README.md): z-score
