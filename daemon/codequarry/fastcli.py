@@ -252,12 +252,14 @@ def _index(args: argparse.Namespace, socket: str, raw: dict[str, Any]) -> int:
     if not _valid_project_id(project) or len(paths) != 1 or not isinstance(paths[0], str) \
             or os.path.abspath(os.path.expanduser(paths[0])) != repo or not os.path.isdir(repo):
         raise _Fallback("registering: the full CLI edits the config file")
-    status = _ask(socket, "POST", "/api/index", {"path": repo, "project": project})
+    # the daemon answers once it has compared the tree with its index: with its status
+    answer = _ask(socket, "POST", "/api/index", {"path": repo, "project": project})
+    status = {"projects": [answer.get("status", {})]}
     while True:
         entry = next((p for p in status.get("projects", []) if p.get("project") == project), None)
-        if entry is not None and entry["pending_files"] == 0 and entry["pending_events"] == 0 and (
-                entry["vector_coverage"] >= 1.0 or (entry["errors"][:1] and
-                                                    entry["errors"][0].startswith("embedder"))):
+        if entry is not None and entry.get("pending_files") == 0 and entry.get("pending_events") == 0 \
+                and (entry.get("vector_coverage", 0) >= 1.0 or (entry["errors"][:1] and
+                                                               entry["errors"][0].startswith("embedder"))):
             break
         import time
 

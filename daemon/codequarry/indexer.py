@@ -88,6 +88,16 @@ class _Unreadable:
 _Step = FileUpdate | _Unchanged | _Deleted | _Touched | _Unreadable
 
 
+@dataclass(frozen=True, slots=True)
+class ScanSummary:
+    """What one reconcile found on disk: `files` indexable (not skipped) and their `bytes`,
+    and `changes`, the paths it queued (0: the index already equals the tree)."""
+
+    files: int
+    bytes: int
+    changes: int
+
+
 @dataclass
 class Project:
     """Runtime state of one indexed project."""
@@ -97,6 +107,9 @@ class Project:
     store: ProjectStore
     rules: IgnoreRules
     needs_rescan: bool = False
+    reconciles: int = 0  # reconciles started
+    compared: int = 0  # reconciles whose walk has been compared with the store
+    last_scan: ScanSummary | None = None  # of the latest compared walk
 
 
 @dataclass
@@ -133,6 +146,7 @@ class Indexer:
         self._rechunks = HeldRechunks()
         self._embed_wake = anyio.Event()
         self._rescan_wake = anyio.Event()
+        self._compared = anyio.Event()  # set (and replaced) whenever a reconcile compared or ended
         self._busy = 0
         self._reconciling: set[str] = set()
         self._embedding = False
@@ -180,6 +194,7 @@ class Indexer:
         """
         project = self.projects[project_id]
         project.needs_rescan = False
+        project.reconciles += 1
         self._busy += 1
         self._reconciling.add(project_id)
         try:
@@ -187,6 +202,31 @@ class Indexer:
         finally:
             self._busy -= 1
             self._reconciling.discard(project_id)
+            self._signal_compared()  # a failed one too: its waiters look again
+
+    async def fresh_scan(self, project_id: str) -> ScanSummary | None:
+        """Have the rescan worker reconcile the project with its tree in a reconcile that
+        starts after this call, and return its summary once its walk has been compared with
+        the store (its changes are then recorded, and queued or being queued: they show as
+        pending). None if the project is not running or stopped meanwhile (a runner restart).
+        A project not yet reconciled at all gets the reconcile its watcher asks for once live."""
+        project = self.projects.get(project_id)
+        if project is None:
+            return None
+        if project.reconciles == 0 and project.needs_rescan:
+            target = 1  # its watcher asks for it once live: nothing changed before then is missed
+        else:
+            target = project.reconciles + 1  # one that is running now may have walked past a change
+            self.request_rescan(project_id)
+        while project.compared < target:
+            if self.projects.get(project_id) is not project:
+                return None
+            await self._compared.wait()
+        return project.last_scan
+
+    def _signal_compared(self) -> None:
+        self._compared.set()
+        self._compared = anyio.Event()
 
     def scanning(self, project_id: str) -> bool:
         """Has the project not been compared with its tree yet (or is it being compared)?
@@ -199,6 +239,7 @@ class Indexer:
         max_bytes = self.settings.config.index.max_file_bytes
         if not project.root.is_dir():
             log.warning("project_root_missing", project=project_id, root=str(project.root))
+            project.last_scan, project.compared = ScanSummary(0, 0, 0), project.compared + 1
             return 0
         on_disk: dict[str, FileStat] = {}
         known: dict[str, IndexedFile] = {}
@@ -234,6 +275,12 @@ class Indexer:
         changes.extend((path, ChangeKind.MODIFIED) for path, before in known.items()
                        if before.chunker_version < CHUNKER_VERSION and not before.skip_reason
                        and path in on_disk and path not in listed)
+        indexable = [stat.size for stat in on_disk.values() if stat.skip_reason is None]
+        project.last_scan = ScanSummary(len(indexable), sum(indexable), len(changes))
+        project.compared += 1
+        # no checkpoint from here to the end when nothing changed: a waiter woken by this
+        # sees the reconcile finished (not "scanning")
+        self._signal_compared()
         self.progress.files_total += len(changes)
         for path, kind in changes:
             await self.queue.put(project_id, path, kind, Lane.BACKLOG)
