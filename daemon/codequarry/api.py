@@ -24,6 +24,8 @@ from codequarry.search import MODES, Mode, SearchRequest, glob_to_regex, normali
 from codequarry.store.project import Filters
 
 MAX_CHANGES = 200
+# a search needing a query vector right after a start waits this long for the model to load
+EMBEDDER_WAIT_SECONDS = 10.0
 VERIFY_SETTLE_SECONDS = 60.0
 # how long `index` waits for its reconcile's walk (the rescan worker may be busy with
 # another project); then it answers from a walk of its own
@@ -101,6 +103,9 @@ class DaemonApi:
         request = SearchRequest(query, tuple(chosen), mode,  # type: ignore[arg-type]
                                 tuple(languages or ()), path_glob or None, limit,
                                 detail, offset, max_tokens).validate()  # type: ignore[arg-type]
+        if request.mode != "lexical":
+            with anyio.move_on_after(EMBEDDER_WAIT_SECONDS):  # else: lexical, with a note
+                await self.runtime.indexer.wait_for_embedder()
         response = await self.runtime.searcher.search(request, self.runtime.indexer.model_id)
         return response.to_json()
 
@@ -247,6 +252,9 @@ class DaemonApi:
                       for q in queries]
         except (KeyError, TypeError, ValueError) as exc:
             raise UsageError(f"malformed queries: {type(exc).__name__}: {exc}") from None
+        if chosen != ["lexical"]:
+            with anyio.move_on_after(EMBEDDER_WAIT_SECONDS):
+                await self.runtime.indexer.wait_for_embedder()
         model_id = self.runtime.indexer.model_id
         if chosen != ["lexical"] and model_id is None:
             raise UsageError("semantic modes need the embedder, which is not ready: "

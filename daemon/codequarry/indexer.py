@@ -138,9 +138,12 @@ class Indexer:
         self.model_id: str | None = None
         self.embedder_error: str | None = None
         self.embedder_fatal = False  # a broken model file: retrying cannot help
-        # a one-shot `index` loads the model only if something needs a vector; the daemon
-        # loads it at once, since every search needs it
+        # load the model only when something needs a vector or want_embedder() is called:
+        # a one-shot `index` of an unchanged tree never does; the daemon does once it has
+        # caught up (or a search asks), so a restart is not slowed by it
         self.lazy_embedder = False
+        self._embedder_wanted = False
+        self._embedder_tried = anyio.Event()  # set once a start succeeded or failed
         self._hot: deque[tuple[str, Chunk]] = deque()
         self._pool: deque[tuple[str, Chunk]] = deque()
         self._rechunks = HeldRechunks()
@@ -561,7 +564,7 @@ class Indexer:
         while True:
             try:
                 if self.model_id is None:
-                    if self.lazy_embedder and not await self._needs_embedder():  # unchanged re-index
+                    if self.lazy_embedder and not self._embedder_wanted and not await self._needs_embedder():
                         self._settled_generation = self._work_generation
                         with anyio.move_on_after(5):
                             await self._embed_wake.wait()
@@ -587,6 +590,7 @@ class Indexer:
                     log.warning("embedder_unavailable", error=str(exc), retry_in=round(backoff))
                 self.embedder_error = str(exc)
                 self.embedder_fatal = not isinstance(exc, EmbedderUnavailable)
+                self._embedder_tried.set()
                 await anyio.sleep(backoff)
                 backoff = min(backoff * 2, 60.0)
             except Exception as exc:  # never let one project's data end the worker
@@ -631,7 +635,29 @@ class Indexer:
             await self.store.record_model(self.model_id, self.embedder.dims, self.embedder_config)
         for project in list(self.projects.values()):
             await self._use_model(project)
+        self._embedder_tried.set()
         log.info("embedder_ready", model=self.model_id)
+
+    def want_embedder(self) -> None:
+        """Have a lazy embedder start now (it starts anyway once something needs a vector)."""
+        if not self._embedder_wanted:
+            self._embedder_wanted = True
+            self._embed_wake.set()
+            self._embed_wake = anyio.Event()
+
+    async def wait_for_embedder(self) -> bool:
+        """Start a lazy embedder now and return once a start succeeded (True) or failed
+        (False: embedder_error says why); the caller bounds the wait. A search that needs
+        a query vector asks this first."""
+        if self.model_id is None and self.embedder_error is None:
+            self.want_embedder()
+            await self._embedder_tried.wait()
+        return self.model_id is not None
+
+    async def compared_all(self) -> None:
+        """Return once every project has been compared with its tree at least once."""
+        while any(p.compared == 0 for p in self.projects.values()):
+            await self._compared.wait()
 
     async def _use_model(self, project: Project) -> None:
         assert self.model_id is not None

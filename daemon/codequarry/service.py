@@ -11,6 +11,7 @@ cancels at once. Work not done is not lost: it is found again by the next start'
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import signal
 import socket
@@ -33,6 +34,7 @@ from codequarry.runtime import Runtime, open_runtime
 from codequarry.supervisor import Supervisor
 
 log = get_logger(__name__)
+CATCH_UP_WAIT_SECONDS = 30.0  # then the model loads even if a project is still being compared
 
 
 class _UnixServer(uvicorn.Server):
@@ -105,6 +107,7 @@ class Daemon:
             async with anyio.create_task_group() as tasks:
                 supervisor = Supervisor(self._settings, runtime, tasks)
                 self.supervisor = supervisor
+                runtime.indexer.lazy_embedder = True  # see _load_model_when_caught_up
                 tasks.start_soon(runtime.indexer.run)
                 await supervisor.apply(self._settings)
                 await self._start_socket_server(tasks)
@@ -115,10 +118,21 @@ class Daemon:
                          projects=[p.id for p in self.settings.config.projects])
                 sd_notify("READY=1")
                 self.ready.set()
+                tasks.start_soon(self._load_model_when_caught_up)
                 await self._stop.wait()
                 sd_notify("STOPPING=1")
                 await self._shutdown()
                 tasks.cancel_scope.cancel()
+
+    async def _load_model_when_caught_up(self) -> None:
+        """Loading the local model takes CPU (and hundreds of MB) that catching up after a
+        restart needs, and an unchanged tree needs no vector: load it once every project
+        has been compared with its tree (bounded), or earlier when something needs a
+        vector or a search needs the query's (Indexer.embedder_ready)."""
+        assert self.runtime is not None
+        with anyio.move_on_after(CATCH_UP_WAIT_SECONDS):
+            await self.runtime.indexer.compared_all()
+        self.runtime.indexer.want_embedder()
 
     async def _shutdown(self) -> None:
         log.info("daemon_stopping", drain_timeout=self.settings.config.daemon.drain_timeout_seconds)
@@ -143,6 +157,9 @@ class Daemon:
     # ---- the socket ----------------------------------------------------------------
 
     async def _start_socket_server(self, tasks: TaskGroup) -> None:
+        # FastMCP's import is the biggest part of a start: in a thread (it waits for the one
+        # codequarry.warmup began), so the event loop meanwhile watches and reconciles
+        await anyio.to_thread.run_sync(importlib.import_module, "codequarry.mcp_server")
         from codequarry.api import DaemonApi
         from codequarry.logs import quiet_fastmcp_logging
         from codequarry.mcp_server import build_server
