@@ -159,6 +159,7 @@ def main() -> None:
     parser.add_argument("--start-timeout", type=float, default=900)
     parser.add_argument("--embedder", choices=["local", "standin"], default="local",
                         help="standin: fast fake vectors (see the module doc)")
+    parser.add_argument("--results", default="cli", help="bench/results/NAME.json (default: cli)")
     args = parser.parse_args()
     configure_logging("warning")
     name = args.corpus
@@ -226,7 +227,7 @@ def main() -> None:
             + (f"; restart caught up {figures['restart_ratio_to_git_status']['caught_up_s']}x git status "
                "(target 5x)" if restart else "")
             + f"; load average {figures['load_average_before'][0]} -> {figures['load_average_after'][0]}")
-    emit("cli", figures, line)
+    emit(args.results, figures, line)
 
 
 if __name__ == "__main__":
