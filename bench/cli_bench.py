@@ -9,7 +9,7 @@ targets. Its ~150k chunks would take the local model hours to embed, and a figur
 while a backlog embeds says nothing, so `--embedder standin` serves fast fake vectors
 (tests/ollama_standin.py, 32 dimensions, in this process) as an Ollama model: the files
 are registered, chunked and every chunk has a vector, as in a real index, and the timed
-commands (re-index, restart) load no model either way. Search figures are then not those
+commands (re-index, restart) load no local model. Search figures are then not those
 of the local model.
 
 A real `codequarry daemon` serves the corpus (private home, stopped with SIGTERM at the
