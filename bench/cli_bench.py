@@ -5,7 +5,7 @@ against a bare `python -c pass`, `rg QUERY` on the same tree and the full CLI, s
                               [--embedder local|standin]
 
 `--corpus files3k` (about 3,000 files) is the tree of issue 13's re-index and restart
-targets. Its ~150k chunks would take the local model hours to embed, and a figure taken
+targets. Its ~82k chunks would take the local model about half an hour to embed at best, and a figure taken
 while a backlog embeds says nothing, so `--embedder standin` serves fast fake vectors
 (tests/ollama_standin.py, 32 dimensions, in this process) as an Ollama model: the files
 are registered, chunked and every chunk has a vector, as in a real index, and the timed
