@@ -5,8 +5,8 @@ against a bare `python -c pass`, `rg QUERY` on the same tree and the full CLI, s
                               [--embedder local|standin]
 
 `--corpus files3k` (about 3,000 files) is the tree of issue 13's re-index and restart
-targets. Its ~82k chunks would take the local model about half an hour to embed at best, and a figure taken
-while a backlog embeds says nothing, so `--embedder standin` serves fast fake vectors
+targets. Its ~82k chunks would keep the local model busy for half an hour or more, and a
+figure taken while a backlog embeds says nothing, so `--embedder standin` serves fast fake vectors
 (tests/ollama_standin.py, 32 dimensions, in this process) as an Ollama model: the files
 are registered, chunked and every chunk has a vector, as in a real index, and the timed
 commands (re-index, restart) load no local model. Search figures are then not those
