@@ -128,7 +128,7 @@ class Daemon:
         """Loading the local model takes CPU (and hundreds of MB) that catching up after a
         restart needs, and an unchanged tree needs no vector: load it once every project
         has been compared with its tree (bounded), or earlier when something needs a
-        vector or a search needs the query's (Indexer.embedder_ready)."""
+        vector or a search needs the query's (Indexer.wait_for_embedder)."""
         assert self.runtime is not None
         with anyio.move_on_after(CATCH_UP_WAIT_SECONDS):
             await self.runtime.indexer.compared_all()
