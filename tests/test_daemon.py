@@ -283,8 +283,8 @@ async def test_a_restarted_daemon_with_nothing_to_embed_still_answers_by_meaning
         await settled(daemon, "demo", set(REPO))
     async with running(settings, hash_embedder) as daemon:
         assert daemon.runtime is not None
-        # the model loads once the daemon has caught up, or as soon as a search needs it:
-        # a search asked at once waits for it rather than answering by words only
+        # a search asked while the model may still be loading waits for it (bounded)
+        # rather than answering by words only
         answer = await DaemonApi(daemon.runtime, daemon).search("parse config file", ["demo"], "semantic")
         assert answer["results"]
         assert not answer["notes"]

@@ -34,7 +34,6 @@ from codequarry.runtime import Runtime, open_runtime
 from codequarry.supervisor import Supervisor
 
 log = get_logger(__name__)
-CATCH_UP_WAIT_SECONDS = 30.0  # then the model loads even if a project is still being compared
 
 
 class _UnixServer(uvicorn.Server):
@@ -107,7 +106,6 @@ class Daemon:
             async with anyio.create_task_group() as tasks:
                 supervisor = Supervisor(self._settings, runtime, tasks)
                 self.supervisor = supervisor
-                runtime.indexer.lazy_embedder = True  # see _load_model_when_caught_up
                 tasks.start_soon(runtime.indexer.run)
                 await supervisor.apply(self._settings)
                 await self._start_socket_server(tasks)
@@ -118,21 +116,10 @@ class Daemon:
                          projects=[p.id for p in self.settings.config.projects])
                 sd_notify("READY=1")
                 self.ready.set()
-                tasks.start_soon(self._load_model_when_caught_up)
                 await self._stop.wait()
                 sd_notify("STOPPING=1")
                 await self._shutdown()
                 tasks.cancel_scope.cancel()
-
-    async def _load_model_when_caught_up(self) -> None:
-        """Loading the local model takes CPU (and hundreds of MB) that catching up after a
-        restart needs, and an unchanged tree needs no vector: load it once every project
-        has been compared with its tree (bounded), or earlier when something needs a
-        vector or a search needs the query's (Indexer.wait_for_embedder)."""
-        assert self.runtime is not None
-        with anyio.move_on_after(CATCH_UP_WAIT_SECONDS):
-            await self.runtime.indexer.compared_all()
-        self.runtime.indexer.want_embedder()
 
     async def _shutdown(self) -> None:
         log.info("daemon_stopping", drain_timeout=self.settings.config.daemon.drain_timeout_seconds)
