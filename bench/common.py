@@ -38,6 +38,10 @@ CORPORA: dict[str, tuple[str, list[tuple[str, str]]]] = {
     "huge": ("numpy + sqlalchemy + fastmcp + pydantic (Python, ~100k chunks)",
              [("site", "numpy"), ("site", "sqlalchemy"), ("site", "fastmcp"), ("site", "pydantic")]),
     "mcp50k": ("numpy (Python, ~50k chunks)", [("site", "numpy")]),
+    # issue 13's unchanged re-index and restart figures: a tree of about 3,000 files
+    "files3k": ("numpy + sqlalchemy + fastmcp + pydantic + mypy + pygments (Python, ~3,000 files)",
+                [("site", "numpy"), ("site", "sqlalchemy"), ("site", "fastmcp"), ("site", "pydantic"),
+                 ("site", "mypy"), ("site", "pygments")]),
 }
 
 

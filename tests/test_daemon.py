@@ -20,6 +20,7 @@ import psutil
 import pytest
 import tomlkit
 
+from codequarry.api import DaemonApi
 from codequarry.client import DaemonClient
 from codequarry.config import Settings, add_project, remove_project
 from codequarry.daemon_lock import IndexLock
@@ -282,16 +283,12 @@ async def test_a_restarted_daemon_with_nothing_to_embed_still_answers_by_meaning
         await settled(daemon, "demo", set(REPO))
     async with running(settings, hash_embedder) as daemon:
         assert daemon.runtime is not None
-        runtime = daemon.runtime
-
-        async def embedder_ready() -> bool:
-            return runtime.indexer.model_id is not None
-
-        await until(embedder_ready, 20, "the embedder to be loaded")
-        response = await runtime.searcher.search(
-            SearchRequest("parse config file", ("demo",), "semantic"), runtime.indexer.model_id)
-        assert response.results
-        assert not response.notes
+        # a search asked while the model may still be loading waits for it (bounded)
+        # rather than answering by words only
+        answer = await DaemonApi(daemon.runtime, daemon).search("parse config file", ["demo"], "semantic")
+        assert answer["results"]
+        assert not answer["notes"]
+        assert daemon.runtime.indexer.model_id is not None
 
 
 async def test_config_edits_start_and_stop_watching_projects_without_a_restart(

@@ -16,7 +16,7 @@ from sqlalchemy import text
 from codequarry.chunking import ChunkedFile, embedding_text
 from codequarry.config import Settings
 from codequarry.errors import EmbedderUnavailable
-from codequarry.indexer import Project
+from codequarry.indexer import Project, ScanSummary
 from codequarry.models import ChangeKind
 from codequarry.runtime import Runtime, open_runtime
 from codequarry.search import SearchRequest
@@ -76,6 +76,26 @@ async def test_second_index_of_an_unchanged_tree_embeds_nothing(
         await index(runtime, "demo")
         assert len(hash_embedder.embedded_texts) == first
         assert await runtime.indexer.reconcile("demo") == 0
+
+
+async def test_a_fresh_scan_compares_the_tree_now_even_with_no_watcher_to_report_a_change(
+        settings: Settings, hash_embedder: HashEmbedder, repo: Path) -> None:
+    async with open_runtime(settings, hash_embedder) as runtime:
+        await runtime.indexer.add_project(settings.config.project("demo"))
+        await index(runtime, "demo")
+        async with workers(runtime):
+            unchanged = await runtime.indexer.fresh_scan("demo")
+            assert unchanged is not None
+            assert (unchanged.files, unchanged.changes) == (3, 0)
+            assert unchanged.bytes == sum(len(text.encode()) for text in PY.values())
+            assert runtime.indexer.idle()  # nothing queued, and the reconcile is over
+            (repo / "pkg" / "util.py").write_text("def parse_config(path):\n    return None\n")
+            changed = await runtime.indexer.fresh_scan("demo")  # nothing watches this tree
+            assert changed is not None
+            assert changed.changes == 1
+            await settle(runtime)
+            assert await runtime.indexer.fresh_scan("demo") == ScanSummary(3, changed.bytes, 0)
+        assert await runtime.indexer.fresh_scan("gone") is None
 
 
 # ---- incremental behaviour ------------------------------------------------------------

@@ -24,7 +24,12 @@ from codequarry.search import MODES, Mode, SearchRequest, glob_to_regex, normali
 from codequarry.store.project import Filters
 
 MAX_CHANGES = 200
+# a search needing a query vector right after a start waits this long for the model to load
+EMBEDDER_WAIT_SECONDS = 10.0
 VERIFY_SETTLE_SECONDS = 60.0
+# how long `index` waits for its reconcile's walk (the rescan worker may be busy with
+# another project); then it answers from a walk of its own
+RECONCILE_WAIT_SECONDS = 30.0
 
 
 class DaemonControl(Protocol):
@@ -98,6 +103,9 @@ class DaemonApi:
         request = SearchRequest(query, tuple(chosen), mode,  # type: ignore[arg-type]
                                 tuple(languages or ()), path_glob or None, limit,
                                 detail, offset, max_tokens).validate()  # type: ignore[arg-type]
+        if request.mode != "lexical":
+            with anyio.move_on_after(EMBEDDER_WAIT_SECONDS):  # else: lexical, with a note
+                await self.runtime.indexer.wait_for_embedder()
         response = await self.runtime.searcher.search(request, self.runtime.indexer.model_id)
         return response.to_json()
 
@@ -112,7 +120,8 @@ class DaemonApi:
     async def index(self, path: str, project: str | None = None, *, base: str | None = None,
                     allowed_roots: list[Path] | None = None, wait: str = "none",
                     on_progress: ProgressCallback | None = None) -> dict[str, Any]:
-        """Register a repository (persisted in the config) and start indexing it.
+        """Register a repository (persisted in the config) and reconcile it with its tree
+        now (a stat walk compared with the store; unchanged files are not read).
 
         `path` relative: to `base` (the MCP client's root or working directory); without a
         base a relative path is refused, never read against the daemon's own directory.
@@ -141,7 +150,15 @@ class DaemonApi:
                 raise UsageError(refusal)
         registered = await self.daemon.register(repo, project)  # applied now, not by the watcher
         project_id = registered.id
-        files, size = await anyio.to_thread.run_sync(self._indexable, registered)
+        # the watcher may not have seen (or delivered) every change yet: compare the tree
+        # with the store now, so the answer (and `wait`) is about the tree as it is
+        scan = None
+        with anyio.move_on_after(RECONCILE_WAIT_SECONDS):
+            scan = await self.runtime.indexer.fresh_scan(project_id)
+        if scan is not None:
+            files, size = scan.files, scan.bytes
+        else:
+            files, size = await anyio.to_thread.run_sync(self._indexable, registered)
         answer: dict[str, Any] = {
             "project": project_id, "path": str(registered.path), "files_to_index": files,
             "bytes_to_index": size, "estimated_seconds": estimate_seconds(files, size),
@@ -235,6 +252,9 @@ class DaemonApi:
                       for q in queries]
         except (KeyError, TypeError, ValueError) as exc:
             raise UsageError(f"malformed queries: {type(exc).__name__}: {exc}") from None
+        if chosen != ["lexical"]:
+            with anyio.move_on_after(EMBEDDER_WAIT_SECONDS):
+                await self.runtime.indexer.wait_for_embedder()
         model_id = self.runtime.indexer.model_id
         if chosen != ["lexical"] and model_id is None:
             raise UsageError("semantic modes need the embedder, which is not ready: "

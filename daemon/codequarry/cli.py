@@ -19,6 +19,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from codequarry import __version__
+from codequarry.cli_args import (
+    add_global_options,
+    add_globs,
+    add_index_arguments,
+    add_search_arguments,
+    add_status_arguments,
+)
 from codequarry.config import Settings, load_settings
 from codequarry.errors import CodequarryError, DaemonNotRunning, DaemonRunning, UnknownProject, UsageError
 from codequarry.registration import register, unregister
@@ -61,11 +68,7 @@ def _fail(message: str, code: int) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", type=Path, default=None, metavar="FILE",
-                        help="config file (default: $CODEQUARRY_CONFIG, else "
-                             "$XDG_CONFIG_HOME/codequarry/config.toml)")
-    common.add_argument("--log-level", default="warning",
-                        choices=["debug", "info", "warning", "error"], help="log verbosity (stderr)")
+    add_global_options(common)
     parser = argparse.ArgumentParser(
         prog="codequarry", parents=[common],
         description="Always-fresh local semantic code search. Index repositories into PostgreSQL "
@@ -80,26 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("index", cmd_index, "Index a repository now (registering it if needed) and "
                 "wait until every file is searchable; only changed files are re-read.")
-    p.add_argument("path", type=Path, help="repository directory")
-    p.add_argument("--project", help="project id (default: derived from the directory name)")
-    _add_globs(p)
+    add_index_arguments(p)
 
     p = command("search", cmd_search, "Search indexed code by meaning and by words.")
-    p.add_argument("query")
-    p.add_argument("--project", action="append", default=[], metavar="ID",
-                   help="project to search (repeatable; default: all projects)")
-    p.add_argument("--mode", choices=["hybrid", "semantic", "lexical"], default="hybrid")
-    p.add_argument("--language", action="append", default=[], help="only this language (repeatable)")
-    p.add_argument("--path", dest="path_glob", metavar="GLOB",
-                   help="only paths matching this glob, e.g. 'src/**' or '*.py'")
-    p.add_argument("--limit", type=int, default=10, help="number of results, 1-50 (default 10)")
-    p.add_argument("--detail", choices=["paths", "snippet", "full"], default="snippet",
-                   help="paths: locations only; snippet (default): each unit's most relevant "
-                        "lines; full: whole units")
-    p.add_argument("--offset", type=int, default=0, help="skip this many results (next page)")
-    p.add_argument("--max-tokens", type=int, default=None, metavar="N",
-                   help="budget for the answer's text, in tokens of 4 characters (default 2000)")
-    p.add_argument("--json", action="store_true", help="print JSON: {results, freshness}")
+    add_search_arguments(p)
 
     p = command("symbol", cmd_symbol, "Find where a function, method, class or type is defined "
                 "(exact name first, then prefix and similar spellings).")
@@ -122,13 +109,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("status", cmd_status, "Show each project's files, chunks, vector coverage and "
                 "pending work, and whether the daemon runs.")
-    p.add_argument("--project", help="only this project")
-    p.add_argument("--json", action="store_true", help="print JSON")
+    add_status_arguments(p)
 
     p = command("add", cmd_add, "Register a repository in the config file (the daemon picks it up).")
     p.add_argument("path", type=Path)
     p.add_argument("--project", help="project id (default: derived from the directory name)")
-    _add_globs(p)
+    add_globs(p)
 
     p = command("remove", cmd_remove, "Unregister a project; its index is kept unless --purge.")
     p.add_argument("project")
@@ -170,13 +156,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.add_argument("--worst", type=int, default=5, help="show this many worst queries")
     return parser
-
-
-def _add_globs(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--include", action="append", default=[], metavar="GLOB",
-                   help="only index files matching this glob (repeatable)")
-    p.add_argument("--exclude", action="append", default=[], metavar="GLOB",
-                   help="never index files matching this glob (repeatable)")
 
 
 # ---- the store: through the daemon, or here while holding the data dir's lock ----------

@@ -84,11 +84,14 @@ RETRYING_GIVE_UP_SECONDS = 30.0
 
 def follow_daemon_index(client: DaemonClient, project: str, path: str) -> int:
     """Ask the running daemon to index, then show its progress until the project is idle."""
-    client.post("/api/index", {"path": path, "project": project})
+    # answered once the daemon has compared the tree with its index, with the project's status
+    answer = client.post("/api/index", {"path": path, "project": project})
+    first: dict[str, Any] | None = answer.get("status") if isinstance(answer, dict) else None
     retrying_since: float | None = None
     with IndexProgress(project, enabled=sys.stderr.isatty()) as progress:
         while True:
-            status = _project_status(client, project)
+            status = first if first and "pending_files" in first else _project_status(client, project)
+            first = None
             if status is not None and status.get("state") in ("starting", "retrying"):
                 # the daemon retries a failed start with backoff; give up if it keeps failing
                 if status.get("state") == "retrying":

@@ -2,8 +2,8 @@
 
 With a daemon running, `codequarry search` and `status` only need to ask its socket and
 print, so this module imports nothing else (no config models, no rich, no http.client)
-on that path: it parses the command line with a copy of the full CLI's parser for those
-commands (tests/test_fastcli.py keeps both identical), finds the socket the way
+on that path: it parses the command line with the full CLI's own arguments for those
+commands (codequarry.cli_args, standard library only), finds the socket the way
 `Settings.socket_path` does, sends one request (codequarry.quickclient) and prints plain
 text when the output is not a terminal.
 
@@ -24,6 +24,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
+
+from codequarry.cli_args import (
+    add_global_options,
+    add_index_arguments,
+    add_search_arguments,
+    add_status_arguments,
+)
 
 FAST_COMMANDS = ("search", "status", "index")
 # the full CLI's rules, duplicated to stay import-free; tests compare them with the originals
@@ -124,7 +131,7 @@ def _print_help(args: list[str]) -> None:
     sys.stdout.write(text)
 
 
-# ---- parser: the full CLI's, for the fast commands only ---------------------------------
+# ---- parser: the full CLI's arguments, for the fast commands only ---------------------------------
 
 
 class _QuietParser(argparse.ArgumentParser):
@@ -147,49 +154,18 @@ class _QuietParser(argparse.ArgumentParser):
 
 
 def build_fast_parser() -> argparse.ArgumentParser:
-    """The same options, choices and defaults as codequarry.cli.build_parser() for the
-    fast commands (help texts included, so a test can compare them action by action)."""
+    """The full CLI's global options and its search, index and status arguments (the same
+    codequarry.cli_args functions), on parsers that hand anything but a clean parse over."""
     common = _QuietParser(add_help=False)
-    common.add_argument("--config", type=Path, default=None, metavar="FILE",
-                        help="config file (default: $CODEQUARRY_CONFIG, else "
-                             "$XDG_CONFIG_HOME/codequarry/config.toml)")
-    common.add_argument("--log-level", default="warning",
-                        choices=["debug", "info", "warning", "error"], help="log verbosity (stderr)")
+    add_global_options(common)
     parser = _QuietParser(prog="codequarry", parents=[common])
     parser.add_argument("--version", action="version", version="codequarry")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND", parser_class=_QuietParser)
-
-    p = sub.add_parser("search", parents=[common], help="Search indexed code by meaning and by words.")
-    p.set_defaults(command="search")
-    p.add_argument("query")
-    p.add_argument("--project", action="append", default=[], metavar="ID",
-                   help="project to search (repeatable; default: all projects)")
-    p.add_argument("--mode", choices=["hybrid", "semantic", "lexical"], default="hybrid")
-    p.add_argument("--language", action="append", default=[], help="only this language (repeatable)")
-    p.add_argument("--path", dest="path_glob", metavar="GLOB",
-                   help="only paths matching this glob, e.g. 'src/**' or '*.py'")
-    p.add_argument("--limit", type=int, default=10, help="number of results, 1-50 (default 10)")
-    p.add_argument("--detail", choices=["paths", "snippet", "full"], default="snippet",
-                   help="paths: locations only; snippet (default): each unit's most relevant "
-                        "lines; full: whole units")
-    p.add_argument("--offset", type=int, default=0, help="skip this many results (next page)")
-    p.add_argument("--max-tokens", type=int, default=None, metavar="N",
-                   help="budget for the answer's text, in tokens of 4 characters (default 2000)")
-    p.add_argument("--json", action="store_true", help="print JSON: {results, freshness}")
-
-    p = sub.add_parser("index", parents=[common], help="index")
-    p.set_defaults(command="index")
-    p.add_argument("path", type=Path, help="repository directory")
-    p.add_argument("--project", help="project id (default: derived from the directory name)")
-    p.add_argument("--include", action="append", default=[], metavar="GLOB",
-                   help="only index files matching this glob (repeatable)")
-    p.add_argument("--exclude", action="append", default=[], metavar="GLOB",
-                   help="never index files matching this glob (repeatable)")
-
-    p = sub.add_parser("status", parents=[common], help="status")
-    p.set_defaults(command="status")
-    p.add_argument("--project", help="only this project")
-    p.add_argument("--json", action="store_true", help="print JSON")
+    for name, add_arguments in (("search", add_search_arguments), ("index", add_index_arguments),
+                                ("status", add_status_arguments)):
+        p = sub.add_parser(name, parents=[common])
+        p.set_defaults(command=name)
+        add_arguments(p)
     return parser
 
 
@@ -252,12 +228,14 @@ def _index(args: argparse.Namespace, socket: str, raw: dict[str, Any]) -> int:
     if not _valid_project_id(project) or len(paths) != 1 or not isinstance(paths[0], str) \
             or os.path.abspath(os.path.expanduser(paths[0])) != repo or not os.path.isdir(repo):
         raise _Fallback("registering: the full CLI edits the config file")
-    status = _ask(socket, "POST", "/api/index", {"path": repo, "project": project})
+    # the daemon answers once it has compared the tree with its index: with its status
+    answer = _ask(socket, "POST", "/api/index", {"path": repo, "project": project})
+    status = {"projects": [answer.get("status", {})]}
     while True:
         entry = next((p for p in status.get("projects", []) if p.get("project") == project), None)
-        if entry is not None and entry["pending_files"] == 0 and entry["pending_events"] == 0 and (
-                entry["vector_coverage"] >= 1.0 or (entry["errors"][:1] and
-                                                    entry["errors"][0].startswith("embedder"))):
+        if entry is not None and entry.get("pending_files") == 0 and entry.get("pending_events") == 0 \
+                and (entry.get("vector_coverage", 0) >= 1.0 or (entry["errors"][:1] and
+                                                               entry["errors"][0].startswith("embedder"))):
             break
         import time
 

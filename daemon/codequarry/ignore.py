@@ -37,7 +37,9 @@ def _default_excluded(rel_path: str, is_dir: bool) -> bool:
 
 def _spec(lines: Sequence[str]) -> pathspec.GitIgnoreSpec | None:
     spec = pathspec.GitIgnoreSpec.from_lines(lines)
-    return spec if len(spec.patterns) else None
+    # comments and blank lines are patterns that decide nothing (git init's info/exclude
+    # is all comments): no spec, so no pathspec call per file
+    return spec if any(p.include is not None for p in spec.patterns) else None
 
 
 def _read_spec(path: Path) -> pathspec.GitIgnoreSpec | None:
@@ -85,6 +87,8 @@ class IgnoreRules:
         self._includes = _spec(includes)
         self._info_exclude = _read_spec(info_exclude_path(root))
         self._per_dir: dict[str, tuple[pathspec.GitIgnoreSpec | None, ...]] = {}
+        # rel_dir -> the ignore files that apply to its entries (see _chain)
+        self._chains: dict[str, tuple[tuple[int, pathspec.GitIgnoreSpec], ...]] = {}
         self._dirs: dict[str, bool] = {}  # rel_dir -> ignored
 
     def forget(self, rel_dir: str = "") -> None:
@@ -94,6 +98,7 @@ class IgnoreRules:
         else:
             self._per_dir.clear()
             self._info_exclude = _read_spec(info_exclude_path(self.root))
+        self._chains.clear()
         self._dirs.clear()  # a changed ignore file can change every directory below it
 
     def _dir_specs(self, rel_dir: str) -> tuple[pathspec.GitIgnoreSpec | None, ...]:
@@ -142,15 +147,22 @@ class IgnoreRules:
         return _default_excluded(rel_path, is_dir)
 
     def _check_ignore_files(self, rel_path: str, probe: str) -> bool | None:
-        parts = rel_path.split("/")
-        # deepest directory first: its rules override its parents'
-        for depth in range(len(parts) - 1, -1, -1):
-            rel_dir = "/".join(parts[:depth])
-            local = probe[len(rel_dir) + 1 :] if rel_dir else probe
-            gitignore, ours = self._dir_specs(rel_dir)
-            for spec in (ours, gitignore):
-                if spec is not None:
-                    result = spec.check_file(local).include
-                    if result is not None:
-                        return result
+        for offset, spec in self._chain(rel_path.rpartition("/")[0]):
+            result = spec.check_file(probe[offset:]).include
+            if result is not None:
+                return result
         return None
+
+    def _chain(self, rel_dir: str) -> tuple[tuple[int, pathspec.GitIgnoreSpec], ...]:
+        """The ignore files that apply to the entries of `rel_dir`, deepest directory first
+        (its rules override its parents'), ours before git's, each with the length of its
+        directory's prefix to strip. Computed once per directory, not per file: in a tree
+        without ignore files a file costs no pathspec call at all."""
+        chain = self._chains.get(rel_dir)
+        if chain is None:
+            gitignore, ours = self._dir_specs(rel_dir)
+            offset = len(rel_dir) + 1 if rel_dir else 0
+            own = tuple((offset, spec) for spec in (ours, gitignore) if spec is not None)
+            chain = own + (self._chain(rel_dir.rpartition("/")[0]) if rel_dir else ())
+            self._chains[rel_dir] = chain
+        return chain

@@ -88,6 +88,16 @@ class _Unreadable:
 _Step = FileUpdate | _Unchanged | _Deleted | _Touched | _Unreadable
 
 
+@dataclass(frozen=True, slots=True)
+class ScanSummary:
+    """What one reconcile found on disk: `files` indexable (not skipped) and their `bytes`,
+    and `changes`, the paths it queued (0: the index already equals the tree)."""
+
+    files: int
+    bytes: int
+    changes: int
+
+
 @dataclass
 class Project:
     """Runtime state of one indexed project."""
@@ -97,6 +107,9 @@ class Project:
     store: ProjectStore
     rules: IgnoreRules
     needs_rescan: bool = False
+    reconciles: int = 0  # reconciles started
+    compared: int = 0  # reconciles whose walk has been compared with the store
+    last_scan: ScanSummary | None = None  # of the latest compared walk
 
 
 @dataclass
@@ -125,14 +138,18 @@ class Indexer:
         self.model_id: str | None = None
         self.embedder_error: str | None = None
         self.embedder_fatal = False  # a broken model file: retrying cannot help
-        # a one-shot `index` loads the model only if something needs a vector; the daemon
-        # loads it at once, since every search needs it
+        # a one-shot `index` loads the model only if something needs a vector (or
+        # want_embedder() is called); the daemon loads it at once: deferring it past the
+        # catch-up after a restart cost the first search ~0.8 s and won no measurable time
         self.lazy_embedder = False
+        self._embedder_wanted = False
+        self._embedder_tried = anyio.Event()  # set once a start succeeded or failed
         self._hot: deque[tuple[str, Chunk]] = deque()
         self._pool: deque[tuple[str, Chunk]] = deque()
         self._rechunks = HeldRechunks()
         self._embed_wake = anyio.Event()
         self._rescan_wake = anyio.Event()
+        self._compared = anyio.Event()  # set (and replaced) whenever a reconcile compared or ended
         self._busy = 0
         self._reconciling: set[str] = set()
         self._embedding = False
@@ -180,6 +197,7 @@ class Indexer:
         """
         project = self.projects[project_id]
         project.needs_rescan = False
+        project.reconciles += 1
         self._busy += 1
         self._reconciling.add(project_id)
         try:
@@ -187,6 +205,31 @@ class Indexer:
         finally:
             self._busy -= 1
             self._reconciling.discard(project_id)
+            self._signal_compared()  # a failed one too: its waiters look again
+
+    async def fresh_scan(self, project_id: str) -> ScanSummary | None:
+        """Have the rescan worker reconcile the project with its tree in a reconcile that
+        starts after this call, and return its summary once its walk has been compared with
+        the store (its changes are then recorded, and queued or being queued: they show as
+        pending). None if the project is not running or stopped meanwhile (a runner restart).
+        A project not yet reconciled at all gets the reconcile its watcher asks for once live."""
+        project = self.projects.get(project_id)
+        if project is None:
+            return None
+        if project.reconciles == 0 and project.needs_rescan:
+            target = 1  # its watcher asks for it once live: nothing changed before then is missed
+        else:
+            target = project.reconciles + 1  # one that is running now may have walked past a change
+            self.request_rescan(project_id)
+        while project.compared < target:
+            if self.projects.get(project_id) is not project:
+                return None
+            await self._compared.wait()
+        return project.last_scan
+
+    def _signal_compared(self) -> None:
+        self._compared.set()
+        self._compared = anyio.Event()
 
     def scanning(self, project_id: str) -> bool:
         """Has the project not been compared with its tree yet (or is it being compared)?
@@ -199,6 +242,7 @@ class Indexer:
         max_bytes = self.settings.config.index.max_file_bytes
         if not project.root.is_dir():
             log.warning("project_root_missing", project=project_id, root=str(project.root))
+            project.last_scan, project.compared = ScanSummary(0, 0, 0), project.compared + 1
             return 0
         on_disk: dict[str, FileStat] = {}
         known: dict[str, IndexedFile] = {}
@@ -234,6 +278,12 @@ class Indexer:
         changes.extend((path, ChangeKind.MODIFIED) for path, before in known.items()
                        if before.chunker_version < CHUNKER_VERSION and not before.skip_reason
                        and path in on_disk and path not in listed)
+        indexable = [stat.size for stat in on_disk.values() if stat.skip_reason is None]
+        project.last_scan = ScanSummary(len(indexable), sum(indexable), len(changes))
+        project.compared += 1
+        # no checkpoint from here to the end when nothing changed: a waiter woken by this
+        # sees the reconcile finished (not "scanning")
+        self._signal_compared()
         self.progress.files_total += len(changes)
         for path, kind in changes:
             await self.queue.put(project_id, path, kind, Lane.BACKLOG)
@@ -514,7 +564,7 @@ class Indexer:
         while True:
             try:
                 if self.model_id is None:
-                    if self.lazy_embedder and not await self._needs_embedder():  # unchanged re-index
+                    if self.lazy_embedder and not self._embedder_wanted and not await self._needs_embedder():
                         self._settled_generation = self._work_generation
                         with anyio.move_on_after(5):
                             await self._embed_wake.wait()
@@ -540,6 +590,7 @@ class Indexer:
                     log.warning("embedder_unavailable", error=str(exc), retry_in=round(backoff))
                 self.embedder_error = str(exc)
                 self.embedder_fatal = not isinstance(exc, EmbedderUnavailable)
+                self._embedder_tried.set()
                 await anyio.sleep(backoff)
                 backoff = min(backoff * 2, 60.0)
             except Exception as exc:  # never let one project's data end the worker
@@ -584,7 +635,24 @@ class Indexer:
             await self.store.record_model(self.model_id, self.embedder.dims, self.embedder_config)
         for project in list(self.projects.values()):
             await self._use_model(project)
+        self._embedder_tried.set()
         log.info("embedder_ready", model=self.model_id)
+
+    def want_embedder(self) -> None:
+        """Have a lazy embedder start now (it starts anyway once something needs a vector)."""
+        if not self._embedder_wanted:
+            self._embedder_wanted = True
+            self._embed_wake.set()
+            self._embed_wake = anyio.Event()
+
+    async def wait_for_embedder(self) -> bool:
+        """Start a lazy embedder now and return once a start succeeded (True) or failed
+        (False: embedder_error says why); the caller bounds the wait. A search that needs
+        a query vector asks this first."""
+        if self.model_id is None and self.embedder_error is None:
+            self.want_embedder()
+            await self._embedder_tried.wait()
+        return self.model_id is not None
 
     async def _use_model(self, project: Project) -> None:
         assert self.model_id is not None

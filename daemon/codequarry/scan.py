@@ -49,6 +49,9 @@ SHARED_SECRET_TEMPLATES = (".example", ".sample", ".template")
 SECRET_PATHS = (".aws/credentials", ".docker/config.json", ".kube/config", "gcloud/credentials.json",
                 ".config/gh/hosts.yml", ".azure/accesstokens.json")
 SECRET_REASON = "secret file (index.index_secrets = false)"
+# one regex for every name pattern: a scan asks this of every file (24 fnmatch calls each
+# were a third of an unchanged re-index's walk)
+_SECRET_NAME = re.compile("|".join(fnmatch.translate(pattern) for pattern in SECRET_NAMES))
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,9 +72,10 @@ def is_secret_file(rel_path: str) -> bool:
     name = lowered.rsplit("/", 1)[-1]
     if name.startswith(".env") and name.endswith(SHARED_SECRET_TEMPLATES):
         return False
-    if any(fnmatch.fnmatchcase(name, pattern) for pattern in SECRET_NAMES):
+    if _SECRET_NAME.match(name):
         return True
-    return any(lowered == path or lowered.endswith("/" + path) for path in SECRET_PATHS)
+    return lowered.endswith(SECRET_PATHS) and any(
+        lowered == path or lowered.endswith("/" + path) for path in SECRET_PATHS)
 
 
 def stat_file(root: Path, rel_path: str, max_bytes: int,

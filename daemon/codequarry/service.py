@@ -11,6 +11,7 @@ cancels at once. Work not done is not lost: it is found again by the next start'
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import signal
 import socket
@@ -143,6 +144,9 @@ class Daemon:
     # ---- the socket ----------------------------------------------------------------
 
     async def _start_socket_server(self, tasks: TaskGroup) -> None:
+        # FastMCP's import is the biggest part of a start: in a thread (it waits for the one
+        # codequarry.warmup began), so the event loop meanwhile watches and reconciles
+        await anyio.to_thread.run_sync(importlib.import_module, "codequarry.mcp_server")
         from codequarry.api import DaemonApi
         from codequarry.logs import quiet_fastmcp_logging
         from codequarry.mcp_server import build_server

@@ -54,7 +54,8 @@ class EmbeddedPostgres:
         """
         fresh = not (self.pgdata / "PG_VERSION").exists()
         info = self._attach()
-        if shared_buffers_mb is not None and self._shared_buffers_mb() != shared_buffers_mb:
+        if shared_buffers_mb is not None and self._written_shared_buffers_mb() != shared_buffers_mb \
+                and self._shared_buffers_mb() != shared_buffers_mb:
             try:
                 self._server.psql(f"ALTER SYSTEM SET shared_buffers = '{int(shared_buffers_mb)}MB';")
             except (OSError, subprocess.CalledProcessError) as exc:  # a cache size is not worth failing for
@@ -69,6 +70,16 @@ class EmbeddedPostgres:
     @staticmethod
     def _sqlalchemy_url(info: Any) -> str:
         return f"postgresql+asyncpg://postgres@/postgres?host={quote(str(info.socket_dir), safe='')}"
+
+    def _written_shared_buffers_mb(self) -> int | None:
+        """The value an earlier start wrote with ALTER SYSTEM (postgresql.auto.conf), read
+        from the file: asking the server costs a psql subprocess on every daemon start."""
+        try:
+            text = (self.pgdata / "postgresql.auto.conf").read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            return None
+        found = re.findall(r"^\s*shared_buffers\s*=\s*'(\d+)MB'\s*$", text, re.MULTILINE)
+        return int(found[-1]) if found else None  # the last one wins, as in PostgreSQL
 
     def _shared_buffers_mb(self) -> int | None:
         try:

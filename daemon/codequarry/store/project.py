@@ -179,14 +179,19 @@ class ProjectStore:
     async def indexed_files(self, paths: Sequence[str] | None = None,
                             prefix: str | None = None) -> dict[str, IndexedFile]:
         """What the store knows of `paths`, or of paths starting with `prefix`, or of all."""
-        query = f"SELECT path, size, mtime_ns, content_hash, skip_reason, chunker_version FROM {self.s}.files"
+        # one row of arrays: a reconcile reads every file, and thousands of rows through the
+        # result machinery cost three times the query (71 vs 22 ms for 3,000 files, loaded)
+        query = ("SELECT array_agg(path), array_agg(size), array_agg(mtime_ns), array_agg(content_hash), "
+                 f"array_agg(skip_reason), array_agg(chunker_version) FROM {self.s}.files")
         if paths is not None:
             query += " WHERE path = ANY(:paths)"
         elif prefix is not None:
             query += " WHERE starts_with(path, :prefix)"
         async with self.reader.connect() as conn:
-            rows = await conn.execute(text(query), {"paths": list(paths or ()), "prefix": prefix})
-            return {row.path: IndexedFile(*row) for row in rows}
+            columns = (await conn.execute(text(query), {"paths": list(paths or ()), "prefix": prefix})).one()
+        if columns[0] is None:  # no file matched
+            return {}
+        return {row[0]: IndexedFile(*row) for row in zip(*columns, strict=True)}
 
     async def file_chunks(self, path: str) -> list[tuple[str, int, int, bool]]:
         """(content_hash, start_line, end_line, has_vector) of a file's chunks, in order."""
