@@ -251,3 +251,31 @@ def test_help_is_the_full_clis_help_the_first_time_and_from_the_cache_the_next(
     if full[0] == 0:
         assert "codequarry.config" not in second[3]
 
+
+
+def test_index_gives_up_with_the_error_when_the_daemon_keeps_retrying_the_project(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """A project whose start keeps failing (state "retrying") must not make `index` poll
+    forever: after RETRYING_GIVE_UP_SECONDS the fast path exits 1 naming the daemon's error,
+    as the full CLI does."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    retrying = {"project": "repo", "state": "retrying", "error": "permission denied: repo/.git",
+                "pending_files": 0, "pending_events": 0, "vector_coverage": 0.0, "errors": []}
+    asked: list[str] = []
+
+    def ask(socket: str, method: str, path: str, body: dict[str, Any] | None) -> Any:
+        asked.append(path)
+        return {"status": retrying} if path == "/api/index" else {"projects": [retrying]}
+
+    monkeypatch.setattr(fastcli, "_ask", ask)
+    monkeypatch.setattr(fastcli, "RETRYING_GIVE_UP_SECONDS", 0.05)
+    monkeypatch.setattr(fastcli.time, "sleep", lambda seconds: None)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False)
+    args = argparse.Namespace(path=str(repo), project=None)
+    with pytest.raises(SystemExit) as exited:
+        fastcli._index(args, "unused.sock", {"projects": [{"id": "repo", "path": str(repo)}]})
+    assert exited.value.code == 1
+    assert "keeps retrying it): permission denied: repo/.git" in capsys.readouterr().err
+    assert asked[0] == "/api/index"
+    assert set(asked[1:]) == {"/api/status"}

@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from codequarry.cli_args import RETRYING_GIVE_UP_SECONDS
 from codequarry.client import DaemonClient
 from codequarry.errors import CodequarryError
 
@@ -77,9 +78,6 @@ def progress_line(project: str, files_done: int, files_total: int, embedded: int
 def _duration(seconds: float) -> str:
     seconds = round(seconds)
     return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
-
-
-RETRYING_GIVE_UP_SECONDS = 30.0
 
 
 def follow_daemon_index(client: DaemonClient, project: str, path: str) -> int:

@@ -21,11 +21,13 @@ import os
 import re
 import signal
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
 from codequarry.cli_args import (
+    RETRYING_GIVE_UP_SECONDS,
     add_global_options,
     add_index_arguments,
     add_search_arguments,
@@ -231,14 +233,21 @@ def _index(args: argparse.Namespace, socket: str, raw: dict[str, Any]) -> int:
     # the daemon answers once it has compared the tree with its index: with its status
     answer = _ask(socket, "POST", "/api/index", {"path": repo, "project": project})
     status = {"projects": [answer.get("status", {})]}
+    retrying_since: float | None = None
     while True:
         entry = next((p for p in status.get("projects", []) if p.get("project") == project), None)
-        if entry is not None and entry.get("pending_files") == 0 and entry.get("pending_events") == 0 \
+        if entry is not None and entry.get("state") == "retrying":
+            # the daemon retries a failing start with backoff: give up like the full CLI
+            retrying_since = retrying_since or time.monotonic()
+            if time.monotonic() - retrying_since > RETRYING_GIVE_UP_SECONDS:
+                _fail(f"{project} cannot be indexed now (the daemon keeps retrying it): "
+                      f"{entry.get('error')}", 1)
+        elif entry is not None and entry.get("pending_files") == 0 and entry.get("pending_events") == 0 \
                 and (entry.get("vector_coverage", 0) >= 1.0 or (entry["errors"][:1] and
                                                                entry["errors"][0].startswith("embedder"))):
             break
-        import time
-
+        else:
+            retrying_since = None
         time.sleep(0.3)
         status = _ask(socket, "GET", "/api/status", None)
     print(f"{project}: {entry['files']} files, {entry['chunks']} chunks, "
