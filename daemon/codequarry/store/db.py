@@ -326,7 +326,12 @@ def create_engine(url: str | URL) -> AsyncEngine:
     # issue 13: enough pooled connections that 10 concurrent searches (2-4 statements in
     # parallel each) never open and close overflow connections, each of which costs a
     # backend fork, type introspection and an empty prepared-statement cache
-    engine = create_async_engine(url, pool_size=24, max_overflow=16, pool_recycle=3600)
+    # asyncpg keeps statements up to 15 KB prepared by default; a search over many projects
+    # runs a longer UNION (store/fanout.py), and re-planning it costs more than running it.
+    # LIFO: the same few connections serve a light load, so their prepared statements
+    # reach PostgreSQL's generic plans (after 5 runs each) instead of being planned anew
+    engine = create_async_engine(url, pool_size=24, max_overflow=16, pool_recycle=3600, pool_use_lifo=True,
+                                 connect_args={"max_cacheable_statement_size": 1 << 20})
 
     @event.listens_for(engine.sync_engine, "connect")
     def _prepare_connection(dbapi_connection: Any, _record: Any) -> None:
