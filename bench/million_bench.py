@@ -19,8 +19,10 @@ How the workspace is made (nothing is generated but paths and vector noise):
 - Everything is written through the product's API, as the indexer writes it:
   `Store.ensure_project`, `ProjectStore.set_model`, `Store.save_vectors` (into the shared
   embedding cache), `ProjectStore.apply(FileUpdate...)` (which takes each chunk's vector
-  from that cache, as for a chunk seen before), then `ProjectStore.analyze` -- no SQL on
-  table names, so the benchmark follows the store's layout when it changes.
+  from that cache, as for a chunk seen before), then `ProjectStore.finish_vectors` (the
+  HNSW index, built once the backlog is embedded, as the daemon does; part of the build
+  time) and `ProjectStore.analyze` -- no SQL on table names, so the benchmark follows the
+  store's layout when it changes.
 - Layouts: `one` = project `mono` holds every chunk; `many` = projects `p000`..`p099`
   share them evenly (a search without --project visits all of them).
 
@@ -145,8 +147,12 @@ class Workspace:
         if missing:
             raise RuntimeError(f"{len(missing)} chunks found no vector in the cache")
 
-    async def analyze(self) -> None:
+    async def finish(self) -> None:
+        """What the daemon does once a project's backlog is embedded: build the HNSW index
+        (from then on maintained row by row), then ANALYZE. Without the index, vector
+        search scans every vector exactly."""
         for store in self.stores.values():
+            await store.finish_vectors()
             await store.analyze()
 
 
@@ -222,7 +228,7 @@ async def run_layout(layout: str, steps: list[int], tree: Path, args: argparse.N
                 began = time.perf_counter()
                 before = workspace.chunks
                 await workspace.grow_to(step)
-                await workspace.analyze()
+                await workspace.finish()
                 build = time.perf_counter() - began
                 figures: dict[str, Any] = {
                     "chunks": workspace.chunks, "build_seconds": round(build, 1),

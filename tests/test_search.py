@@ -180,9 +180,10 @@ async def test_an_unknown_project_raises_unknown_project(runtime: Runtime) -> No
         await search(runtime, "config", "alpha", "nope")
 
 
+@pytest.mark.parametrize("projects", [("alpha",), ("alpha", "beta")])  # one, and a combined read
 async def test_a_search_after_the_database_dropped_every_pooled_connection_still_answers(
-        runtime: Runtime, database_url: str) -> None:
-    await search(runtime, "read_manifest_file", "alpha")  # fills the pool
+        runtime: Runtime, database_url: str, projects: tuple[str, ...]) -> None:
+    await search(runtime, "read_manifest_file", *projects)  # fills the pool
     pool_size = runtime.store.engine.sync_engine.pool.checkedin()
     assert pool_size > 0
     import asyncpg
@@ -195,7 +196,7 @@ async def test_a_search_after_the_database_dropped_every_pooled_connection_still
     finally:
         await admin.close()
     assert killed >= pool_size
-    response = await search(runtime, "read_manifest_file", "alpha")
+    response = await search(runtime, "read_manifest_file", *projects)
     assert response.results[0].path == "src/storage/manifest.py"
 
 

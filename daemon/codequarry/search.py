@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 import anyio
 
-from codequarry.answers import DEFAULT_MAX_TOKENS, Detail, Unit, shape, unit_key, validate_shape
+from codequarry.answers import DEFAULT_MAX_TOKENS, Detail, RealPaths, Unit, shape, unit_key, validate_shape
 from codequarry.chunking.languages import known_languages
 from codequarry.chunking.words import code_words, identifier_like
 from codequarry.config import EmbedderConfig
@@ -163,6 +163,7 @@ class Searcher:
         # several projects: each read is one statement over all their schemas
         # (store/fanout.py); False reads each project in turn (the reference path)
         self.combine = combine
+        self._realpaths = RealPaths()
         # embedders of previous models, for projects still searched with their vectors
         # while the new model's fill in (blue/green); built from Store.model_config
         self._previous: dict[str, Embedder | None] = {}
@@ -392,7 +393,7 @@ class Searcher:
             start, end, run = found
             chunk_row = next(row for row in run if row.id == r.chunk_id)
             chunk = chunk_row.chunk
-            key = unit_key(roots.get(r.project), r.project, chunk_row.path, start, end)
+            key = unit_key(roots.get(r.project), r.project, chunk_row.path, start, end, self._realpaths)
             unit = units.get(key)
             if unit is None:
                 unit = units[key] = Unit(r.project, chunk_row.path, start, end, chunk.symbol,
