@@ -38,8 +38,10 @@ searches. Each layout uses its own home (`$CQ_BENCH_DIR/homes/million-<layout>`,
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import hashlib
+import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -171,14 +173,35 @@ async def database_figures(store: Store, pgdata: Path) -> dict[str, float]:
     return {"database_mb": round(int(size or 0) / 2**20, 1), "postgres_uss_mb": round(uss / 2**20, 1)}
 
 
+def postgres_cpu_seconds(pgdata: Path) -> float:
+    """User + system CPU of the PostgreSQL server: its live processes and those reaped."""
+    import psutil
+
+    try:
+        postmaster = psutil.Process(int((pgdata / "postmaster.pid").read_text().split()[0]))
+        reaped = postmaster.cpu_times()
+        total = reaped.user + reaped.system + reaped.children_user + reaped.children_system
+        for member in postmaster.children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                times = member.cpu_times()
+                total += times.user + times.system
+        return float(total)
+    except (OSError, ValueError, psutil.Error):
+        return float("nan")
+
+
 async def time_searches(searcher: Searcher, model_id: str, queries: Sequence[str], repeat: int,
-                        projects: tuple[str, ...], in_turn: Searcher | None = None) -> dict[str, Any]:
+                        projects: tuple[str, ...], in_turn: Searcher | None = None,
+                        pgdata: Path | None = None) -> dict[str, Any]:
     """p50/p95 of hybrid and hybrid_filtered; with `in_turn` (a Searcher reading each
-    project in turn, as before store/fanout.py) also hybrid_in_turn, one pass."""
+    project in turn, as before store/fanout.py) also hybrid_in_turn, one pass. CPU ms per
+    search of this process (the searcher's Python) and of PostgreSQL (with `pgdata`), per
+    variant: robust to a shared machine's load, unlike wall times."""
     variants: dict[str, Any] = {"hybrid": {}, "hybrid_filtered": {"languages": ("python",),
                                                                   "path_glob": "copy0*/**"}}
     times: dict[str, list[float]] = {v: [] for v in [*variants, *(["hybrid_in_turn"] if in_turn else [])]}
     empty = dict.fromkeys(times, 0)
+    cpu: dict[str, list[float]] = {v: [0.0, 0.0] for v in times}
     for rep in range(repeat + 1):  # pass 0 warms the caches
         for query in queries:
             runs = [(v, extra, searcher) for v, extra in variants.items()]
@@ -186,12 +209,19 @@ async def time_searches(searcher: Searcher, model_id: str, queries: Sequence[str
                 runs.append(("hybrid_in_turn", {}, in_turn))
             for variant, extra, which in runs:
                 request = SearchRequest(query, projects, "hybrid", **extra)
+                pg_before = postgres_cpu_seconds(pgdata) if pgdata and rep else 0.0
+                own_before = time.process_time()
                 started = time.perf_counter()
                 response = await which.search(request, model_id)
                 if rep:
                     times[variant].append(time.perf_counter() - started)
+                    cpu[variant][0] += time.process_time() - own_before
+                    cpu[variant][1] += postgres_cpu_seconds(pgdata) - pg_before if pgdata else 0.0
                     empty[variant] += not response.results
-    return {**{f"{v}_ms": summary(t) for v, t in times.items()}, "empty_results": empty}
+    return {**{f"{v}_ms": summary(t) for v, t in times.items()}, "empty_results": empty,
+            "cpu_ms_per_search": {v: {"python": round(1000 * c[0] / len(times[v]), 2),
+                                      "postgres": round(1000 * c[1] / len(times[v]), 2)}
+                                  for v, c in cpu.items()}}
 
 
 async def run_layout(layout: str, steps: list[int], tree: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -233,7 +263,9 @@ async def run_layout(layout: str, steps: list[int], tree: Path, args: argparse.N
                 figures: dict[str, Any] = {
                     "chunks": workspace.chunks, "build_seconds": round(build, 1),
                     "build_chunks_per_second": round((workspace.chunks - before) / build, 1)}
-                figures |= await time_searches(searcher, embedder.model_id, queries, args.repeat, (), in_turn)
+                figures |= await time_searches(searcher, embedder.model_id, queries, args.repeat, (), in_turn,
+                                               settings.pgdata)
+                figures["load_average"] = [round(x, 2) for x in os.getloadavg()]
                 figures |= await database_figures(runtime.store, settings.pgdata)
                 out["steps"][str(step)] = figures
                 print(f"million {layout} {step}: {figures}", flush=True)
