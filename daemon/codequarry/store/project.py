@@ -828,15 +828,19 @@ class ProjectStore:
         return unit_chunks_of(rows)
 
     def unit_chunks_statement(self, ids: Sequence[int]) -> tuple[str, dict[str, Any]]:
-        """(SQL, parameters) of unit_chunks(); its rows go to unit_chunks_of()."""
+        """(SQL, parameters) of unit_chunks(); its rows go to unit_chunks_of(). Each unit's
+        chunks come once, however many of `ids` fall in it (issue 13: per hit, a class hit
+        by 50 chunks sent and parsed its chunks 50 times)."""
         return ((
                 "WITH hit AS (SELECT id, path, coalesce(unit_start, start_line) AS us, "
-                f"coalesce(unit_end, end_line) AS ue FROM {self.s}.chunks WHERE id = ANY(:ids)) "
-                "SELECT h.id AS hit, h.us, h.ue, c.id, c.path, c.start_line, c.end_line, c.language, "
-                "c.symbol, c.kind, c.content, c.content_hash, c.unit_start, c.unit_end "
-                f"FROM hit h JOIN {self.s}.chunks c ON c.path = h.path "
-                "AND (c.id = h.id OR (c.start_line >= h.us AND c.end_line <= h.ue)) "
-                "ORDER BY h.id, c.ordinal"), {"ids": list(ids)})
+                f"coalesce(unit_end, end_line) AS ue FROM {self.s}.chunks WHERE id = ANY(:ids)), "
+                "unit AS (SELECT path, us, ue, array_agg(id) AS hits FROM hit GROUP BY path, us, ue) "
+                "SELECT u.hits, u.us, u.ue, (c.start_line >= u.us AND c.end_line <= u.ue) AS inside, "
+                "c.id, c.path, c.start_line, c.end_line, c.language, c.symbol, c.kind, c.content, "
+                f"c.content_hash, c.unit_start, c.unit_end FROM unit u JOIN {self.s}.chunks c "
+                "ON c.path = u.path "
+                "AND ((c.start_line >= u.us AND c.end_line <= u.ue) OR c.id = ANY(u.hits)) "
+                "ORDER BY u.path, u.us, u.ue, c.ordinal"), {"ids": list(ids)})
 
     async def find_definitions(self, name: str, kind: str | None = None,
                                limit: int = 20) -> list[tuple[str, str, SymbolDefinition]]:
@@ -979,13 +983,27 @@ def semantic_hits(rows: Sequence[Any], limit: int) -> list[tuple[int, float]]:
 
 
 def unit_chunks_of(rows: Sequence[Any]) -> dict[int, tuple[int, int, list[ChunkRow]]]:
-    """ProjectStore.unit_chunks' answer from the rows of its statement (in their order)."""
+    """ProjectStore.unit_chunks' answer from the rows of its statement (in their order):
+    per hit, its unit's chunks, and itself should it lie outside its unit's span. Hits of
+    one unit share one list."""
     units: dict[int, tuple[int, int, list[ChunkRow]]] = {}
-    for row in rows:
-        members = units.setdefault(row.hit, (row.us, row.ue, []))[2]
-        members.append(ChunkRow(row.id, row.path, Chunk(
+    start = 0
+    while start < len(rows):
+        first = rows[start]
+        key = (first.path, first.us, first.ue)
+        end = start
+        while end < len(rows) and (rows[end].path, rows[end].us, rows[end].ue) == key:
+            end += 1
+        group = rows[start:end]
+        members = [ChunkRow(row.id, row.path, Chunk(
             row.start_line, row.end_line, row.content, row.language, row.symbol, row.kind,
-            row.content_hash, row.unit_start, row.unit_end)))
+            row.content_hash, row.unit_start, row.unit_end)) for row in group]
+        every = all(row.inside for row in group)
+        for hit in first.hits:
+            own = members if every else [m for m, row in zip(members, group, strict=True)
+                                         if row.inside or row.id == hit]
+            units[hit] = (first.us, first.ue, own)
+        start = end
     return units
 
 
