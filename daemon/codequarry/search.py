@@ -377,34 +377,42 @@ class Searcher:
         is placed, so the order never depends on `need` (pages stay stable)."""
         roots = await self.store.indexed_projects()
         by_id = {store.project_id: store for store in stores}
-        spans = {}
+        combined = self._combined(stores)
         wanted = [(by_id[project], [r.chunk_id for r in ranked if r.project == project])
                   for project in dict.fromkeys(r.project for r in ranked)]
-        if self._combined(stores):
-            spans = await fanout.unit_chunks(wanted)
-        for store, ids in wanted if not self._combined(stores) else ():
-            spans[store.project_id] = await store.unit_chunks(ids)
+        spans = await fanout.hit_spans(wanted) if combined else {
+            store.project_id: await store.hit_spans(ids) for store, ids in wanted}
         units: dict[tuple[str, int, int], Unit] = {}
-        best: dict[tuple[str, int, int], float] = {}
+        best: dict[tuple[str, int, int], _Ranked] = {}
         for r in ranked:
-            found = spans[r.project].get(r.chunk_id)
-            if found is None:
+            span = spans[r.project].get(r.chunk_id)
+            if span is None:
                 continue  # replaced between the two queries
-            start, end, run = found
-            chunk_row = next(row for row in run if row.id == r.chunk_id)
-            chunk = chunk_row.chunk
-            key = unit_key(roots.get(r.project), r.project, chunk_row.path, start, end, self._realpaths)
+            key = unit_key(roots.get(r.project), r.project, span.path, span.unit_start, span.unit_end,
+                           self._realpaths)
             unit = units.get(key)
             if unit is None:
-                unit = units[key] = Unit(r.project, chunk_row.path, start, end, chunk.symbol,
-                                         chunk.kind, chunk.language, r.score)
-                unit.add_chunks(run)
-                best[key] = r.score
-            elif (chunk.start_line, chunk.end_line) not in unit.hits:
+                unit = units[key] = Unit(r.project, span.path, span.unit_start, span.unit_end, span.symbol,
+                                         span.kind, span.language, r.score)
+                best[key] = r
+            elif (span.start_line, span.end_line) not in unit.hits:
                 unit.score += UNIT_SUPPORT * r.score
-            unit.add_hit(chunk.start_line, chunk.end_line)
-        order = sorted(units, key=lambda k: (-units[k].score, -best[k]))  # stable for equal scores
-        return [units[key] for key in order][:need]
+            unit.add_hit(span.start_line, span.end_line)
+        order = sorted(units, key=lambda k: (-units[k].score, -best[k].score))  # stable for equal scores
+        # the text of the units shown only (issue 13: reading every ranked unit's chunks
+        # was most of a search's CPU), through the chunk that placed each one
+        shown = [best[key] for key in order[:need]]
+        wanted = [(by_id[project], [r.chunk_id for r in shown if r.project == project])
+                  for project in dict.fromkeys(r.project for r in shown)]
+        runs = await fanout.unit_chunks(wanted) if combined else {
+            store.project_id: await store.unit_chunks(ids) for store, ids in wanted}
+        out = []
+        for key in order[:need]:
+            found = runs[best[key].project].get(best[key].chunk_id)
+            if found is not None:  # else replaced meanwhile
+                units[key].add_chunks(found[2])
+                out.append(units[key])
+        return out
 
 
 # Tuned with bench/tune_fusion.py on the tuning sets only (bench/data/README.md): z-score

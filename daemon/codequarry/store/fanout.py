@@ -24,11 +24,13 @@ from codequarry.store.project import (
     SPACES_SQL,
     ChunkRow,
     Filters,
+    HitSpan,
     ProjectStore,
     SearchContext,
     Vector,
     VectorSpace,
     ef_search_sql,
+    hit_spans_of,
     semantic_hits,
     unit_chunks_of,
 )
@@ -184,6 +186,17 @@ async def unit_chunks(queries: Sequence[tuple[ProjectStore, Sequence[int]]]
         store.project_id: {} for store, _ in queries}
     for (store, _), found in zip(asked, rows, strict=True):
         out[store.project_id] = unit_chunks_of(found)
+    return out
+
+
+async def hit_spans(queries: Sequence[tuple[ProjectStore, Sequence[int]]]) -> dict[str, dict[int, HitSpan]]:
+    """ProjectStore.hit_spans(ids) of each (store, ids), by project id."""
+    asked = [(store, ids) for store, ids in queries if ids]
+    rows = await union_rows(asked[0][0], [store.hit_spans_statement(ids) for store, ids in asked]) \
+        if asked else []
+    out: dict[str, dict[int, HitSpan]] = {store.project_id: {} for store, _ in queries}
+    for (store, _), found in zip(asked, rows, strict=True):
+        out[store.project_id] = hit_spans_of(found)
     return out
 
 

@@ -827,6 +827,21 @@ class ProjectStore:
             rows = (await conn.execute(text(sql), params)).all()
         return unit_chunks_of(rows)
 
+    async def hit_spans(self, ids: Sequence[int]) -> dict[int, HitSpan]:
+        """Chunk id -> where it is and the span of its unit, for each of `ids` still stored."""
+        if not ids:
+            return {}
+        sql, params = self.hit_spans_statement(ids)
+        async with self.reader.connect() as conn:
+            return hit_spans_of((await conn.execute(text(sql), params)).all())
+
+    def hit_spans_statement(self, ids: Sequence[int]) -> tuple[str, dict[str, Any]]:
+        """(SQL, parameters) of hit_spans(); its rows go to hit_spans_of()."""
+        return ("SELECT id, path, coalesce(unit_start, start_line) AS us, "
+                "coalesce(unit_end, end_line) AS ue, start_line, end_line, language, symbol, kind "
+                f"FROM {self.s}.chunks WHERE id = ANY(:ids)",
+                {"ids": list(ids)})
+
     def unit_chunks_statement(self, ids: Sequence[int]) -> tuple[str, dict[str, Any]]:
         """(SQL, parameters) of unit_chunks(); its rows go to unit_chunks_of(). Each unit's
         chunks come once, however many of `ids` fall in it (issue 13: per hit, a class hit
@@ -980,6 +995,26 @@ def semantic_hits(rows: Sequence[Any], limit: int) -> list[tuple[int, float]]:
     """(chunk id, cosine similarity), nearest first, of semantic_statement's rows."""
     hits = sorted(((row.id, 1.0 - float(row.distance)) for row in rows), key=lambda h: -h[1])
     return [(i, s) for i, s in hits if not math.isnan(s)][:limit]
+
+
+@dataclass(frozen=True, slots=True)
+class HitSpan:
+    """A ranked chunk's place: its file, its unit's span and its own (1-based, inclusive)."""
+
+    path: str
+    unit_start: int
+    unit_end: int
+    start_line: int
+    end_line: int
+    language: str
+    symbol: str | None
+    kind: str
+
+
+def hit_spans_of(rows: Sequence[Any]) -> dict[int, HitSpan]:
+    """ProjectStore.hit_spans' answer from the rows of its statement."""
+    return {row.id: HitSpan(row.path, row.us, row.ue, row.start_line, row.end_line, row.language,
+                            row.symbol, row.kind) for row in rows}
 
 
 def unit_chunks_of(rows: Sequence[Any]) -> dict[int, tuple[int, int, list[ChunkRow]]]:
