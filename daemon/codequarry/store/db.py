@@ -50,6 +50,8 @@ class Store:
                  pgvector_version: tuple[int, ...], installation: str,
                  vector_type: str = "auto") -> None:
         self.engine = engine
+        # one-statement reads need no transaction (a BEGIN and a ROLLBACK round trip each)
+        self.reader = engine.execution_options(isolation_level="AUTOCOMMIT")
         self.embedded = embedded
         self.pgvector_version = pgvector_version
         self.installation = installation
@@ -190,7 +192,7 @@ class Store:
     async def indexed_projects(self) -> dict[str, str]:
         """Project id -> root, for every project of this installation with data in the store
         (and indexes written before installations existed, not yet adopted)."""
-        async with self.engine.connect() as conn:
+        async with self.reader.connect() as conn:
             rows = await conn.execute(text(
                 "SELECT DISTINCT ON (id) id, root FROM codequarry.projects "
                 "WHERE installation = :i OR installation = '' "
