@@ -12,7 +12,8 @@ from __future__ import annotations
 import heapq
 import os
 import re
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -133,12 +134,36 @@ def rank_units(units: Sequence[Unit]) -> list[Unit]:
     return sorted(units, key=lambda u: (-u.score, behind[id(u)], -best[id(u)], order[id(u)]))
 
 
-def unit_key(root: str | None, project: str, path: str, start: int, end: int) -> tuple[str, int, int]:
+def unit_key(root: str | None, project: str, path: str, start: int, end: int,
+             realpath: Callable[[str], str] = os.path.realpath) -> tuple[str, int, int]:
     """Identity of a unit across projects: the real file (a symlink or a nested project
-    reaches the same file twice) and the span."""
+    reaches the same file twice) and the span. `realpath`: os.path.realpath or a cache of it."""
     if root is None:
         return (f"{project}\0{path}", start, end)
-    return (os.path.realpath(os.path.join(root, path)), start, end)
+    return (realpath(os.path.join(root, path)), start, end)
+
+
+class RealPaths:
+    """os.path.realpath, remembered for `seconds`: a search places ~150 ranked chunks, and
+    resolving each path costs one lstat per component (issue 13: ~20-75 us each, most of
+    a search's own CPU). A symlink retargeted meanwhile merges or splits results of that
+    file for at most `seconds`."""
+
+    def __init__(self, seconds: float = 5.0, entries: int = 50_000) -> None:
+        self.seconds = seconds
+        self.entries = entries
+        self._known: dict[str, tuple[float, str]] = {}
+
+    def __call__(self, path: str) -> str:
+        now = time.monotonic()
+        known = self._known.get(path)
+        if known is not None and now - known[0] < self.seconds:
+            return known[1]
+        if len(self._known) >= self.entries:
+            self._known.clear()
+        real = os.path.realpath(path)
+        self._known[path] = (now, real)
+        return real
 
 
 def query_words(query: str) -> set[str]:

@@ -22,6 +22,7 @@ import anyio
 from codequarry.answers import (
     DEFAULT_MAX_TOKENS,
     Detail,
+    RealPaths,
     Unit,
     rank_units,
     shape,
@@ -35,8 +36,9 @@ from codequarry.embedding import Embedder, create_embedder
 from codequarry.errors import CodequarryError, UsageError
 from codequarry.logs import get_logger
 from codequarry.models import Freshness, SearchResponse
+from codequarry.store import fanout
 from codequarry.store.db import Store, is_transient
-from codequarry.store.project import LEXICAL_CANDIDATES, Filters, ProjectStore, SearchContext
+from codequarry.store.project import LEXICAL_CANDIDATES, Filters, ProjectStore, SearchContext, VectorSpace
 
 Mode = Literal["hybrid", "semantic", "lexical"]
 MODES: tuple[Mode, ...] = ("hybrid", "semantic", "lexical")
@@ -161,9 +163,13 @@ def glob_to_regex(glob: str) -> str:
 
 
 class Searcher:
-    def __init__(self, store: Store, embedder: Embedder | None) -> None:
+    def __init__(self, store: Store, embedder: Embedder | None, combine: bool = True) -> None:
         self.store = store
         self.embedder = embedder
+        # several projects: each read is one statement over all their schemas
+        # (store/fanout.py); False reads each project in turn (the reference path)
+        self.combine = combine
+        self._realpaths = RealPaths()
         # embedders of previous models, for projects still searched with their vectors
         # while the new model's fill in (blue/green); built from Store.model_config
         self._previous: dict[str, Embedder | None] = {}
@@ -201,7 +207,9 @@ class Searcher:
         async def run_context_and_lexical() -> None:
             # issue 13: freshness, symbol hits and term statistics in one statement per project
             words = code_words(request.query) if wants_lexical else ""
-            for store in stores:
+            if self._combined(stores):
+                contexts.update(await fanout.search_contexts(stores, words, names))
+            for store in stores if not self._combined(stores) else ():
                 contexts[store.project_id] = await store.search_context(words, names)
             if wants_lexical:
                 lexical.extend(await self._lexical(request.query, stores, filters, fetch, contexts))
@@ -259,6 +267,9 @@ class Searcher:
         return SearchResponse(shaped.hits, freshness, request.mode, notes, request.query,
                               request.detail, request.offset, shown_to if more else None, shared)
 
+    def _combined(self, stores: Sequence[ProjectStore]) -> bool:
+        return self.combine and len(stores) > 1
+
     async def _stores(self, projects: Sequence[str]) -> list[ProjectStore]:
         if projects:
             return [await self.store.project(project) for project in dict.fromkeys(projects)]
@@ -271,8 +282,12 @@ class Searcher:
             return []
         vectors: dict[str, Any] = {}
         ranked: list[_Ranked] = []
-        for store in stores:
-            space = await store.space()  # one read: the query vector must fit its table
+        combined = self._combined(stores)
+        spaces = await fanout.spaces(stores) if combined else None
+        asked: list[tuple[ProjectStore, Any, VectorSpace]] = []
+        for k, store in enumerate(stores):
+            # one read: the query vector must fit its table
+            space = spaces[k] if spaces is not None else await store.space()
             active = space.model_id
             if active is None:
                 continue
@@ -280,8 +295,14 @@ class Searcher:
                 vectors[active] = await self._query_vector(query, active, model_id, notes)
             if vectors[active] is None:
                 continue
+            if combined:
+                asked.append((store, vectors[active], space))
+                continue
             hits = await store.semantic(vectors[active], filters, fetch, self.store.iterative_scans, space)
             ranked.extend(_Ranked(store.project_id, i, score) for i, score in hits)
+        found = await fanout.semantic(asked, filters, fetch, self.store.iterative_scans) if asked else {}
+        for store, _, _ in asked:
+            ranked.extend(_Ranked(store.project_id, i, score) for i, score in found[store.project_id])
         if set(vectors) <= {model_id} and self._previous:  # every switch is done: free them
             await self.aclose()
         return sorted(ranked, key=lambda r: -r.score)[:fetch]
@@ -328,6 +349,7 @@ class Searcher:
                        fetch: int, contexts: dict[str, SearchContext] | None = None) -> list[_Ranked]:
         words = code_words(query)
         ranked: list[_Ranked] = []
+        asked: list[tuple[ProjectStore, list[tuple[str, float]], list[str | tuple[str, ...]]]] = []
         for store in stores:
             context = (contexts or {}).get(store.project_id)
             lexemes, total, freqs = ((context.lexemes, context.total, context.freqs) if context
@@ -336,8 +358,14 @@ class Searcher:
                 continue
             terms = [(lex, _idf(freqs.get(lex, 0.0), total)) for lex in lexemes]
             match = _match_terms(lexemes, freqs, total)
+            if self._combined(stores):
+                asked.append((store, terms, match))
+                continue
             hits = await store.lexical(terms, match, filters, fetch)
             ranked.extend(_Ranked(store.project_id, i, score) for i, score in hits)
+        found = await fanout.lexical(asked, filters, fetch) if asked else {}
+        for store, _, _ in asked:
+            ranked.extend(_Ranked(store.project_id, i, score) for i, score in found[store.project_id])
         return sorted(ranked, key=lambda r: -r.score)[:fetch]
 
     async def _symbol_hits(self, query: str, stores: list[ProjectStore]) -> set[str]:
@@ -355,28 +383,43 @@ class Searcher:
         (pages stay stable)."""
         roots = await self.store.indexed_projects()
         by_id = {store.project_id: store for store in stores}
-        spans = {}
-        for project in dict.fromkeys(r.project for r in ranked):
-            spans[project] = await by_id[project].unit_chunks(
-                [r.chunk_id for r in ranked if r.project == project])
+        combined = self._combined(stores)
+        wanted = [(by_id[project], [r.chunk_id for r in ranked if r.project == project])
+                  for project in dict.fromkeys(r.project for r in ranked)]
+        spans = await fanout.hit_spans(wanted) if combined else {
+            store.project_id: await store.hit_spans(ids) for store, ids in wanted}
         units: dict[tuple[str, int, int], Unit] = {}
+        best: dict[tuple[str, int, int], _Ranked] = {}
         for r in ranked:
-            found = spans[r.project].get(r.chunk_id)
-            if found is None:
+            span = spans[r.project].get(r.chunk_id)
+            if span is None:
                 continue  # replaced between the two queries
-            start, end, run = found
-            chunk_row = next(row for row in run if row.id == r.chunk_id)
-            chunk = chunk_row.chunk
-            key = unit_key(roots.get(r.project), r.project, chunk_row.path, start, end)
+            key = unit_key(roots.get(r.project), r.project, span.path, span.unit_start, span.unit_end,
+                           self._realpaths)
             unit = units.get(key)
             if unit is None:
-                unit = units[key] = Unit(r.project, chunk_row.path, start, end, chunk.symbol,
-                                         chunk.kind, chunk.language, r.score)
-                unit.add_chunks(run)
-            elif (chunk.start_line, chunk.end_line) not in unit.hits:
+                unit = units[key] = Unit(r.project, span.path, span.unit_start, span.unit_end, span.symbol,
+                                         span.kind, span.language, r.score)
+                best[key] = r
+            elif (span.start_line, span.end_line) not in unit.hits:
                 unit.support.append(r.score)
-            unit.add_hit(chunk.start_line, chunk.end_line)
-        return rank_units(list(units.values()))[:need]
+            unit.add_hit(span.start_line, span.end_line)
+        keys = {id(unit): key for key, unit in units.items()}
+        order = [keys[id(unit)] for unit in rank_units(list(units.values()))]
+        # the text of the units shown only (issue 13: reading every ranked unit's chunks
+        # was most of a search's CPU), through the chunk that placed each one
+        shown = [best[key] for key in order[:need]]
+        wanted = [(by_id[project], [r.chunk_id for r in shown if r.project == project])
+                  for project in dict.fromkeys(r.project for r in shown)]
+        runs = await fanout.unit_chunks(wanted) if combined else {
+            store.project_id: await store.unit_chunks(ids) for store, ids in wanted}
+        out = []
+        for key in order[:need]:
+            found = runs[best[key].project].get(best[key].chunk_id)
+            if found is not None:  # else replaced meanwhile
+                units[key].add_chunks(found[2])
+                out.append(units[key])
+        return out
 
 
 # Tuned with bench/tune_fusion.py on the tuning sets only (bench/data/README.md): z-score

@@ -50,6 +50,8 @@ class Store:
                  pgvector_version: tuple[int, ...], installation: str,
                  vector_type: str = "auto") -> None:
         self.engine = engine
+        # one-statement reads need no transaction (a BEGIN and a ROLLBACK round trip each)
+        self.reader = engine.execution_options(isolation_level="AUTOCOMMIT")
         self.embedded = embedded
         self.pgvector_version = pgvector_version
         self.installation = installation
@@ -190,7 +192,7 @@ class Store:
     async def indexed_projects(self) -> dict[str, str]:
         """Project id -> root, for every project of this installation with data in the store
         (and indexes written before installations existed, not yet adopted)."""
-        async with self.engine.connect() as conn:
+        async with self.reader.connect() as conn:
             rows = await conn.execute(text(
                 "SELECT DISTINCT ON (id) id, root FROM codequarry.projects "
                 "WHERE installation = :i OR installation = '' "
@@ -326,7 +328,12 @@ def create_engine(url: str | URL) -> AsyncEngine:
     # issue 13: enough pooled connections that 10 concurrent searches (2-4 statements in
     # parallel each) never open and close overflow connections, each of which costs a
     # backend fork, type introspection and an empty prepared-statement cache
-    engine = create_async_engine(url, pool_size=24, max_overflow=16, pool_recycle=3600)
+    # asyncpg keeps statements up to 15 KB prepared by default; a search over many projects
+    # runs a longer UNION (store/fanout.py), and re-planning it costs more than running it.
+    # LIFO: the same few connections serve a light load, so their prepared statements
+    # reach PostgreSQL's generic plans (after 5 runs each) instead of being planned anew
+    engine = create_async_engine(url, pool_size=24, max_overflow=16, pool_recycle=3600, pool_use_lifo=True,
+                                 connect_args={"max_cacheable_statement_size": 1 << 20})
 
     @event.listens_for(engine.sync_engine, "connect")
     def _prepare_connection(dbapi_connection: Any, _record: Any) -> None:

@@ -55,6 +55,10 @@ BM25_B = 0.15
 # CANDIDATE_POOL), so a search needs no transaction of its own to raise it
 SESSION_EF_SEARCH = 200
 MODEL_CACHE_SECONDS = 5.0
+# ANALYZE's most common lexemes of a chunks table; callers add "AND schemaname = ..."
+COMMON_LEXEMES_SQL = ("SELECT schemaname, most_common_elems::text::text[] AS elems, "
+                      "most_common_elem_freqs AS freqs FROM pg_stats "
+                      "WHERE tablename = 'chunks' AND attname = 'tsv'")
 HNSW_BUILD_MEMORY = "256MB"  # maintenance_work_mem for an HNSW build: 100k 384-d halfvecs fit
 
 
@@ -95,6 +99,12 @@ class VectorSpace:
 _SPACE_SQL = ("SELECT model_id, dims, vector_table, vector_type, hnsw_ready, next_model_id, next_dims, "
               "next_vector_table, next_vector_type FROM codequarry.projects "
               "WHERE installation = :i AND id = :id")
+
+
+# the vector spaces of several projects (:ids) of an installation, with their id
+SPACES_SQL = ("SELECT id, model_id, dims, vector_table, vector_type, hnsw_ready, next_model_id, next_dims, "
+              "next_vector_table, next_vector_type FROM codequarry.projects "
+              "WHERE installation = :i AND id = ANY(:ids)")
 
 
 def _space_of(row: Any) -> VectorSpace:
@@ -366,6 +376,18 @@ class ProjectStore:
         async with self.reader.connect() as conn:
             space = _space_of((await conn.execute(text(_SPACE_SQL), self._key)).one())
         self._space = (now, space)
+        return space
+
+    def cached_space(self) -> VectorSpace | None:
+        """The vector space space() would answer without a read, if any."""
+        if self._space is not None and time.monotonic() - self._space[0] < MODEL_CACHE_SECONDS:
+            return self._space[1]
+        return None
+
+    def remember_space(self, row: Any) -> VectorSpace:
+        """Cache (as space() does) the vector space of this project's SPACES_SQL row."""
+        space = _space_of(row)
+        self._space = (time.monotonic(), space)
         return space
 
     async def _locked_space(self, conn: AsyncConnection) -> VectorSpace:
@@ -651,17 +673,25 @@ class ProjectStore:
         return context.lexemes, context.total, context.freqs
 
     async def _common_lexemes(self, conn: AsyncConnection) -> dict[str, float]:
-        now = datetime.now(UTC).timestamp()
-        if self._term_stats and now - self._term_stats[0] < 60:
+        cached = self.cached_common_lexemes()
+        if cached is not None:
+            return cached
+        row = (await conn.execute(text(COMMON_LEXEMES_SQL + " AND schemaname = :s"),
+                                  {"s": self.schema})).first()
+        return self.remember_common_lexemes(row)
+
+    def cached_common_lexemes(self) -> dict[str, float] | None:
+        """ANALYZE's most common lexemes -> their fraction of chunks, if read < 60 s ago."""
+        if self._term_stats and datetime.now(UTC).timestamp() - self._term_stats[0] < 60:
             return self._term_stats[1]
-        row = (await conn.execute(text(
-            "SELECT most_common_elems::text::text[] AS elems, most_common_elem_freqs AS freqs "
-            "FROM pg_stats WHERE schemaname = :s AND tablename = 'chunks' AND attname = 'tsv'"),
-            {"s": self.schema})).first()
+        return None
+
+    def remember_common_lexemes(self, row: Any) -> dict[str, float]:
+        """Cache (for 60 s) and return the common lexemes of a COMMON_LEXEMES_SQL row (None: none)."""
         common: dict[str, float] = {}
         if row and row.elems:
             common = dict(zip(row.elems, row.freqs, strict=False))
-        self._term_stats = (now, common)
+        self._term_stats = (datetime.now(UTC).timestamp(), common)
         return common
 
     async def analyze(self) -> None:
@@ -683,14 +713,25 @@ class ProjectStore:
         the chunk's number of distinct lexemes (`length(tsv)`)."""
         if not match:
             return []
+        sql, params = self.lexical_statement(terms, match, filters, limit, await self._average_length(),
+                                             cap=cap, field_weights=field_weights, k1=k1, b=b)
+        async with self.reader.connect() as conn:
+            rows = await conn.execute(text(sql), params)
+            return [(row.id, float(row.score)) for row in rows]
+
+    def lexical_statement(self, terms: Sequence[tuple[str, float]], match: Sequence[str | tuple[str, ...]],
+                          filters: Filters, limit: int, avglen: float, *, cap: int = LEXICAL_CANDIDATES,
+                          field_weights: Sequence[float] = FIELD_WEIGHTS, k1: float = BM25_K1,
+                          b: float = BM25_B) -> tuple[str, dict[str, Any]]:
+        """(SQL, parameters) of lexical(): rows (id, score), best first; `avglen` is
+        average_length() (`match` must not be empty)."""
         params: dict[str, Any] = {
             "match": match_tsquery(match),
             "terms": [lex for lex, _ in terms], "weights": [w for _, w in terms],
             "cap": cap, "k": limit, "fw": [float(w) for w in field_weights], "k1": k1, "b": b,
-            "avglen": await self._average_length()}
+            "avglen": avglen}
         where = filters.sql(params)
-        async with self.reader.connect() as conn:
-            rows = await conn.execute(text(
+        return ((
                 f"WITH cand AS (SELECT id, tsv FROM {self.s}.chunks "
                 f"WHERE tsv @@ CAST(:match AS tsquery){where} LIMIT :cap) "
                 "SELECT c.id, sum(t.w * r.tf * (CAST(:k1 AS float8) + 1) / (r.tf + CAST(:k1 AS float8) "
@@ -701,17 +742,27 @@ class ProjectStore:
                 "quote_literal(t.lexeme)::tsquery, 0) AS tf) r "
                 "WHERE c.tsv @@ quote_literal(t.lexeme)::tsquery "
                 "GROUP BY c.id ORDER BY score DESC LIMIT :k"), params)
-            return [(row.id, float(row.score)) for row in rows]
 
     async def _average_length(self) -> float:
         """Mean distinct lexemes per chunk, estimated on up to 2,000 chunks, cached 60 s."""
-        now = time.monotonic()
-        if self._lengths and now - self._lengths[0] < 60:
-            return self._lengths[1]
+        cached = self.cached_average_length()
+        if cached is not None:
+            return cached
         async with self.reader.connect() as conn:
-            value = (await conn.execute(text(
-                f"SELECT avg(length(tsv)) FROM (SELECT tsv FROM {self.s}.chunks LIMIT 2000) s"))).scalar()
-        self._lengths = (now, float(value) if value else 1.0)
+            value = (await conn.execute(text(self.average_length_statement()))).scalar()
+        return self.remember_average_length(value)
+
+    def average_length_statement(self) -> str:
+        """SQL of one row, one column (`avglen`: the mean, NULL for no chunks)."""
+        return f"SELECT avg(length(tsv)) AS avglen FROM (SELECT tsv FROM {self.s}.chunks LIMIT 2000) s"
+
+    def cached_average_length(self) -> float | None:
+        if self._lengths and time.monotonic() - self._lengths[0] < 60:
+            return self._lengths[1]
+        return None
+
+    def remember_average_length(self, value: Any) -> float:
+        self._lengths = (time.monotonic(), float(value) if value else 1.0)
         return self._lengths[1]
 
     async def semantic(self, query: Vector, filters: Filters, limit: int, iterative: bool,
@@ -722,28 +773,32 @@ class ProjectStore:
         space = space or await self.space()
         if space.table is None:
             return []
+        sql, params, ef_search = self.semantic_statement(query, filters, limit, iterative, space)
+        statement = text(sql)
+        if ef_search is None:  # the session's settings suffice
+            async with self.reader.connect() as conn:
+                rows = (await conn.execute(statement, params)).all()
+        else:
+            async with self.engine.connect() as conn:
+                await conn.execute(text(ef_search_sql(iterative)), {"ef": str(ef_search)})
+                rows = (await conn.execute(statement, params)).all()
+                await conn.rollback()  # a read: committing would count as a change of the index
+        return semantic_hits(rows, limit)
+
+    def semantic_statement(self, query: Vector, filters: Filters, limit: int, iterative: bool,
+                           space: VectorSpace) -> tuple[str, dict[str, Any], int | None]:
+        """(SQL of rows (id, distance), parameters, the hnsw.ef_search it needs or None
+        when the session's suffices) of semantic() in `space` (which has a table)."""
         params: dict[str, Any] = {"q": query, "k": limit}
         where = filters.sql(params, "c.")
         fetch = limit if iterative or not where else limit * 10  # older pgvector: over-fetch
         params["fetch"] = fetch
         join = f" JOIN {self.s}.chunks c ON c.id = v.chunk_id WHERE true{where}" if where else ""
         distance = f"v.embedding <=> CAST(:q AS {space.type})"
-        statement = text(f"SELECT v.chunk_id AS id, {distance} AS distance FROM {self._table(space)} v"
-                         f"{join} ORDER BY {distance} LIMIT :fetch")
+        sql = (f"SELECT v.chunk_id AS id, {distance} AS distance FROM {self._table(space)} v"
+               f"{join} ORDER BY {distance} LIMIT :fetch")
         ef_search = max(40, min(1000, fetch * 2))
-        if ef_search <= SESSION_EF_SEARCH or not space.hnsw_ready:  # the session's settings suffice
-            async with self.reader.connect() as conn:
-                rows = (await conn.execute(statement, params)).all()
-        else:
-            async with self.engine.connect() as conn:
-                await conn.execute(text(  # one round trip for both settings, local to this transaction
-                    "SELECT set_config('hnsw.ef_search', :ef, true)"
-                    + (", set_config('hnsw.iterative_scan', 'relaxed_order', true)" if iterative else "")),
-                    {"ef": str(ef_search)})
-                rows = (await conn.execute(statement, params)).all()
-                await conn.rollback()  # a read: committing would count as a change of the index
-        hits = sorted(((row.id, 1.0 - float(row.distance)) for row in rows), key=lambda h: -h[1])
-        return [(i, s) for i, s in hits if not math.isnan(s)][:limit]
+        return sql, params, None if ef_search <= SESSION_EF_SEARCH or not space.hnsw_ready else ef_search
 
     async def chunk_rows(self, ids: Sequence[int]) -> dict[int, ChunkRow]:
         async with self.reader.connect() as conn:
@@ -776,22 +831,40 @@ class ProjectStore:
         """
         if not ids:
             return {}
+        sql, params = self.unit_chunks_statement(ids)
         async with self.reader.connect() as conn:
-            rows = (await conn.execute(text(
+            rows = (await conn.execute(text(sql), params)).all()
+        return unit_chunks_of(rows)
+
+    async def hit_spans(self, ids: Sequence[int]) -> dict[int, HitSpan]:
+        """Chunk id -> where it is and the span of its unit, for each of `ids` still stored."""
+        if not ids:
+            return {}
+        sql, params = self.hit_spans_statement(ids)
+        async with self.reader.connect() as conn:
+            return hit_spans_of((await conn.execute(text(sql), params)).all())
+
+    def hit_spans_statement(self, ids: Sequence[int]) -> tuple[str, dict[str, Any]]:
+        """(SQL, parameters) of hit_spans(); its rows go to hit_spans_of()."""
+        return ("SELECT id, path, coalesce(unit_start, start_line) AS us, "
+                "coalesce(unit_end, end_line) AS ue, start_line, end_line, language, symbol, kind "
+                f"FROM {self.s}.chunks WHERE id = ANY(:ids)",
+                {"ids": list(ids)})
+
+    def unit_chunks_statement(self, ids: Sequence[int]) -> tuple[str, dict[str, Any]]:
+        """(SQL, parameters) of unit_chunks(); its rows go to unit_chunks_of(). Each unit's
+        chunks come once, however many of `ids` fall in it (issue 13: per hit, a class hit
+        by 50 chunks sent and parsed its chunks 50 times)."""
+        return ((
                 "WITH hit AS (SELECT id, path, coalesce(unit_start, start_line) AS us, "
-                f"coalesce(unit_end, end_line) AS ue FROM {self.s}.chunks WHERE id = ANY(:ids)) "
-                "SELECT h.id AS hit, h.us, h.ue, c.id, c.path, c.start_line, c.end_line, c.language, "
-                "c.symbol, c.kind, c.content, c.content_hash, c.unit_start, c.unit_end "
-                f"FROM hit h JOIN {self.s}.chunks c ON c.path = h.path "
-                "AND (c.id = h.id OR (c.start_line >= h.us AND c.end_line <= h.ue)) "
-                "ORDER BY h.id, c.ordinal"), {"ids": list(ids)})).all()
-        units: dict[int, tuple[int, int, list[ChunkRow]]] = {}
-        for row in rows:
-            members = units.setdefault(row.hit, (row.us, row.ue, []))[2]
-            members.append(ChunkRow(row.id, row.path, Chunk(
-                row.start_line, row.end_line, row.content, row.language, row.symbol, row.kind,
-                row.content_hash, row.unit_start, row.unit_end)))
-        return units
+                f"coalesce(unit_end, end_line) AS ue FROM {self.s}.chunks WHERE id = ANY(:ids)), "
+                "unit AS (SELECT path, us, ue, array_agg(id) AS hits FROM hit GROUP BY path, us, ue) "
+                "SELECT u.hits, u.us, u.ue, (c.start_line >= u.us AND c.end_line <= u.ue) AS inside, "
+                "c.id, c.path, c.start_line, c.end_line, c.language, c.symbol, c.kind, c.content, "
+                f"c.content_hash, c.unit_start, c.unit_end FROM unit u JOIN {self.s}.chunks c "
+                "ON c.path = u.path "
+                "AND ((c.start_line >= u.us AND c.end_line <= u.ue) OR c.id = ANY(u.hits)) "
+                "ORDER BY u.path, u.us, u.ue, c.ordinal"), {"ids": list(ids)})
 
     async def find_definitions(self, name: str, kind: str | None = None,
                                limit: int = 20) -> list[tuple[str, str, SymbolDefinition]]:
@@ -865,7 +938,14 @@ class ProjectStore:
         the same values, one round trip and one pooled connection instead of three."""
         async with self.reader.connect() as conn:
             common = await self._common_lexemes(conn)
-            row = (await conn.execute(text(
+            sql, params = self.search_context_statement(words, names, common)
+            row = (await conn.execute(text(sql), params)).one()
+        return self.search_context_of(row, common)
+
+    def search_context_statement(self, words: str, names: Sequence[str],
+                                 common: dict[str, float]) -> tuple[str, dict[str, Any]]:
+        """(SQL, parameters) of search_context's one-row read; `common` is common_lexemes()."""
+        return ((
                 "SELECT s.chunks, s.embedded, s.last_indexed_at, "
                 f"(SELECT count(DISTINCT path) FROM {self.s}.change_events "
                 "WHERE processed_at IS NULL) AS pending, "
@@ -880,7 +960,11 @@ class ProjectStore:
                 f"UNION SELECT lower(symbol) FROM {self.s}.chunks WHERE lower(symbol) = ANY(:names)) hits "
                 "WHERE cardinality(CAST(:names AS text[])) > 0) AS symbols "
                 f"FROM {self.s}.stats s"),
-                {"q": words, "common": list(common), "names": list(names)})).one()
+                {"q": words, "common": list(common), "names": list(names)})
+
+    @staticmethod
+    def search_context_of(row: Any, common: dict[str, float]) -> SearchContext:
+        """The SearchContext of a row of search_context_statement."""
         lexemes = list(row.lexemes)
         total = int(row.chunks) if lexemes else 0  # as query_terms
         freqs = {lex: common[lex] if n is None else n / total
@@ -889,7 +973,6 @@ class ProjectStore:
         return SearchContext(lexemes, total, freqs,
                              Freshness(int(row.pending), min(coverage, 1.0), row.last_indexed_at),
                              set(row.symbols))
-
 
     async def skipped_files(self, limit: int = 200) -> tuple[list[tuple[str, str]], int]:
         """((path, skip reason) of the first `limit` skipped files by path, how many there are)."""
@@ -908,6 +991,64 @@ class SearchContext:
     freqs: dict[str, float]
     freshness: Freshness
     symbols: set[str]
+
+
+def ef_search_sql(iterative: bool) -> str:
+    """Set hnsw.ef_search (parameter :ef) and, with `iterative`, relaxed iterative scans,
+    local to the transaction, in one round trip."""
+    return ("SELECT set_config('hnsw.ef_search', :ef, true)"
+            + (", set_config('hnsw.iterative_scan', 'relaxed_order', true)" if iterative else ""))
+
+
+def semantic_hits(rows: Sequence[Any], limit: int) -> list[tuple[int, float]]:
+    """(chunk id, cosine similarity), nearest first, of semantic_statement's rows."""
+    hits = sorted(((row.id, 1.0 - float(row.distance)) for row in rows), key=lambda h: -h[1])
+    return [(i, s) for i, s in hits if not math.isnan(s)][:limit]
+
+
+@dataclass(frozen=True, slots=True)
+class HitSpan:
+    """A ranked chunk's place: its file, its unit's span and its own (1-based, inclusive)."""
+
+    path: str
+    unit_start: int
+    unit_end: int
+    start_line: int
+    end_line: int
+    language: str
+    symbol: str | None
+    kind: str
+
+
+def hit_spans_of(rows: Sequence[Any]) -> dict[int, HitSpan]:
+    """ProjectStore.hit_spans' answer from the rows of its statement."""
+    return {row.id: HitSpan(row.path, row.us, row.ue, row.start_line, row.end_line, row.language,
+                            row.symbol, row.kind) for row in rows}
+
+
+def unit_chunks_of(rows: Sequence[Any]) -> dict[int, tuple[int, int, list[ChunkRow]]]:
+    """ProjectStore.unit_chunks' answer from the rows of its statement (in their order):
+    per hit, its unit's chunks, and itself should it lie outside its unit's span. Hits of
+    one unit share one list."""
+    units: dict[int, tuple[int, int, list[ChunkRow]]] = {}
+    start = 0
+    while start < len(rows):
+        first = rows[start]
+        key = (first.path, first.us, first.ue)
+        end = start
+        while end < len(rows) and (rows[end].path, rows[end].us, rows[end].ue) == key:
+            end += 1
+        group = rows[start:end]
+        members = [ChunkRow(row.id, row.path, Chunk(
+            row.start_line, row.end_line, row.content, row.language, row.symbol, row.kind,
+            row.content_hash, row.unit_start, row.unit_end)) for row in group]
+        every = all(row.inside for row in group)
+        for hit in first.hits:
+            own = members if every else [m for m, row in zip(members, group, strict=True)
+                                         if row.inside or row.id == hit]
+            units[hit] = (first.us, first.ue, own)
+        start = end
+    return units
 
 
 async def _finish_events(conn: AsyncConnection, schema: str, paths: Sequence[str], error: str | None) -> None:
