@@ -116,6 +116,19 @@ def write_files(root: Path, files: dict[str, str]) -> Path:
     return root
 
 
+# Files whose tests start `codequarry` processes or servers of their own, slowest first.
+# With xdist's --dist loadfile (pyproject addopts) the files are handed out in collection
+# order, so these go first and the run does not end on one of them while the other worker
+# idles. Only the order of files changes; a file missing here just goes later.
+SLOW_FILES = ("test_trust.py", "test_discovery.py", "test_daemon.py", "test_cli.py", "test_mcp.py",
+              "test_team_server.py", "test_fastcli.py", "test_clients.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(SLOW_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(SLOW_FILES)))  # stable: same order within a file
+
+
 os.environ.setdefault("FASTMCP_SHOW_SERVER_BANNER", "false")
 os.environ.setdefault("FASTMCP_CHECK_FOR_UPDATES", "off")
 
