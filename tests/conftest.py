@@ -1,6 +1,7 @@
-"""Shared fixtures: one real embedded PostgreSQL (pgvector) per test run, a fresh
-database per test, an isolated HOME/XDG environment, and settings built from a real
-config file on disk.
+"""Shared fixtures: one real embedded PostgreSQL (pgvector) per test run (per xdist
+worker), a fresh database per test, an isolated HOME/XDG environment, settings built from
+a real config file on disk, and an initialised embedded data dir to copy into the data dir
+of a `codequarry` process whose subject is not the server's first start.
 
 The server is started from a plain synchronous session fixture; async engines are made
 per test, so no event loop outlives its test (see design.md on "different loop" errors).
@@ -9,6 +10,7 @@ per test, so no event loop outlives its test (see design.md on "different loop" 
 from __future__ import annotations
 
 import os
+import subprocess
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
@@ -19,7 +21,7 @@ import pytest
 import structlog
 import tomlkit
 
-from codequarry.config import Settings, load_settings
+from codequarry.config import DatabaseConfig, Settings, load_settings
 from codequarry.embedding.base import Vectors
 from codequarry.store.embedded import EmbeddedPostgres
 
@@ -37,6 +39,29 @@ def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostg
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def embedded_pgdata_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A stopped embedded data dir made by the product's own first start (initdb, then the
+    default shared_buffers and the restart it needs), without its server log. initdb takes
+    seconds on a loaded machine; a copy of its result takes a tenth of one."""
+    pgdata = tmp_path_factory.mktemp("pgtemplate") / "pg"
+    server = EmbeddedPostgres(pgdata)
+    server.start(DatabaseConfig().embedded_shared_buffers_mb)
+    server.stop()
+    (pgdata / "log").unlink(missing_ok=True)
+    return pgdata
+
+
+@pytest.fixture
+def seeded_store(process_env: dict[str, str], embedded_pgdata_template: Path) -> None:
+    """The data dir of `process_env` (test_daemon.py) starts with an initialised, stopped
+    embedded PostgreSQL, as after any earlier run: for process tests whose subject is not
+    the first start. `cp -a` keeps the server user's ownership and modes."""
+    pgdata = Path(process_env["CODEQUARRY_HOME"]) / "pg"
+    pgdata.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["cp", "-a", str(embedded_pgdata_template), str(pgdata)], check=True)
 
 
 @pytest.fixture
@@ -89,6 +114,19 @@ def write_files(root: Path, files: dict[str, str]) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(content)
     return root
+
+
+# Files whose tests start `codequarry` processes or servers of their own, slowest first.
+# With xdist's --dist loadfile (pyproject addopts) the files are handed out in collection
+# order, so these go first and the run does not end on one of them while the other worker
+# idles. Only the order of files changes; a file missing here just goes later.
+SLOW_FILES = ("test_trust.py", "test_discovery.py", "test_daemon.py", "test_cli.py", "test_mcp.py",
+              "test_team_server.py", "test_fastcli.py", "test_clients.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(SLOW_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(SLOW_FILES)))  # stable: same order within a file
 
 
 os.environ.setdefault("FASTMCP_SHOW_SERVER_BANNER", "false")

@@ -511,6 +511,7 @@ def start_daemon(env: dict[str, str], log: Path) -> subprocess.Popen[str]:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
+@pytest.mark.usefixtures("seeded_store")
 def test_sigterm_stops_the_daemon_cleanly_removes_the_socket_and_stops_postgres(
         tmp_path: Path, repo: Path, process_env: dict[str, str]) -> None:
     with OllamaStandIn() as ollama:
@@ -551,6 +552,7 @@ def test_sigterm_stops_the_daemon_cleanly_removes_the_socket_and_stops_postgres(
         assert not postgres_processes(settings.pgdata), "the embedded PostgreSQL is still running"
 
 
+@pytest.mark.usefixtures("seeded_store")
 def test_after_kill_9_during_indexing_an_index_run_brings_the_store_to_exactly_the_tree(
         tmp_path: Path, process_env: dict[str, str]) -> None:
     root = write_files(tmp_path / "many", {

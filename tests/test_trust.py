@@ -158,6 +158,7 @@ def _stop(daemon: subprocess.Popen[str]) -> None:
             daemon.wait()
 
 
+@pytest.mark.usefixtures("seeded_store")
 def test_three_cli_index_runs_of_new_repos_at_once_against_a_running_daemon_all_succeed(
         tmp_path: Path, process_env: dict[str, str]) -> None:  # noqa: F811
     repos = {f"new{i}": write_files(tmp_path / f"repo{i}", {
@@ -226,6 +227,7 @@ def test_status_calls_while_the_daemon_starts_answer_and_never_disturb_it(
         assert not postgres_processes(settings.pgdata)
 
 
+@pytest.mark.usefixtures("seeded_store")
 def test_kill_9_of_the_postmaster_under_the_daemon_is_recovered_and_an_edit_made_after_is_indexed(
         tmp_path: Path, process_env: dict[str, str]) -> None:  # noqa: F811
     root = write_files(tmp_path / "repo", {"keel.py": "def keel_depth():\n    return 3\n"})
@@ -273,6 +275,7 @@ def test_the_api_imports_neither_the_cli_nor_the_service() -> None:
 # ---- remove is complete --------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("seeded_store")
 def test_remove_then_remove_purge_deletes_the_orphaned_index_and_status_never_lists_it_as_registered(
         tmp_path: Path, process_env: dict[str, str]) -> None:  # noqa: F811
     root = write_files(tmp_path / "repo", {"hull.py": "def hull_plating():\n    return 1\n"})
@@ -296,6 +299,7 @@ def test_remove_then_remove_purge_deletes_the_orphaned_index_and_status_never_li
         assert "no project or index named 'gone'" in again.stderr
 
 
+@pytest.mark.usefixtures("seeded_store")
 def test_remove_and_purge_through_a_running_daemon(
         tmp_path: Path, process_env: dict[str, str]) -> None:  # noqa: F811
     root = write_files(tmp_path / "repo", {"mast.py": "def mast_height():\n    return 9\n"})

@@ -562,17 +562,19 @@ class Indexer:
     async def _embed_loop(self) -> None:
         backoff = 1.0
         while True:
+            # taken before any await: a wake during this pass sets this very event, so the
+            # wait below returns at once instead of missing it until its timeout
+            wake, generation = self._embed_wake, self._work_generation
             try:
                 if self.model_id is None:
                     if self.lazy_embedder and not self._embedder_wanted and not await self._needs_embedder():
-                        self._settled_generation = self._work_generation
+                        self._settled_generation = generation  # unchanged re-index
                         with anyio.move_on_after(5):
-                            await self._embed_wake.wait()
+                            await wake.wait()
                         continue
                     await self._start_embedder()
                 if self.stopping:
                     await anyio.sleep_forever()
-                generation = self._work_generation
                 self._embedding = True
                 try:
                     did_work = await self._embed_next()
@@ -584,7 +586,7 @@ class Indexer:
                     await self._build_vector_indexes()  # before "settled": `index` waits for it
                     self._settled_generation = generation
                     with anyio.move_on_after(5):
-                        await self._embed_wake.wait()
+                        await wake.wait()
             except (EmbedderUnavailable, ModelFileError, EmbedderMismatch) as exc:
                 if self.embedder_error != str(exc):
                     log.warning("embedder_unavailable", error=str(exc), retry_in=round(backoff))
