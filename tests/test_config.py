@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 import tomllib
 from pathlib import Path
 
@@ -456,14 +457,16 @@ def test_socket_lives_under_the_data_dir_without_a_runtime_dir(tmp_path: Path) -
 def test_socket_under_xdg_runtime_dir_is_keyed_by_a_non_default_data_dir(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    runtime = tmp_path / "run"
-    runtime.mkdir()
-    monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
-    default = paths.socket_path(paths.default_data_dir())
-    assert default == runtime / "codequarry" / "mcp.sock"
-    one, two = paths.socket_path(tmp_path / "one"), paths.socket_path(tmp_path / "two")
-    assert len({default, one, two}) == 3
-    assert one.parent.parent == runtime / "codequarry"
+    # short, like a real one (/run/user/1000): pytest's tmp_path under xdist is so long that
+    # a socket below it would take the too-long fallback, which is another test's subject
+    with tempfile.TemporaryDirectory(prefix="cqrt-", dir="/tmp") as short:
+        runtime = Path(short)
+        monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
+        default = paths.socket_path(paths.default_data_dir())
+        assert default == runtime / "codequarry" / "mcp.sock"
+        one, two = paths.socket_path(tmp_path / "one"), paths.socket_path(tmp_path / "two")
+        assert len({default, one, two}) == 3
+        assert one.parent.parent == runtime / "codequarry"
 
 
 def test_socket_falls_back_to_a_short_path_when_the_usual_one_is_too_long(tmp_path: Path) -> None:
