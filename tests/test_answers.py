@@ -144,6 +144,25 @@ async def test_a_class_with_a_long_header_yields_to_its_matching_method(
     assert scores == sorted(scores, reverse=True)
 
 
+async def test_a_hit_inside_a_nested_function_is_named_by_its_enclosing_method(
+        runtime: Runtime, repo: Path) -> None:
+    # the method is the unit (chunking.tree.UNIT_KINDS); the nested function's chunk carries
+    # its own symbol, and it is the only one that matches
+    body = "".join(f"        self.tally_{i} = {i}\n" for i in range(30))
+    (repo / "src" / "middleware.py").write_text(
+        "class Middleware:\n"
+        f"    def handle(self, scope):\n{body}"
+        "        def send_wrapper(message):\n"
+        "            return message.get('marmoset_cookie_header')\n"
+        "        return send_wrapper\n")
+    await index(runtime, "ledger")
+    response = await search(runtime, "marmoset_cookie_header", mode="lexical")
+    top = response.results[0]
+    assert top.path == "src/middleware.py"
+    assert (top.symbol, top.kind) == ("Middleware.handle", "method")
+    assert (top.start_line, top.end_line) == (2, 35)
+
+
 # ---- detail, budget, pages --------------------------------------------------------------
 
 
@@ -358,3 +377,14 @@ async def test_the_mcp_tools_answer_with_compact_text_and_matching_structured_co
             await client.call_tool("search_code", {"query": "x", "language": "klingon"})
         with pytest.raises(ToolError, match="excluded"):
             await client.call_tool("read_code", {"path": ".env", "project": "ledger"})
+
+
+def test_a_coverage_short_of_whole_never_reads_100_percent() -> None:
+    from codequarry.answer_text import coverage_percent
+
+    assert coverage_percent(1.0) == "100%"
+    assert coverage_percent(1143 / 1144) == "99.9%"
+    assert coverage_percent(99_999 / 100_000) == "99.9%"
+    assert coverage_percent(0.42) == "42%"
+    text = render_text({"results": [], "freshness": {"pending_files": 0, "vector_coverage": 1143 / 1144}})
+    assert "vectors cover 99.9%" in text

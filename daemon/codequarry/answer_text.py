@@ -87,6 +87,15 @@ def render_text(answer: dict[str, Any]) -> str:
     fresh = answer.get("freshness") or {}
     if fresh.get("pending_files") or fresh.get("vector_coverage", 1.0) < 1.0:
         lines.append(f"index: {fresh.get('pending_files', 0)} files pending, vectors cover "
-                     f"{fresh.get('vector_coverage', 1.0):.0%}")
+                     f"{coverage_percent(fresh.get('vector_coverage', 1.0))}")
     lines.extend(f"note: {note}" for note in answer.get("notes", []))
     return "\n".join(lines)
+
+
+def coverage_percent(fraction: float) -> str:
+    """A vector coverage (0.0-1.0) as a percentage that reads 100% only when it is whole:
+    0.42 -> "42%", 0.9991 and 0.99999 -> "99.9%" (a few missing vectors must not read as
+    complete beside a note that vectors are missing)."""
+    if fraction >= 1.0:
+        return "100%"
+    return f"{min(fraction, 0.999):.1%}" if fraction >= 0.995 else f"{fraction:.0%}"

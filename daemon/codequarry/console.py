@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from codequarry.answer_text import coverage_percent
 from codequarry.cli_args import RETRYING_GIVE_UP_SECONDS
 from codequarry.client import DaemonClient
 from codequarry.errors import CodequarryError
@@ -110,7 +111,8 @@ def follow_daemon_index(client: DaemonClient, project: str, path: str) -> int:
                     break
             time.sleep(0.3)
     print(f"{project}: {status['files']} files, {status['chunks']} chunks, "
-          f"{status['vector_coverage']:.0%} with vectors (indexed by the daemon)", file=sys.stderr)
+          f"{coverage_percent(status['vector_coverage'])} with vectors (indexed by the daemon)",
+          file=sys.stderr)
     if status["vector_coverage"] < 1.0:
         raise CodequarryError(status["errors"][0])
     return 0

@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from codequarry.answer_text import coverage_percent
 from codequarry.cli_args import (
     RETRYING_GIVE_UP_SECONDS,
     add_global_options,
@@ -251,7 +252,8 @@ def _index(args: argparse.Namespace, socket: str, raw: dict[str, Any]) -> int:
         time.sleep(0.3)
         status = _ask(socket, "GET", "/api/status", None)
     print(f"{project}: {entry['files']} files, {entry['chunks']} chunks, "
-          f"{entry['vector_coverage']:.0%} with vectors (indexed by the daemon)", file=sys.stderr)
+          f"{coverage_percent(entry['vector_coverage'])} with vectors (indexed by the daemon)",
+          file=sys.stderr)
     if entry["vector_coverage"] < 1.0:
         _fail(entry["errors"][0], 1)
     return 0

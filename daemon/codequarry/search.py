@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 import anyio
 
+from codequarry.answer_text import coverage_percent
 from codequarry.answers import (
     DEFAULT_MAX_TOKENS,
     Detail,
@@ -234,7 +235,7 @@ class Searcher:
             weight = lexical_weight(request.query, bool(symbol_hits), agreement(lexical, semantic))
             ranked = fuse_in_depth(lexical, semantic, weight, max(request.limit * 3, FUSION_DEPTH))
         if merged_freshness.vector_coverage < 1.0 and request.mode != "lexical":
-            notes.append(f"vectors cover {merged_freshness.vector_coverage:.0%} of chunks; "
+            notes.append(f"vectors cover {coverage_percent(merged_freshness.vector_coverage)} of chunks; "
                          "semantic results may be missing until embedding finishes")
         return await self._answer(request, ranked, stores, filters, merged_freshness, notes)
 

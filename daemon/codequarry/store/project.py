@@ -845,11 +845,17 @@ class ProjectStore:
             return hit_spans_of((await conn.execute(text(sql), params)).all())
 
     def hit_spans_statement(self, ids: Sequence[int]) -> tuple[str, dict[str, Any]]:
-        """(SQL, parameters) of hit_spans(); its rows go to hit_spans_of()."""
-        return ("SELECT id, path, coalesce(unit_start, start_line) AS us, "
-                "coalesce(unit_end, end_line) AS ue, start_line, end_line, language, symbol, kind "
-                f"FROM {self.s}.chunks WHERE id = ANY(:ids)",
-                {"ids": list(ids)})
+        """(SQL, parameters) of hit_spans(); its rows go to hit_spans_of(). The symbol and
+        kind are the unit's, from its first chunk: a hit inside a nested function names the
+        method that encloses it, whichever of the unit's chunks ranked first."""
+        return ((
+                "SELECT c.id, c.path, coalesce(c.unit_start, c.start_line) AS us, "
+                "coalesce(c.unit_end, c.end_line) AS ue, c.start_line, c.end_line, c.language, "
+                "coalesce(h.symbol, c.symbol) AS symbol, coalesce(h.kind, c.kind) AS kind "
+                f"FROM {self.s}.chunks c LEFT JOIN LATERAL (SELECT u.symbol, u.kind FROM {self.s}.chunks u "
+                "WHERE u.path = c.path AND u.unit_start = c.unit_start AND u.unit_end = c.unit_end "
+                "AND u.symbol IS NOT NULL ORDER BY u.ordinal LIMIT 1) h ON true "
+                "WHERE c.id = ANY(:ids)"), {"ids": list(ids)})
 
     def unit_chunks_statement(self, ids: Sequence[int]) -> tuple[str, dict[str, Any]]:
         """(SQL, parameters) of unit_chunks(); its rows go to unit_chunks_of(). Each unit's
