@@ -37,9 +37,14 @@ def configure_logging(level: str = "info", log_file: Path | None = None, json: b
         cache_logger_on_first_use=False,
     )
     # Libraries that log through stdlib logging (uvicorn, fastmcp, pgserver) go to the same
-    # stream, quietly: their INFO chatter is not ours to show.
+    # stream in the same format (JSON lines off a terminal), quietly: their INFO chatter is
+    # not ours to show.
     handler = logging.StreamHandler(stream)
-    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        foreign_pre_chain=[structlog.stdlib.add_logger_name, structlog.processors.add_log_level,
+                           structlog.processors.TimeStamper(fmt="iso", utc=True),
+                           structlog.processors.format_exc_info if json else structlog.dev.set_exc_info]))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING if numeric <= logging.INFO else numeric)
@@ -53,14 +58,21 @@ def get_logger(name: str) -> structlog.stdlib.BoundLogger:
 
 
 def quiet_fastmcp_logging() -> None:
-    """fastmcp logs a full traceback for every tool that raises; keep one line instead."""
+    """fastmcp installs its own (rich) handlers and logs a full traceback for every tool
+    that raises: send its records to ours instead (one format for the whole log), each as
+    one line naming the error."""
 
     def one_line(record: logging.LogRecord) -> bool:
-        if record.exc_info and record.exc_info[1] is not None:
+        if record.name.startswith("fastmcp") and record.exc_info and record.exc_info[1] is not None:
             error = record.exc_info[1]
             record.msg, record.args = f"{record.getMessage()}: {type(error).__name__}: {error}", None
             record.exc_info = record.exc_text = None
         return True
 
-    for handler in logging.getLogger("fastmcp").handlers:
-        handler.filters.insert(0, one_line)
+    for name in ["fastmcp", *logging.root.manager.loggerDict]:
+        if name == "fastmcp" or name.startswith("fastmcp."):
+            logger = logging.getLogger(name)
+            logger.handlers[:] = []
+            logger.propagate = True
+    for handler in logging.getLogger().handlers:  # on the handler: also for loggers made later
+        handler.addFilter(one_line)

@@ -156,8 +156,9 @@ class Daemon:
         prepare_socket_path(path)
         mcp = build_server(DaemonApi(self.runtime, self))
         quiet_fastmcp_logging()
-        server = _UnixServer(uvicorn.Config(mcp.http_app(path="/mcp"), uds=str(path), log_level="warning",
-                                            timeout_graceful_shutdown=2, lifespan="on"))
+        server = _UnixServer(uvicorn.Config(mcp.http_app(path="/mcp"), uds=str(path), log_config=None,
+                                            log_level="warning", timeout_graceful_shutdown=2,
+                                            lifespan="on"))
         self._servers.append(server)
         tasks.start_soon(server.serve)
         while not server.started:
