@@ -19,7 +19,7 @@ from codequarry.answer_text import render_text
 from codequarry.answers import tokens
 from codequarry.api import DaemonApi
 from codequarry.client import DaemonClient
-from codequarry.code_tools import CodeTools
+from codequarry.code_tools import CodeTools, render_references
 from codequarry.config import Settings
 from codequarry.errors import UsageError
 from codequarry.mcp_server import build_server
@@ -333,6 +333,9 @@ async def test_find_references_lists_whole_identifier_occurrences_grouped_by_fil
     assert ledger_lines[48]["definition"] is True
     assert files["src/report.py"]["count"] == 12
     assert answer["total"] == sum(f["count"] for f in answer["files"])
+    text = render_references(answer)
+    assert "(* = definition)" in text.split("\n")[0]
+    assert "  48* def compute_quokka_total(previous, amount):" in text.split("\n")
 
 
 # ---- through the MCP SDK client -----------------------------------------------------------

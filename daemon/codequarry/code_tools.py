@@ -335,15 +335,18 @@ def render_code(answer: dict[str, Any]) -> str:
 
 
 def render_references(answer: dict[str, Any]) -> str:
-    """`N references to NAME in M files`, then per file its path and numbered lines
-    ("def" marks a line that defines the name)."""
-    lines = [f"{answer['total']} references to {answer['name']} in {answer['file_count']} files"]
+    """`N references to NAME in M files`, then per file its path and numbered lines ("*"
+    after the number marks a line that defines the name: a word would read as code, as in
+    Python's `def`)."""
+    defines = any(ref["definition"] for entry in answer["files"] for ref in entry["lines"])
+    lines = [f"{answer['total']} references to {answer['name']} in {answer['file_count']} files"
+             + (" (* = definition)" if defines else "")]
     projects = {f["project"] for f in answer["files"]}
     for entry in answer["files"]:
         where = f"{entry['project']}:{entry['path']}" if len(projects) > 1 else entry["path"]
         lines.append(f"{where} ({entry['count']})")
         for ref in entry["lines"]:
-            mark = " def" if ref["definition"] else ""
+            mark = "*" if ref["definition"] else ""
             lines.append(f"  {ref['line']}{mark} {ref['text']}")
     lines.extend(f"note: {note}" for note in answer.get("notes", []))
     return "\n".join(lines)
