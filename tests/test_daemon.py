@@ -5,6 +5,7 @@ on SIGTERM and recovers from kill -9."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -550,6 +551,11 @@ def test_sigterm_stops_the_daemon_cleanly_removes_the_socket_and_stops_postgres(
         assert took < drain, f"the daemon took {took:.1f}s to stop"
         assert not settings.socket_path.exists()
         assert not postgres_processes(settings.pgdata), "the embedded PostgreSQL is still running"
+        # the log file is JSON lines (ours and the libraries'), and says the stop completed
+        events = [json.loads(line)["event"] for line in
+                  (tmp_path / "logs" / "daemon.log").read_text().splitlines()]
+        assert "daemon_stopping" in events
+        assert events.index("daemon_stopped") > events.index("daemon_stopping")
 
 
 @pytest.mark.usefixtures("seeded_store")

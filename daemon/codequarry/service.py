@@ -120,6 +120,7 @@ class Daemon:
                 sd_notify("STOPPING=1")
                 await self._shutdown()
                 tasks.cancel_scope.cancel()
+        log.info("daemon_stopped")
 
     async def _shutdown(self) -> None:
         log.info("daemon_stopping", drain_timeout=self.settings.config.daemon.drain_timeout_seconds)
@@ -129,8 +130,10 @@ class Daemon:
         assert self.supervisor is not None
         for runner in self.supervisor.runners.values():
             runner.scope.cancel()  # stop watching; the indexer keeps its projects to drain
-        with anyio.move_on_after(self.settings.config.daemon.drain_timeout_seconds):
+        with anyio.move_on_after(self.settings.config.daemon.drain_timeout_seconds) as drain:
             await self.runtime.indexer.drain()
+        if drain.cancelled_caught:  # what was left is picked up by the next start's reconcile
+            log.warning("drain_timed_out", drain_timeout=self.settings.config.daemon.drain_timeout_seconds)
         with anyio.move_on_after(5):  # let uvicorn finish its lifespan before we cancel
             for server in self._servers:
                 await server.stopped.wait()
