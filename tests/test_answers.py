@@ -311,7 +311,8 @@ async def test_read_code_reads_the_current_disk_text_bounded_with_line_numbers(
 
 
 @pytest.mark.parametrize(("path", "reason"), [
-    (".env", "excluded"), ("build/out.py", "excluded"), ("../outside.py", "outside every"),
+    (".env", "looks like a secret"), ("build/out.py", "excluded by the ignore rules"),
+    ("../outside.py", "outside every"),
     ("src/escape.py", "outside every"), ("missing.py", "does not exist")])
 async def test_read_code_refuses_what_is_outside_the_trees_or_excluded(
         runtime: Runtime, repo: Path, path: str, reason: str) -> None:
@@ -378,7 +379,7 @@ async def test_the_mcp_tools_answer_with_compact_text_and_matching_structured_co
         assert [f["path"] for f in refs["files"]] == ["web/app.js"]
         with pytest.raises(ToolError, match="unknown language"):
             await client.call_tool("search_code", {"query": "x", "language": "klingon"})
-        with pytest.raises(ToolError, match="excluded"):
+        with pytest.raises(ToolError, match="looks like a secret"):
             await client.call_tool("read_code", {"path": ".env", "project": "ledger"})
 
 

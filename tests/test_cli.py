@@ -247,3 +247,14 @@ def test_eval_scores_every_mode_and_lists_the_missed_query_first(indexed: Indexe
         assert report["modes"][mode]["mrr@10"] == pytest.approx(2 / 3, abs=1e-3), mode
     assert report["worst"][0] == {"query": "circle_area", "expected": "pkg/missing.py",
                                   "lexical": None, "semantic": None, "hybrid": None}
+
+
+@pytest.mark.parametrize(("location", "parsed"), [
+    ("src/app.py", ("src/app.py", None, None)), ("src/app.py:12", ("src/app.py", 12, 12)),
+    ("src/app.py:12-40", ("src/app.py", 12, 40)), ("src/app.py:770-", ("src/app.py", 770, None)),
+    ("C:/odd:name.py:3", ("C:/odd:name.py", 3, 3))])
+def test_show_locations_take_a_line_a_range_or_an_open_range(
+        location: str, parsed: tuple[str, int | None, int | None]) -> None:
+    from codequarry.cli import parse_location
+
+    assert parse_location(location) == parsed

@@ -295,12 +295,15 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def parse_location(location: str) -> tuple[str, int | None, int | None]:
-    """`PATH`, `PATH:LINE` or `PATH:START-END` -> (path, start, end)."""
-    match = re.fullmatch(r"(.+?):(\d+)(?:-(\d+))?", location)
+    """`PATH`, `PATH:LINE`, `PATH:START-END` or `PATH:START-` (to the end, within the
+    budget) -> (path, start, end); end None: no end given."""
+    match = re.fullmatch(r"(.+?):(\d+)(?:(-)(\d*))?", location)
     if match is None:
         return location, None, None
     start = int(match.group(2))
-    end = int(match.group(3)) if match.group(3) else start
+    if match.group(3) and not match.group(4):
+        return match.group(1), start, None
+    end = int(match.group(4)) if match.group(4) else start
     if end < start:
         raise UsageError(f"{location}: the range ends before it starts")
     return match.group(1), start, end

@@ -174,9 +174,9 @@ class CodeTools:
         for config, candidate in candidates:
             # the path as given must not be excluded (a symlink must not launder .env)
             given = _relative(candidate, config.path)
-            if given is not None and _excluded(config, given):
-                raise UsageError(f"{given} is excluded by the ignore rules of {config.id}; "
-                                 "codequarry does not read it")
+            reason = _exclusion(config, given) if given is not None else None
+            if reason is not None:
+                raise UsageError(f"{given} {reason}; codequarry does not read it")
         reals = {os.path.realpath(candidate) for _, candidate in candidates}
         if len(reals) > 1:
             names = ", ".join(config.id for config, _ in candidates)
@@ -188,9 +188,9 @@ class CodeTools:
             raise UsageError(f"{path} is outside every registered project (after resolving symlinks)")
         config, rel = max(inside, key=lambda item: len(item[0].path.parts))  # nested: the deepest
         assert rel is not None
-        if _excluded(config, rel):
-            raise UsageError(f"{rel} is excluded by the ignore rules of {config.id}; "
-                             "codequarry does not read it")
+        reason = _exclusion(config, rel)
+        if reason is not None:
+            raise UsageError(f"{rel} {reason}; codequarry does not read it")
         if not real.is_file():
             raise UsageError(f"{rel} is not a regular file")
         return _Located(config, rel, real)
@@ -280,10 +280,13 @@ def _secret(rel_path: str) -> bool:
     return any(_SECRET_NAME.match(part) for part in rel_path.split("/"))
 
 
-def _excluded(config: ProjectConfig, rel_path: str) -> bool:
+def _exclusion(config: ProjectConfig, rel_path: str) -> str | None:
+    """Why `rel_path` of `config` is never read (None: it may be read)."""
     if _secret(rel_path):
-        return True
-    return IgnoreRules(config.path, config.exclude, config.include).is_ignored(rel_path)
+        return "looks like a secret (credentials, keys)"
+    if IgnoreRules(config.path, config.exclude, config.include).is_ignored(rel_path):
+        return f"is excluded by the ignore rules of {config.id}"
+    return None
 
 
 def _read_lines(path: Path) -> list[str]:
