@@ -592,5 +592,5 @@ def test_after_kill_9_during_indexing_an_index_run_brings_the_store_to_exactly_t
         assert index.returncode == 0, index.stderr
         verify = subprocess.run([CODEQUARRY, "verify", "--project", "many"], env=process_env,
                                 capture_output=True, text=True, timeout=120, check=False)
-        assert verify.returncode == 0, verify.stdout + verify.stderr
+        assert verify.returncode == 0, verify.stdout + verify.stderr + "\nindex said: " + index.stderr
         assert "the index equals a fresh index of the tree" in verify.stderr
