@@ -210,8 +210,9 @@ class Searcher:
             words = code_words(request.query) if wants_lexical else ""
             if self._combined(stores):
                 contexts.update(await fanout.search_contexts(stores, words, names))
-            for store in stores if not self._combined(stores) else ():
-                contexts[store.project_id] = await store.search_context(words, names)
+            else:
+                for store in stores:
+                    contexts[store.project_id] = await store.search_context(words, names)
             if wants_lexical:
                 lexical.extend(await self._lexical(request.query, stores, filters, fetch, contexts))
 
@@ -521,25 +522,25 @@ def _match_terms(lexemes: list[str], freqs: dict[str, float], total: int,
     common word rarely is. With half the rows each, the pairs recovered most of what the
     unbounded candidate set scores (bench/tune_lexical.py at a budget scaled to 100k chunks).
     """
-    singles: list[str | tuple[str, ...]] = []
+    clauses: list[str | tuple[str, ...]] = []
     expected = 0.0
     ordered = sorted(lexemes, key=lambda lex: freqs.get(lex, 0.0))
     for lexeme in ordered:
         rows = freqs.get(lexeme, 0.0) * total
-        if singles and expected + rows > budget / 2:
+        if clauses and expected + rows > budget / 2:
             break
-        singles.append(lexeme)
+        clauses.append(lexeme)
         expected += rows
-    rest = ordered[len(singles):]
+    rest = ordered[len(clauses):]  # every clause so far is a single lexeme
     pairs = sorted((freqs.get(a, 0.0) * freqs.get(b, 0.0) * total, a, b)
                    for i, a in enumerate(rest) for b in rest[i + 1:])
     expected = 0.0
     for rows, a, b in pairs:
         if expected + rows > budget / 2:
             break
-        singles.append((a, b))
+        clauses.append((a, b))
         expected += rows
-    return singles
+    return clauses
 
 
 def _idf(fraction: float, total: int) -> float:

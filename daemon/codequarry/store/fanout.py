@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 from sqlalchemy import text
@@ -35,6 +35,7 @@ from codequarry.store.project import (
     unit_chunks_of,
 )
 
+_Parsed = TypeVar("_Parsed")
 # SQLAlchemy text()'s bind parameter syntax (`:name`, not `::type`)
 _BIND = re.compile(r"(?<![:\w\x5c]):(\w+)(?!:)")
 # Many projects' parts are split over up to MAX_STATEMENTS statements of at least
@@ -180,24 +181,25 @@ async def semantic(queries: Sequence[tuple[ProjectStore, Vector, VectorSpace]], 
 async def unit_chunks(queries: Sequence[tuple[ProjectStore, Sequence[int]]]
                       ) -> dict[str, dict[int, tuple[int, int, list[ChunkRow]]]]:
     """ProjectStore.unit_chunks(ids) of each (store, ids), by project id."""
-    asked = [(store, ids) for store, ids in queries if ids]
-    rows = await union_rows(asked[0][0], [store.unit_chunks_statement(ids) for store, ids in asked]) \
-        if asked else []
-    out: dict[str, dict[int, tuple[int, int, list[ChunkRow]]]] = {
-        store.project_id: {} for store, _ in queries}
-    for (store, _), found in zip(asked, rows, strict=True):
-        out[store.project_id] = unit_chunks_of(found)
-    return out
+    return await _by_ids(queries, ProjectStore.unit_chunks_statement, unit_chunks_of)
 
 
 async def hit_spans(queries: Sequence[tuple[ProjectStore, Sequence[int]]]) -> dict[str, dict[int, HitSpan]]:
     """ProjectStore.hit_spans(ids) of each (store, ids), by project id."""
+    return await _by_ids(queries, ProjectStore.hit_spans_statement, hit_spans_of)
+
+
+async def _by_ids(queries: Sequence[tuple[ProjectStore, Sequence[int]]],
+                  statement: Callable[[ProjectStore, Sequence[int]], tuple[str, dict[str, Any]]],
+                  parse: Callable[[Sequence[Any]], _Parsed]) -> dict[str, _Parsed]:
+    """`parse` of the rows of each store's `statement(store, ids)`, by project id; a store
+    with no ids gets parse([]) without a read."""
     asked = [(store, ids) for store, ids in queries if ids]
-    rows = await union_rows(asked[0][0], [store.hit_spans_statement(ids) for store, ids in asked]) \
+    rows = await union_rows(asked[0][0], [statement(store, ids) for store, ids in asked]) \
         if asked else []
-    out: dict[str, dict[int, HitSpan]] = {store.project_id: {} for store, _ in queries}
+    out = {store.project_id: parse([]) for store, _ in queries}
     for (store, _), found in zip(asked, rows, strict=True):
-        out[store.project_id] = hit_spans_of(found)
+        out[store.project_id] = parse(found)
     return out
 
 
