@@ -111,6 +111,18 @@ def rarest_terms(lexemes: list[str], freqs: dict[str, float], total: int,
     return chosen
 
 
+def shipped_lexical_sql(schema: str, where: str = "") -> str:
+    """The lexical statement as shipped before issue 14 (sum of idf * ts_rank, normalisation
+    1, default field weights) over `schema`'s chunks; parameters :match, :terms, :weights,
+    :cap, :k and those of `where` (Filters.sql)."""
+    return (f"WITH cand AS (SELECT id, tsv FROM {schema}.chunks "
+            f"WHERE tsv @@ CAST(:match AS tsquery){where} LIMIT :cap) "
+            "SELECT c.id, sum(ts_rank(c.tsv, quote_literal(t.lexeme)::tsquery, 1) * t.w) AS score "
+            "FROM cand c CROSS JOIN unnest(CAST(:terms AS text[]), CAST(:weights AS float8[])) "
+            "AS t(lexeme, w) WHERE c.tsv @@ quote_literal(t.lexeme)::tsquery "
+            "GROUP BY c.id ORDER BY score DESC LIMIT :k")
+
+
 def use_baseline() -> None:
     """Rank as shipped before issue 14, for the "before" figures of the same run: lexical
     scoring by idf * ts_rank (normalisation 1, default field weights), fusion weights
@@ -131,13 +143,7 @@ def use_baseline() -> None:
             "cap": LEXICAL_CANDIDATES, "k": limit}
         where = filters.sql(params)
         async with self.reader.connect() as conn:
-            rows = await conn.execute(text(
-                f"WITH cand AS (SELECT id, tsv FROM {self.s}.chunks "
-                f"WHERE tsv @@ CAST(:match AS tsquery){where} LIMIT :cap) "
-                "SELECT c.id, sum(ts_rank(c.tsv, quote_literal(t.lexeme)::tsquery, 1) * t.w) AS score "
-                "FROM cand c CROSS JOIN unnest(CAST(:terms AS text[]), CAST(:weights AS float8[])) "
-                "AS t(lexeme, w) WHERE c.tsv @@ quote_literal(t.lexeme)::tsquery "
-                "GROUP BY c.id ORDER BY score DESC LIMIT :k"), params)
+            rows = await conn.execute(text(shipped_lexical_sql(self.s, where)), params)
             return [(row.id, float(row.score)) for row in rows]
 
     def lexical_weight(query: str, symbol_hit: bool, shared: int | None = None) -> float:

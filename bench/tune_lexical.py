@@ -45,7 +45,7 @@ from codequarry.store.project import (
     match_tsquery,
 )
 from common import codequarry_home, summary
-from eval_bench import DATA, all_sets, project_of, rarest_terms
+from eval_bench import DATA, all_sets, project_of, rarest_terms, shipped_lexical_sql
 
 K = 10
 
@@ -61,13 +61,7 @@ async def shipped_before(store: ProjectStore, query: str, limit: int = K) -> lis
                               "terms": [lex for lex, _ in terms], "weights": [w for _, w in terms],
                               "cap": 2000, "k": limit}
     async with store.reader.connect() as conn:
-        rows = await conn.execute(text(
-            f"WITH cand AS (SELECT id, tsv FROM {store.s}.chunks "
-            f"WHERE tsv @@ CAST(:match AS tsquery) LIMIT :cap) "
-            "SELECT c.id, sum(ts_rank(c.tsv, quote_literal(t.lexeme)::tsquery, 1) * t.w) AS score "
-            "FROM cand c CROSS JOIN unnest(CAST(:terms AS text[]), CAST(:weights AS float8[])) "
-            "AS t(lexeme, w) WHERE c.tsv @@ quote_literal(t.lexeme)::tsquery "
-            "GROUP BY c.id ORDER BY score DESC LIMIT :k"), params)
+        rows = await conn.execute(text(shipped_lexical_sql(store.s)), params)
         return [row.id for row in rows]
 
 
