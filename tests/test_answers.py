@@ -19,7 +19,7 @@ from codequarry.answer_text import render_text
 from codequarry.answers import tokens
 from codequarry.api import DaemonApi
 from codequarry.client import DaemonClient
-from codequarry.code_tools import CodeTools, render_references
+from codequarry.code_tools import CodeTools, render_code, render_references
 from codequarry.config import Settings
 from codequarry.errors import UsageError
 from codequarry.mcp_server import build_server
@@ -308,6 +308,10 @@ async def test_read_code_reads_the_current_disk_text_bounded_with_line_numbers(
     bounded = await tools(runtime).read_code("src/ledger.py", max_tokens=100)
     assert bounded["end_line"] < bounded["total_lines"]
     assert bounded["next_start_line"] == bounded["end_line"] + 1
+    following = bounded["next_start_line"]
+    assert render_code(bounded).endswith(f"note: continue with start_line={following}")
+    assert render_code(bounded, cli=True).endswith(
+        f"note: continue with codequarry show src/ledger.py:{following}-")
 
 
 @pytest.mark.parametrize(("path", "reason"), [
@@ -381,6 +385,18 @@ async def test_the_mcp_tools_answer_with_compact_text_and_matching_structured_co
             await client.call_tool("search_code", {"query": "x", "language": "klingon"})
         with pytest.raises(ToolError, match="looks like a secret"):
             await client.call_tool("read_code", {"path": ".env", "project": "ledger"})
+
+
+def test_follow_ups_are_named_as_tool_arguments_for_agents_and_as_commands_at_the_cli() -> None:
+    hit = {"path": "pkg/a.py", "start_line": 10, "end_line": 40, "symbol": "f", "score": 0.9,
+           "snippet": "def f():\n    return 1", "snippet_ranges": [[10, 11]], "truncated": True}
+    answer = {"mode": "hybrid", "offset": 0, "next_offset": 10, "results": [hit], "notes": []}
+    agent, person = render_text(answer), render_text(answer, cli=True)
+    assert "more: offset=10" in agent
+    assert "29 more lines: read_code pkg/a.py:12-40" in agent
+    assert "more: --offset 10" in person
+    assert "29 more lines: codequarry show pkg/a.py:12-40" in person
+    assert agent.replace("offset=", "--offset ").replace("read_code", "codequarry show") == person
 
 
 def test_a_coverage_short_of_whole_never_reads_100_percent() -> None:

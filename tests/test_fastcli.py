@@ -120,7 +120,7 @@ def test_off_a_terminal_the_fast_path_prints_exactly_what_the_full_cli_prints(
     console.print_results(answer)
     monkeypatch.setattr(sys, "stdout", fast)
     assert fastcli._print_plain_results(answer)
-    assert fast.getvalue() == full.getvalue() == render_text(answer) + "\n"
+    assert fast.getvalue() == full.getvalue() == render_text(answer, cli=True) + "\n"
     assert "demo" in full.getvalue().split("\n")[0]  # the shared project, said once
 
 

@@ -11,6 +11,14 @@ from typing import Any
 FULL_LINE_CHARS = 240
 
 
+def read_hint(path: str, start: int, end: int | None, cli: bool) -> str:
+    """How the reader asks for lines `start`-`end` (None: to the end) of `path`: the
+    read_code tool for an agent, `codequarry show` for a person at the CLI."""
+    if cli:
+        return f"codequarry show {path}:{start}-{end if end is not None else ''}"
+    return f"read_code {path}:{start}-{end if end is not None else ''}"
+
+
 def clip(line: str, chars: int) -> str:
     return line if len(line) <= chars else line[: chars - 1] + "…"
 
@@ -51,8 +59,9 @@ def header_line(hit: dict[str, Any], shared: dict[str, str]) -> str:
     return " ".join(parts)
 
 
-def result_text(hit: dict[str, Any], shared: dict[str, str]) -> list[str]:
-    """The lines of one result in the text answer, from its JSON form."""
+def result_text(hit: dict[str, Any], shared: dict[str, str], cli: bool = False) -> list[str]:
+    """The lines of one result in the text answer, from its JSON form (`cli`: follow-ups
+    named as CLI commands, see `read_hint`)."""
     out = [header_line(hit, shared)]
     snippet = hit.get("snippet") or ""
     ranges = hit.get("snippet_ranges") or []
@@ -63,14 +72,16 @@ def result_text(hit: dict[str, Any], shared: dict[str, str]) -> list[str]:
         out.extend(" " + line for line in _block_text(numbers, lines, FULL_LINE_CHARS))
         shown_to = numbers[-1] if numbers else hit["end_line"]
         if hit.get("truncated"):
-            out.append(f" … {hit['end_line'] - shown_to} more lines: read_code "
-                       f"{hit['path']}:{shown_to + 1}-{hit['end_line']}")
+            out.append(f" … {hit['end_line'] - shown_to} more lines: "
+                       + read_hint(hit["path"], shown_to + 1, hit["end_line"], cli))
     return out
 
 
-def render_text(answer: dict[str, Any]) -> str:
+def render_text(answer: dict[str, Any], cli: bool = False) -> str:
     """The compact text an agent reads: one header line, then per result its location
-    line and numbered code lines, then notes. Built from the JSON answer only."""
+    line and numbered code lines, then notes. Built from the JSON answer only. `cli`
+    names the next page and the rest of a unit as the CLI's options and commands
+    (`--offset N`, `codequarry show PATH:A-B`) instead of the MCP tools' arguments."""
     shared = {k: str(answer[k]) for k in ("project", "language", "path_glob") if answer.get(k)}
     results = answer.get("results", [])
     offset = int(answer.get("offset", 0))
@@ -80,10 +91,11 @@ def render_text(answer: dict[str, Any]) -> str:
     head.append(str(answer.get("mode", "hybrid")))
     head.extend(f"{k} {v}" for k, v in shared.items())
     if answer.get("next_offset") is not None:
-        head.append(f"more: offset={answer['next_offset']}")
+        head.append(f"more: --offset {answer['next_offset']}" if cli
+                    else f"more: offset={answer['next_offset']}")
     lines = [" · ".join(head)]
     for hit in results:
-        lines.extend(result_text(hit, shared))
+        lines.extend(result_text(hit, shared, cli))
     fresh = answer.get("freshness") or {}
     if fresh.get("pending_files") or fresh.get("vector_coverage", 1.0) < 1.0:
         lines.append(f"index: {fresh.get('pending_files', 0)} files pending, vectors cover "

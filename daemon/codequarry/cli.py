@@ -330,7 +330,7 @@ def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
     answer = _ask_tools(settings, "/api/read", body)
     from codequarry.code_tools import render_code
 
-    print(json.dumps(answer, indent=2) if args.json else render_code(answer))
+    print(json.dumps(answer, indent=2) if args.json else render_code(answer, cli=True))
     return 0
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from codequarry.answer_text import read_hint
 from codequarry.answers import CHARS_PER_TOKEN
 from codequarry.chunking.words import code_words
 from codequarry.config import ProjectConfig
@@ -151,8 +152,7 @@ class CodeTools:
         last = start + len(shown) - 1
         following = last + 1 if last < total and (end_line is None or last < end_line) else None
         if last < end:
-            notes.append(f"stopped at line {last} (max_tokens {budget}); continue with "
-                         f"start_line={last + 1}")
+            notes.append(f"stopped at line {last} (max_tokens {budget})")
         return {"project": located.project.id, "path": located.rel_path, "start_line": start,
                 "end_line": last, "total_lines": total, "content": "\n".join(shown),
                 "next_start_line": following, "notes": notes}
@@ -326,14 +326,20 @@ def render_symbols(answer: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def render_code(answer: dict[str, Any]) -> str:
-    """`path:start-end of N lines`, then the numbered lines."""
+def render_code(answer: dict[str, Any], cli: bool = False) -> str:
+    """`path:start-end of N lines`, then the numbered lines, the notes, and where to
+    continue when the file goes on past a cut (as read_code's argument, or with `cli` as
+    a `codequarry show` command)."""
     start, end = answer["start_line"], answer["end_line"]
     lines = [f"{answer['project']}:{answer['path']}:{start}-{end} of {answer['total_lines']} lines"]
     width = len(str(end))
     for number, line in enumerate(answer["content"].split("\n"), start):
         lines.append(f"{number:>{width}} {line}".rstrip())
     lines.extend(f"note: {note}" for note in answer.get("notes", []))
+    following = answer.get("next_start_line")
+    if following is not None:
+        lines.append("note: continue with " + (read_hint(answer["path"], following, None, cli=True)
+                                                 if cli else f"start_line={following}"))
     return "\n".join(lines)
 
 

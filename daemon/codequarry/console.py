@@ -130,9 +130,9 @@ def print_results(answer: dict[str, Any]) -> None:
     from codequarry.answer_text import render_text
 
     if not stdout.is_terminal:  # scripts and pipes get the text exactly, as fastcli prints it
-        sys.stdout.write(render_text(answer) + "\n")
+        sys.stdout.write(render_text(answer, cli=True) + "\n")
         return
-    for line in render_text(answer).split("\n"):
+    for line in render_text(answer, cli=True).split("\n"):
         located = line and not line[0].isspace() and not line.startswith(("note:", "index:", "…"))
         stdout.print(line, style="cyan" if located else None, markup=False, highlight=False,
                      soft_wrap=True)

@@ -381,7 +381,7 @@ def _print_plain_results(answer: dict[str, Any]) -> bool:
         return False
     from codequarry.answer_text import render_text
 
-    sys.stdout.write(render_text(answer) + "\n")
+    sys.stdout.write(render_text(answer, cli=True) + "\n")
     return True
 
 
