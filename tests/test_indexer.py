@@ -21,7 +21,7 @@ from codequarry.models import ChangeKind
 from codequarry.runtime import Runtime, open_runtime
 from codequarry.search import SearchRequest
 
-from .conftest import write_files
+from .conftest import lock_waiters, write_files
 from .fakes import HashEmbedder
 
 PY = {
@@ -397,6 +397,44 @@ async def test_a_dropped_database_connection_during_a_batch_puts_its_paths_back(
         assert await project.store.consistency_problems() == []
         assert await project.store.pending_event_paths() == []
         assert (await project.store.counts()).recent_errors == []
+
+
+async def test_a_file_deleted_while_a_batch_with_its_chunk_is_saved_leaves_no_chunk_of_that_batch_unembedded(
+        make_settings, tmp_path: Path, hash_embedder: HashEmbedder) -> None:
+    """The kill -9 flake (test_daemon): chunks left without vectors by a killed daemon are
+    embedded while the next run deletes a file whose chunk is in the batch being saved.
+    The save failed on the deleted chunk's foreign key, the indexer gave up the batch's 16
+    hashes for good, settled, and `codequarry index` reported success with 15 chunks
+    lacking a vector. Held at a real lock (the chunk worker's transaction waits after its
+    deletes), no timing."""
+    repo = write_files(tmp_path / "many", {f"pkg/mod{i:03d}.py": f"def handler_{i}(request):\n"
+                                           f"    return request.value * {i}\n" for i in range(24)})
+    settings = make_settings([{"id": "many", "path": str(repo)}])
+    async with open_runtime(settings, hash_embedder) as runtime:
+        project = await runtime.indexer.add_project(settings.config.project("many"))
+        await index(runtime, "many")
+        space = await project.store.space()
+        async with runtime.store.transaction() as conn:  # what the killed daemon left: no vectors
+            await conn.execute(text(f"DELETE FROM {project.store.s}.{space.table}"))
+            await conn.execute(text(f"UPDATE {project.store.s}.stats SET embedded = 0"))
+            await conn.execute(text("DELETE FROM codequarry.embedding_cache"))
+
+        async def waiting(count: int) -> bool:
+            return await lock_waiters(runtime.store.engine) == count
+
+        (repo / "pkg/mod002.py").unlink()
+        async with anyio.create_task_group() as tasks, runtime.store.engine.connect() as blocker:
+            await blocker.execute(text(f"LOCK TABLE {project.store.s}.definitions IN SHARE MODE"))
+            tasks.start_soon(runtime.indexer.chunk_worker)
+            assert await runtime.indexer.reconcile("many") == 1  # as `codequarry index` starts
+            await until(lambda: waiting(1))  # the delete, uncommitted
+            tasks.start_soon(runtime.indexer.embed_worker)  # its backlog still holds mod002's chunk
+            await until(lambda: waiting(2))  # the save reached that chunk
+            await blocker.rollback()
+            await settle(runtime)
+            tasks.cancel_scope.cancel()
+        assert await project.store.consistency_problems() == []
+        assert "pkg/mod002.py" not in await project.store.indexed_files()
 
 
 async def test_a_chunker_exception_costs_only_that_file(
