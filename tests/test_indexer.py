@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import inspect
 import shutil
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -13,12 +13,15 @@ import anyio
 import pytest
 from sqlalchemy import text
 
+from codequarry.api import project_state
 from codequarry.chunking import ChunkedFile, embedding_text
 from codequarry.config import Settings
-from codequarry.errors import EmbedderUnavailable
+from codequarry.embedding.base import Vectors
+from codequarry.errors import CodequarryError, EmbedderMismatch, EmbedderUnavailable
 from codequarry.indexer import Project, ScanSummary
 from codequarry.models import ChangeKind
-from codequarry.runtime import Runtime, open_runtime
+from codequarry.oneshot import _index as oneshot_index
+from codequarry.runtime import Runtime, open_runtime, status_report
 from codequarry.search import SearchRequest
 
 from .conftest import lock_waiters, write_files
@@ -435,6 +438,55 @@ async def test_a_file_deleted_while_a_batch_with_its_chunk_is_saved_leaves_no_ch
             tasks.cancel_scope.cancel()
         assert await project.store.consistency_problems() == []
         assert "pkg/mod002.py" not in await project.store.indexed_files()
+
+
+class RefusingEmbedder(HashEmbedder):
+    """The deterministic embedder, except that a batch holding a text with `refused_word`
+    comes back with the wrong shape, like a server whose model cannot take that text."""
+
+    refused_word = "refused_by_the_model"
+
+    async def embed_documents(self, texts: Sequence[str]) -> Vectors:
+        if any(self.refused_word in text for text in texts):
+            raise EmbedderMismatch(f"{self.model_id}: asked for {len(texts)} vectors, got shape (0, 64)")
+        return await super().embed_documents(texts)
+
+
+async def test_chunks_left_without_a_vector_fail_index_and_show_in_status_never_as_done(
+        settings: Settings, repo: Path) -> None:
+    """An embedding that fails for good leaves its chunks without vectors: `codequarry
+    index` used to settle and exit 0 (complete) anyway; it fails saying why, and the
+    daemon's status names the error instead of showing "embedding" forever."""
+    write_files(repo, {"pkg/odd.py": f"def odd():\n    return '{RefusingEmbedder.refused_word}'\n"})
+    with pytest.raises(CodequarryError, match=r"^\d+ of \d+ chunks have no vector \(.*got shape"):
+        await oneshot_index(settings, settings.config.project("demo"), RefusingEmbedder())
+    async with open_runtime(settings, RefusingEmbedder()) as runtime:
+        await runtime.indexer.add_project(settings.config.project("demo"))
+        await index(runtime, "demo")
+        entry = (await status_report(settings, runtime.store, runtime.indexer))["projects"][0]
+    assert entry["vector_coverage"] < 1.0
+    assert entry["errors"][0].startswith("embedder: some chunks cannot be embedded: hash:test:64: asked")
+    assert project_state(entry) == "error"
+
+
+async def test_a_vector_the_database_refuses_costs_only_its_own_chunk_not_its_batch(
+        settings: Settings, repo: Path) -> None:
+    """pgvector refuses a NaN: the batch's save fails as a whole (not transient), then its
+    vectors are saved one at a time and only that chunk is given up (it used to be all 16)."""
+
+    class NaNEmbedder(HashEmbedder):
+        async def embed_documents(self, texts: Sequence[str]) -> Vectors:
+            vectors = await super().embed_documents(texts)
+            vectors[[i for i, text in enumerate(texts) if "nan_from_the_model" in text]] = float("nan")
+            return vectors
+
+    write_files(repo, {"pkg/odd.py": "def odd():\n    return 'nan_from_the_model'\n"})
+    async with open_runtime(settings, NaNEmbedder()) as runtime:
+        project = await runtime.indexer.add_project(settings.config.project("demo"))
+        await index(runtime, "demo")
+        assert await project.store.consistency_problems() == ["1 chunks have no vector yet"]
+        entry = (await status_report(settings, runtime.store, runtime.indexer))["projects"][0]
+    assert entry["errors"][0].startswith("embedder: some chunks cannot be embedded: saving a vector failed")
 
 
 async def test_a_chunker_exception_costs_only_that_file(

@@ -157,7 +157,10 @@ class Indexer:
         self._saved.set()
         self._saves: TaskGroup | None = None
         self.stopping = False
-        self._failed_hashes: set[str] = set()
+        self._failed_hashes: set[str] = set()  # never embedded again by this process
+        # project -> why some of its chunks have no vector for good (until the next start);
+        # status shows it, `codequarry index` fails with it: never "done" without vectors
+        self.embedding_failures: dict[str, str] = {}
         # (project, path) -> (due on the monotonic clock, attempts, kind) of unreadable files
         self._read_retries: dict[tuple[str, str], tuple[float, int, ChangeKind]] = {}
         # embedding is settled when the embed worker found nothing to do after the
@@ -700,7 +703,7 @@ class Indexer:
             raise
         except CodequarryError as exc:  # e.g. wrong dims: skip these texts, keep going
             log.error("embedding_failed", project=project_id, error=str(exc))
-            self._failed_hashes.update(c.content_hash for c in todo)
+            self._give_up(project_id, (c.content_hash for c in todo), str(exc))
             if rechunks:  # write those files anyway; the backlog retries what failed
                 self._release_rechunks(project_id, by_hash)
             return True
@@ -710,7 +713,7 @@ class Indexer:
         await self._saved.wait()  # at most one save in flight
         self._saved = anyio.Event()
         assert self._saves is not None  # embed_worker opened it
-        self._saves.start_soon(self._save, project, fresh, batch, list(by_hash) if rechunks else None)
+        self._saves.start_soon(self._save, project, fresh, batch, chunks if rechunks else None)
         return True
 
     def _release_rechunks(self, project_id: str, hashes: Iterable[str]) -> None:
@@ -719,24 +722,51 @@ class Indexer:
             self.queue.offer(project_id, path, ChangeKind.MODIFIED, Lane.BACKLOG)
 
     async def _save(self, project: Project, vectors: dict[str, Vectors], batch: EmbeddingBatch,
-                    rechunked: list[str] | None = None) -> None:
+                    rechunked: list[Chunk] | None = None) -> None:
         """Store one batch of vectors; runs while the next batch is being embedded. A batch
-        lost to a connection failure is simply embedded again: its chunks still lack vectors.
-        Vectors of held re-chunks (`rechunked`: the batch's hashes) go to the cache only."""
+        lost to a connection failure is simply embedded again: its chunks still lack vectors
+        (held re-chunks, `rechunked`: the batch's chunks, whose vectors go to the cache
+        only, are put back in line). A batch that fails of anything else is saved one
+        vector at a time, so that only a vector failing alone is given up."""
         try:
             self.progress.embedded += await self.store.save_vectors(
                 batch.model_id, vectors, [] if rechunked is not None else [project.store],
                 batch=batch, project_id=project.id)
             if rechunked is not None:
-                self._release_rechunks(project.id, rechunked)
+                self._release_rechunks(project.id, (c.content_hash for c in rechunked))
         except Exception as exc:
             if is_transient(exc):
                 log.warning("store_unavailable", project=project.id, error=describe(exc))
+                if rechunked is not None:
+                    self._rechunks.put_back(project.id, rechunked)
             else:
-                log.error("saving_vectors_failed", project=project.id, error=describe(exc))
-                self._failed_hashes.update(vectors)
+                log.error("saving_vectors_failed", project=project.id, error=describe(exc),
+                          action="saving them one at a time")
+                await self._save_each(project, vectors, batch.model_id, rechunked)
         finally:
             self._saved.set()
+
+    async def _save_each(self, project: Project, vectors: dict[str, Vectors], model_id: str,
+                         rechunked: list[Chunk] | None) -> None:
+        for content_hash, vector in vectors.items():
+            try:
+                self.progress.embedded += await self.store.save_vectors(
+                    model_id, {content_hash: vector}, [] if rechunked is not None else [project.store])
+            except Exception as exc:
+                if is_transient(exc):  # the rest is found (or put back) and saved again later
+                    log.warning("store_unavailable", project=project.id, error=describe(exc))
+                    if rechunked is not None:
+                        self._rechunks.put_back(project.id, rechunked)
+                    return
+                log.error("saving_vector_failed", project=project.id, error=describe(exc))
+                self._give_up(project.id, [content_hash], f"saving a vector failed: {describe(exc)}")
+        if rechunked is not None:  # those that failed too: their files are written without them
+            self._release_rechunks(project.id, (c.content_hash for c in rechunked))
+
+    def _give_up(self, project_id: str, hashes: Iterable[str], reason: str) -> None:
+        """Never embed these again in this process; the project's status and `index` say why."""
+        self._failed_hashes.update(hashes)
+        self.embedding_failures[project_id] = reason
 
     def _requeue_hot(self, project_id: str, chunks: list[Chunk]) -> None:
         self._hot.extendleft((project_id, chunk) for chunk in reversed(chunks))
