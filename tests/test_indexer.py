@@ -3,6 +3,7 @@ did not change embeds nothing, and vectors are reused by content."""
 
 from __future__ import annotations
 
+import errno
 import inspect
 import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -467,6 +468,25 @@ async def test_chunks_left_without_a_vector_fail_index_and_show_in_status_never_
     assert entry["vector_coverage"] < 1.0
     assert entry["errors"][0].startswith("embedder: some chunks cannot be embedded: hash:test:64: asked")
     assert project_state(entry) == "error"
+
+
+async def test_a_file_that_cannot_be_read_fails_index_instead_of_reporting_it_done(
+        settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A read error is retried after a backoff; `codequarry index` settled before the retry
+    and exited 0 with the file's change pending. (EIO cannot be made for root on a real
+    file system: the read itself is where the fault is injected.)"""
+    from codequarry import indexer
+
+    real_read = indexer.read_text_file
+
+    def read(path: Path, max_bytes: int) -> object:
+        if path.name == "util.py":
+            raise OSError(errno.EIO, "Input/output error")
+        return real_read(path, max_bytes)
+
+    monkeypatch.setattr(indexer, "read_text_file", read)
+    with pytest.raises(CodequarryError, match=r"^1 changed files could not be read \(pkg/util.py: see"):
+        await oneshot_index(settings, settings.config.project("demo"), HashEmbedder())
 
 
 async def test_a_vector_the_database_refuses_costs_only_its_own_chunk_not_its_batch(

@@ -63,6 +63,8 @@ async def _index(settings: Settings, config: ProjectConfig, embedder: Embedder |
         await project.store.analyze()
         chunks, embedded = await project.store.vector_counts()
         counts = await project.store.counts()
+        # left pending once settled: files whose read failed (the daemon retries them)
+        unread = sorted(await project.store.pending_event_paths()) if counts.pending_files else []
     seconds = time.monotonic() - started
     print(f"{config.id}: {counts.files} files ({counts.skipped_files} skipped), {chunks} chunks, "
           f"{embedded} with vectors; {queued} changed files; {indexer.progress.embedded} embeddings "
@@ -70,6 +72,9 @@ async def _index(settings: Settings, config: ProjectConfig, embedder: Embedder |
     if failure:
         raise EmbedderUnavailable(f"{failure}; the lexical index is complete, vectors are "
                                   "missing (run index again when the embedder is back)")
+    if unread:
+        raise CodequarryError(f"{len(unread)} changed files could not be read ({', '.join(unread[:3])}"
+                              f"{', ...' if len(unread) > 3 else ''}: see the log); run index again")
     if embedded < chunks:  # settled, yet not complete: never report that as done
         reason = indexer.embedding_failures.get(config.id, "no embedding failed: a bug, please report it")
         raise CodequarryError(f"{chunks - embedded} of {chunks} chunks have no vector ({reason}); the "
