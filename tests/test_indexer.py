@@ -455,19 +455,24 @@ class RefusingEmbedder(HashEmbedder):
 
 async def test_chunks_left_without_a_vector_fail_index_and_show_in_status_never_as_done(
         settings: Settings, repo: Path) -> None:
-    """An embedding that fails for good leaves its chunks without vectors: `codequarry
-    index` used to settle and exit 0 (complete) anyway; it fails saying why, and the
-    daemon's status names the error instead of showing "embedding" forever."""
+    """An embedding that fails for good leaves its chunk without a vector (only its own:
+    the batch is retried one text at a time): `codequarry index` used to settle and exit 0
+    (complete) anyway; it fails saying why, and the daemon's status names the error
+    (instead of "embedding" forever) until what failed is gone."""
     write_files(repo, {"pkg/odd.py": f"def odd():\n    return '{RefusingEmbedder.refused_word}'\n"})
-    with pytest.raises(CodequarryError, match=r"^\d+ of \d+ chunks have no vector \(.*got shape"):
+    with pytest.raises(CodequarryError, match=r"^1 of 4 chunks have no vector \(.*got shape"):
         await oneshot_index(settings, settings.config.project("demo"), RefusingEmbedder())
     async with open_runtime(settings, RefusingEmbedder()) as runtime:
         await runtime.indexer.add_project(settings.config.project("demo"))
         await index(runtime, "demo")
         entry = (await status_report(settings, runtime.store, runtime.indexer))["projects"][0]
-    assert entry["vector_coverage"] < 1.0
-    assert entry["errors"][0].startswith("embedder: some chunks cannot be embedded: hash:test:64: asked")
-    assert project_state(entry) == "error"
+        assert entry["vector_coverage"] < 1.0
+        assert entry["errors"][0].startswith("embedder: some chunks cannot be embedded: hash:test:64: asked")
+        assert project_state(entry) == "error"
+        (repo / "pkg/odd.py").unlink()  # what failed is gone: so is the error
+        await index(runtime, "demo")
+        entry = (await status_report(settings, runtime.store, runtime.indexer))["projects"][0]
+        assert (entry["vector_coverage"], entry["errors"], project_state(entry)) == (1.0, [], "complete")
 
 
 async def test_a_file_that_cannot_be_read_fails_index_instead_of_reporting_it_done(

@@ -14,7 +14,7 @@ from __future__ import annotations
 import difflib
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -541,6 +541,19 @@ class ProjectStore:
             return bool((await conn.execute(query)).scalar())
         async with self.reader.connect() as reader:
             return bool((await reader.execute(query)).scalar())
+
+    async def lacking_vectors(self, hashes: Collection[str]) -> bool:
+        """Does a chunk with one of these content hashes lack its vector (in the table new
+        vectors go to)?"""
+        if not hashes:
+            return False
+        target = (await self.space(fresh=True)).target
+        if target is None:
+            return True
+        query = text(f"SELECT EXISTS (SELECT 1 FROM {self.s}.chunks c WHERE c.content_hash = ANY(:h) "
+                     f"AND NOT EXISTS (SELECT 1 FROM {self._table(target)} v WHERE v.chunk_id = c.id))")
+        async with self.reader.connect() as conn:
+            return bool((await conn.execute(query, {"h": list(hashes)})).scalar())
 
     async def _build_hnsw(self, table: VectorTable) -> None:
         index = quote_ident(f"{table.table}_hnsw")
