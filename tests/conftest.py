@@ -29,6 +29,8 @@ from .fakes import HashEmbedder
 from .tcp_postgres import tcp_postgres  # noqa: F401  (the team-server tests' TCP server)
 
 if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
     from codequarry.service import Daemon
 
 
@@ -179,6 +181,18 @@ class SlowEmbedder(HashEmbedder):
 
         await anyio.sleep(self.delay)
         return await super().embed_documents(texts)
+
+
+async def lock_waiters(engine: AsyncEngine) -> int:
+    """How many client backends of the engine's database wait for a lock: a test holds a
+    writer at a real lock and waits for this instead of sleeping. (A fresh connection each
+    time: pg_stat_activity is snapshotted per transaction.)"""
+    from sqlalchemy import text
+
+    async with engine.connect() as conn:
+        return int((await conn.execute(text(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND backend_type = 'client backend' AND wait_event_type = 'Lock'"))).scalar() or 0)
 
 
 async def until(condition: Callable[[], Awaitable[bool]], seconds: float = 20.0, what: str = "") -> None:

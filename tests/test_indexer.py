@@ -3,9 +3,10 @@ did not change embeds nothing, and vectors are reused by content."""
 
 from __future__ import annotations
 
+import errno
 import inspect
 import shutil
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -13,15 +14,18 @@ import anyio
 import pytest
 from sqlalchemy import text
 
+from codequarry.api import project_state
 from codequarry.chunking import ChunkedFile, embedding_text
 from codequarry.config import Settings
-from codequarry.errors import EmbedderUnavailable
+from codequarry.embedding.base import Vectors
+from codequarry.errors import CodequarryError, EmbedderMismatch, EmbedderUnavailable
 from codequarry.indexer import Project, ScanSummary
 from codequarry.models import ChangeKind
-from codequarry.runtime import Runtime, open_runtime
+from codequarry.oneshot import _index as oneshot_index
+from codequarry.runtime import Runtime, open_runtime, status_report
 from codequarry.search import SearchRequest
 
-from .conftest import write_files
+from .conftest import lock_waiters, write_files
 from .fakes import HashEmbedder
 
 PY = {
@@ -397,6 +401,117 @@ async def test_a_dropped_database_connection_during_a_batch_puts_its_paths_back(
         assert await project.store.consistency_problems() == []
         assert await project.store.pending_event_paths() == []
         assert (await project.store.counts()).recent_errors == []
+
+
+async def test_a_file_deleted_while_a_batch_with_its_chunk_is_saved_leaves_no_chunk_of_that_batch_unembedded(
+        make_settings, tmp_path: Path, hash_embedder: HashEmbedder) -> None:
+    """The kill -9 flake (test_daemon): chunks left without vectors by a killed daemon are
+    embedded while the next run deletes a file whose chunk is in the batch being saved.
+    The save failed on the deleted chunk's foreign key, the indexer gave up the batch's 16
+    hashes for good, settled, and `codequarry index` reported success with 15 chunks
+    lacking a vector. Held at a real lock (the chunk worker's transaction waits after its
+    deletes), no timing."""
+    repo = write_files(tmp_path / "many", {f"pkg/mod{i:03d}.py": f"def handler_{i}(request):\n"
+                                           f"    return request.value * {i}\n" for i in range(24)})
+    settings = make_settings([{"id": "many", "path": str(repo)}])
+    async with open_runtime(settings, hash_embedder) as runtime:
+        project = await runtime.indexer.add_project(settings.config.project("many"))
+        await index(runtime, "many")
+        space = await project.store.space()
+        async with runtime.store.transaction() as conn:  # what the killed daemon left: no vectors
+            await conn.execute(text(f"DELETE FROM {project.store.s}.{space.table}"))
+            await conn.execute(text(f"UPDATE {project.store.s}.stats SET embedded = 0"))
+            await conn.execute(text("DELETE FROM codequarry.embedding_cache"))
+
+        async def waiting(count: int) -> bool:
+            return await lock_waiters(runtime.store.engine) == count
+
+        (repo / "pkg/mod002.py").unlink()
+        async with anyio.create_task_group() as tasks, runtime.store.engine.connect() as blocker:
+            await blocker.execute(text(f"LOCK TABLE {project.store.s}.definitions IN SHARE MODE"))
+            tasks.start_soon(runtime.indexer.chunk_worker)
+            assert await runtime.indexer.reconcile("many") == 1  # as `codequarry index` starts
+            await until(lambda: waiting(1))  # the delete, uncommitted
+            tasks.start_soon(runtime.indexer.embed_worker)  # its backlog still holds mod002's chunk
+            await until(lambda: waiting(2))  # the save reached that chunk
+            await blocker.rollback()
+            await settle(runtime)
+            tasks.cancel_scope.cancel()
+        assert await project.store.consistency_problems() == []
+        assert "pkg/mod002.py" not in await project.store.indexed_files()
+
+
+class RefusingEmbedder(HashEmbedder):
+    """The deterministic embedder, except that a batch holding a text with `refused_word`
+    comes back with the wrong shape, like a server whose model cannot take that text."""
+
+    refused_word = "refused_by_the_model"
+
+    async def embed_documents(self, texts: Sequence[str]) -> Vectors:
+        if any(self.refused_word in text for text in texts):
+            raise EmbedderMismatch(f"{self.model_id}: asked for {len(texts)} vectors, got shape (0, 64)")
+        return await super().embed_documents(texts)
+
+
+async def test_chunks_left_without_a_vector_fail_index_and_show_in_status_never_as_done(
+        settings: Settings, repo: Path) -> None:
+    """An embedding that fails for good leaves its chunk without a vector (only its own:
+    the batch is retried one text at a time): `codequarry index` used to settle and exit 0
+    (complete) anyway; it fails saying why, and the daemon's status names the error
+    (instead of "embedding" forever) until what failed is gone."""
+    write_files(repo, {"pkg/odd.py": f"def odd():\n    return '{RefusingEmbedder.refused_word}'\n"})
+    with pytest.raises(CodequarryError, match=r"^1 of 4 chunks have no vector \(.*got shape"):
+        await oneshot_index(settings, settings.config.project("demo"), RefusingEmbedder())
+    async with open_runtime(settings, RefusingEmbedder()) as runtime:
+        await runtime.indexer.add_project(settings.config.project("demo"))
+        await index(runtime, "demo")
+        entry = (await status_report(settings, runtime.store, runtime.indexer))["projects"][0]
+        assert entry["vector_coverage"] < 1.0
+        assert entry["errors"][0].startswith("embedder: some chunks cannot be embedded: hash:test:64: asked")
+        assert project_state(entry) == "error"
+        (repo / "pkg/odd.py").unlink()  # what failed is gone: so is the error
+        await index(runtime, "demo")
+        entry = (await status_report(settings, runtime.store, runtime.indexer))["projects"][0]
+        assert (entry["vector_coverage"], entry["errors"], project_state(entry)) == (1.0, [], "complete")
+
+
+async def test_a_file_that_cannot_be_read_fails_index_instead_of_reporting_it_done(
+        settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A read error is retried after a backoff; `codequarry index` settled before the retry
+    and exited 0 with the file's change pending. (EIO cannot be made for root on a real
+    file system: the read itself is where the fault is injected.)"""
+    from codequarry import indexer
+
+    real_read = indexer.read_text_file
+
+    def read(path: Path, max_bytes: int) -> object:
+        if path.name == "util.py":
+            raise OSError(errno.EIO, "Input/output error")
+        return real_read(path, max_bytes)
+
+    monkeypatch.setattr(indexer, "read_text_file", read)
+    with pytest.raises(CodequarryError, match=r"^1 changed files could not be read \(pkg/util.py: see"):
+        await oneshot_index(settings, settings.config.project("demo"), HashEmbedder())
+
+
+async def test_a_vector_the_database_refuses_costs_only_its_own_chunk_not_its_batch(
+        settings: Settings, repo: Path) -> None:
+    """pgvector refuses a NaN: the batch's save fails as a whole (not transient), then its
+    vectors are saved one at a time and only that chunk is given up (it used to be all 16)."""
+
+    class NaNEmbedder(HashEmbedder):
+        async def embed_documents(self, texts: Sequence[str]) -> Vectors:
+            vectors = await super().embed_documents(texts)
+            vectors[[i for i, text in enumerate(texts) if "nan_from_the_model" in text]] = float("nan")
+            return vectors
+
+    write_files(repo, {"pkg/odd.py": "def odd():\n    return 'nan_from_the_model'\n"})
+    async with open_runtime(settings, NaNEmbedder()) as runtime:
+        project = await runtime.indexer.add_project(settings.config.project("demo"))
+        await index(runtime, "demo")
+        assert await project.store.consistency_problems() == ["1 chunks have no vector yet"]
+        entry = (await status_report(settings, runtime.store, runtime.indexer))["projects"][0]
+    assert entry["errors"][0].startswith("embedder: some chunks cannot be embedded: saving a vector failed")
 
 
 async def test_a_chunker_exception_costs_only_that_file(

@@ -8,6 +8,7 @@ import dataclasses
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
+import anyio
 import numpy as np
 import pytest
 from sqlalchemy import text
@@ -15,12 +16,13 @@ from sqlalchemy import text
 from codequarry.chunking import Chunker, embedding_text, search_text
 from codequarry.config import Settings
 from codequarry.errors import UnknownProject
-from codequarry.models import ChangeKind, FileUpdate
+from codequarry.models import ChangeKind, EmbeddingBatch, FileUpdate
 from codequarry.scan import content_hash
 from codequarry.store.db import Store
 from codequarry.store.embedded import EmbeddedPostgres
 from codequarry.store.project import Filters, ProjectStore
 
+from .conftest import lock_waiters, until
 from .fakes import HashEmbedder
 
 CHUNKER = Chunker()
@@ -348,3 +350,54 @@ def test_a_new_embedded_server_gets_its_shared_buffers_at_once_an_existing_one_a
         assert shared_buffers() == "48MB"
     finally:
         server.stop()
+
+
+# ---- a file dropped while a batch of vectors with its chunks is being saved -----------------
+
+
+async def test_a_file_dropped_while_vectors_of_its_chunks_are_saved_costs_no_other_vector_nor_the_counters(
+        store: Store, hash_embedder: HashEmbedder) -> None:
+    """The embed worker saves a batch by content hash while the chunk worker drops a file
+    with a chunk in that batch, in both orders, each held at a real lock (no timing). The
+    kill -9 flake: the save failed on a foreign key (the chunk was gone), the indexer gave
+    up the whole batch, and `codequarry index` reported success with 15 chunks lacking a
+    vector; in the other order the counters kept the dropped file's vectors."""
+    project = await store.ensure_project("demo", "/repo")
+    await project.set_model(hash_embedder.model_id, hash_embedder.dims)
+    files = {"geo.py": GEOMETRY, "readme.md": README, "util.py": UTIL, "b.py": UTIL.replace("path", "name")}
+    await project.apply([update(path, source) for path, source in files.items()],
+                        model_id=hash_embedder.model_id)
+    saved: list[int] = []
+
+    async def save(paths: tuple[str, ...]) -> None:
+        chunks = [c for path in paths for c in update(path, files[path]).chunks]
+        vectors = await hash_embedder.embed_documents([embedding_text(c) for c in chunks])
+        batch = EmbeddingBatch(hash_embedder.model_id, "hash-test", "1", hash_embedder.dims, len(chunks), 0.1)
+        saved.append(await store.save_vectors(
+            hash_embedder.model_id, {c.content_hash: vectors[i] for i, c in enumerate(chunks)}, [project],
+            batch=batch, project_id="demo"))
+
+    async def waiting(count: int) -> bool:
+        return await lock_waiters(store.engine) == count
+
+    async with anyio.create_task_group() as tasks, store.engine.connect() as blocker:
+        # the save first: its vectors are written, it waits (uncommitted) to record its batch
+        await blocker.execute(text("LOCK TABLE codequarry.embedding_metadata IN SHARE MODE"))
+        tasks.start_soon(save, ("geo.py", "readme.md"))
+        await until(lambda: waiting(1), what="the save to wait, its vectors uncommitted")
+        tasks.start_soon(lambda: project.apply([], deleted=["readme.md"]))
+        await until(lambda: waiting(2), what="the drop of readme.md to wait for the save")
+        await blocker.rollback()
+    assert await project.vector_counts() == await table_counts(project)  # the dropped vectors left both
+    async with anyio.create_task_group() as tasks, store.engine.connect() as blocker:
+        # the drop first: its chunk deletions are uncommitted when the save reaches them
+        await blocker.execute(text(f"LOCK TABLE {project.s}.definitions IN SHARE MODE"))
+        tasks.start_soon(lambda: project.apply([], deleted=["util.py"]))
+        await until(lambda: waiting(1), what="the drop of util.py to wait, its chunks deleted")
+        tasks.start_soon(save, ("util.py", "b.py"))
+        await until(lambda: waiting(2), what="the save to wait for util.py's deleted chunk")
+        await blocker.rollback()
+    geo, readme, b = (len(update(path, files[path]).chunks) for path in ("geo.py", "readme.md", "b.py"))
+    assert saved == [geo + readme, b]  # util.py's chunk was gone: skipped, not a failed batch
+    assert await project.consistency_problems() == []
+    assert await project.vector_counts() == await table_counts(project) == (geo + b, geo + b)

@@ -157,7 +157,11 @@ class Indexer:
         self._saved.set()
         self._saves: TaskGroup | None = None
         self.stopping = False
-        self._failed_hashes: set[str] = set()
+        # project -> why some of its chunks have no vector for good, and their hashes (not
+        # embedded again until the project's vectors are complete or the next start);
+        # status shows it, `codequarry index` fails with it: never "done" without vectors
+        self.embedding_failures: dict[str, str] = {}
+        self._failed_hashes: dict[str, set[str]] = {}
         # (project, path) -> (due on the monotonic clock, attempts, kind) of unreadable files
         self._read_retries: dict[tuple[str, str], tuple[float, int, ChangeKind]] = {}
         # embedding is settled when the embed worker found nothing to do after the
@@ -182,6 +186,8 @@ class Indexer:
 
     def remove_project(self, project_id: str) -> None:
         self.projects.pop(project_id, None)
+        self.embedding_failures.pop(project_id, None)
+        self._failed_hashes.pop(project_id, None)
         self.queue.drop_project(project_id)
         self._hot = deque(item for item in self._hot if item[0] != project_id)
         self._pool = deque(item for item in self._pool if item[0] != project_id)
@@ -584,6 +590,7 @@ class Indexer:
                 self.embedder_error = None
                 if not did_work:
                     await self._build_vector_indexes()  # before "settled": `index` waits for it
+                    await self._forget_failures()
                     self._settled_generation = generation
                     with anyio.move_on_after(5):
                         await wake.wait()
@@ -691,27 +698,45 @@ class Indexer:
             return True
         started = time.perf_counter()
         try:
-            vectors = await self.embedder.embed_documents([embedding_text(c) for c in todo])
+            fresh = await self._embed(project_id, todo)
         except EmbedderUnavailable:
             if rechunks:
                 self._rechunks.put_back(project_id, todo)
             else:
                 self._requeue_hot(project_id, todo)
             raise
-        except CodequarryError as exc:  # e.g. wrong dims: skip these texts, keep going
-            log.error("embedding_failed", project=project_id, error=str(exc))
-            self._failed_hashes.update(c.content_hash for c in todo)
-            if rechunks:  # write those files anyway; the backlog retries what failed
+        if not fresh:  # every text failed for good (given up)
+            if rechunks:  # write those files anyway
                 self._release_rechunks(project_id, by_hash)
             return True
         batch = EmbeddingBatch(self.model_id, self.embedder.model_name, self.embedder.model_version,
-                               self.embedder.dims, len(todo), time.perf_counter() - started)
-        fresh = {chunk.content_hash: vectors[i] for i, chunk in enumerate(todo)}
+                               self.embedder.dims, len(fresh), time.perf_counter() - started)
         await self._saved.wait()  # at most one save in flight
         self._saved = anyio.Event()
         assert self._saves is not None  # embed_worker opened it
-        self._saves.start_soon(self._save, project, fresh, batch, list(by_hash) if rechunks else None)
+        self._saves.start_soon(self._save, project, fresh, batch, chunks if rechunks else None)
         return True
+
+    async def _embed(self, project_id: str, chunks: list[Chunk]) -> dict[str, Vectors]:
+        """Vectors of `chunks` by content hash. A batch the embedder fails on for good (not
+        EmbedderUnavailable, which propagates: e.g. the wrong shape) is embedded one text
+        at a time, so that only a text failing alone is given up (and left out)."""
+        try:
+            vectors = await self.embedder.embed_documents([embedding_text(c) for c in chunks])
+            return {chunk.content_hash: vectors[i] for i, chunk in enumerate(chunks)}
+        except EmbedderUnavailable:
+            raise
+        except CodequarryError as exc:
+            if len(chunks) == 1:
+                log.error("embedding_failed", project=project_id, error=str(exc))
+                self._give_up(project_id, [chunks[0].content_hash], str(exc))
+                return {}
+            log.error("embedding_failed", project=project_id, error=str(exc), texts=len(chunks),
+                      action="embedding them one at a time")
+        fresh: dict[str, Vectors] = {}
+        for chunk in chunks:
+            fresh.update(await self._embed(project_id, [chunk]))
+        return fresh
 
     def _release_rechunks(self, project_id: str, hashes: Iterable[str]) -> None:
         """Queue the held files whose new chunks are now all cached: they swap in at once."""
@@ -719,24 +744,61 @@ class Indexer:
             self.queue.offer(project_id, path, ChangeKind.MODIFIED, Lane.BACKLOG)
 
     async def _save(self, project: Project, vectors: dict[str, Vectors], batch: EmbeddingBatch,
-                    rechunked: list[str] | None = None) -> None:
+                    rechunked: list[Chunk] | None = None) -> None:
         """Store one batch of vectors; runs while the next batch is being embedded. A batch
-        lost to a connection failure is simply embedded again: its chunks still lack vectors.
-        Vectors of held re-chunks (`rechunked`: the batch's hashes) go to the cache only."""
+        lost to a connection failure is simply embedded again: its chunks still lack vectors
+        (held re-chunks, `rechunked`: the batch's chunks, whose vectors go to the cache
+        only, are put back in line). A batch that fails of anything else is saved one
+        vector at a time, so that only a vector failing alone is given up."""
         try:
             self.progress.embedded += await self.store.save_vectors(
                 batch.model_id, vectors, [] if rechunked is not None else [project.store],
                 batch=batch, project_id=project.id)
             if rechunked is not None:
-                self._release_rechunks(project.id, rechunked)
+                self._release_rechunks(project.id, (c.content_hash for c in rechunked))
         except Exception as exc:
             if is_transient(exc):
                 log.warning("store_unavailable", project=project.id, error=describe(exc))
+                if rechunked is not None:
+                    self._rechunks.put_back(project.id, rechunked)
             else:
-                log.error("saving_vectors_failed", project=project.id, error=describe(exc))
-                self._failed_hashes.update(vectors)
+                log.error("saving_vectors_failed", project=project.id, error=describe(exc),
+                          action="saving them one at a time")
+                await self._save_each(project, vectors, batch.model_id, rechunked)
         finally:
             self._saved.set()
+
+    async def _save_each(self, project: Project, vectors: dict[str, Vectors], model_id: str,
+                         rechunked: list[Chunk] | None) -> None:
+        for content_hash, vector in vectors.items():
+            try:
+                self.progress.embedded += await self.store.save_vectors(
+                    model_id, {content_hash: vector}, [] if rechunked is not None else [project.store])
+            except Exception as exc:
+                if is_transient(exc):  # the rest is found (or put back) and saved again later
+                    log.warning("store_unavailable", project=project.id, error=describe(exc))
+                    if rechunked is not None:
+                        self._rechunks.put_back(project.id, rechunked)
+                    return
+                log.error("saving_vector_failed", project=project.id, error=describe(exc))
+                self._give_up(project.id, [content_hash], f"saving a vector failed: {describe(exc)}")
+        if rechunked is not None:  # those that failed too: their files are written without them
+            self._release_rechunks(project.id, (c.content_hash for c in rechunked))
+
+    def _give_up(self, project_id: str, hashes: Iterable[str], reason: str) -> None:
+        """Never embed these again in this process; the project's status and `index` say why."""
+        self._failed_hashes.setdefault(project_id, set()).update(hashes)
+        self.embedding_failures[project_id] = reason
+
+    async def _forget_failures(self) -> None:
+        """Once no chunk that failed is left without a vector (its files were changed or
+        deleted), the project's failure is over: a stale reason must not show as an error
+        while later edits embed, and content that comes back is tried again."""
+        for project_id, hashes in list(self._failed_hashes.items()):
+            project = self.projects.get(project_id)
+            if project is None or not await project.store.lacking_vectors(hashes):
+                self.embedding_failures.pop(project_id, None)
+                self._failed_hashes.pop(project_id, None)
 
     def _requeue_hot(self, project_id: str, chunks: list[Chunk]) -> None:
         self._hot.extendleft((project_id, chunk) for chunk in reversed(chunks))
@@ -748,7 +810,8 @@ class Indexer:
         if not self._pool:
             await self._saved.wait()  # else the refill would fetch the batch being saved
             for project in list(self.projects.values()):
-                chunks = await project.store.unembedded(BACKLOG_POOL, sorted(self._failed_hashes))
+                chunks = await project.store.unembedded(
+                    BACKLOG_POOL, sorted(self._failed_hashes.get(project.id, ())))
                 if chunks:
                     lengths = self.embedder.token_counts([embedding_text(c) for c in chunks])
                     ordered = sorted(zip(lengths, range(len(chunks)), chunks, strict=True))

@@ -11,7 +11,8 @@ import anyio
 
 from codequarry.config import ProjectConfig, Settings
 from codequarry.console import IndexProgress
-from codequarry.errors import EmbedderUnavailable
+from codequarry.embedding import Embedder
+from codequarry.errors import CodequarryError, EmbedderUnavailable
 from codequarry.runtime import open_runtime, status_report
 from codequarry.store.db import Store
 
@@ -19,8 +20,10 @@ EMBEDDER_GIVE_UP_SECONDS = 60.0
 
 
 def index_here(settings: Settings, config: ProjectConfig) -> int:
-    """Index one project and wait until every chunk has a vector; 1 if the embedder fails.
-    Runs holding the data dir's lock (taken here unless the caller holds it already)."""
+    """Index one project and wait until every chunk has a vector. Fails (exit code 1) when
+    the embedder fails or when any chunk is left without a vector, saying why: success
+    means the index is complete. Runs holding the data dir's lock (taken here unless the
+    caller holds it already)."""
     from codequarry.daemon_lock import IndexLock, holds
 
     if holds(settings.lock_path):
@@ -29,8 +32,8 @@ def index_here(settings: Settings, config: ProjectConfig) -> int:
         return anyio.run(_index, settings, config)
 
 
-async def _index(settings: Settings, config: ProjectConfig) -> int:
-    async with open_runtime(settings) as runtime:
+async def _index(settings: Settings, config: ProjectConfig, embedder: Embedder | None = None) -> int:
+    async with open_runtime(settings, embedder) as runtime:
         indexer = runtime.indexer
         indexer.lazy_embedder = True
         project = await indexer.add_project(config)
@@ -60,6 +63,8 @@ async def _index(settings: Settings, config: ProjectConfig) -> int:
         await project.store.analyze()
         chunks, embedded = await project.store.vector_counts()
         counts = await project.store.counts()
+        # left pending once settled: files whose read failed (the daemon retries them)
+        unread = sorted(await project.store.pending_event_paths()) if counts.pending_files else []
     seconds = time.monotonic() - started
     print(f"{config.id}: {counts.files} files ({counts.skipped_files} skipped), {chunks} chunks, "
           f"{embedded} with vectors; {queued} changed files; {indexer.progress.embedded} embeddings "
@@ -67,6 +72,13 @@ async def _index(settings: Settings, config: ProjectConfig) -> int:
     if failure:
         raise EmbedderUnavailable(f"{failure}; the lexical index is complete, vectors are "
                                   "missing (run index again when the embedder is back)")
+    if unread:
+        raise CodequarryError(f"{len(unread)} changed files could not be read ({', '.join(unread[:3])}"
+                              f"{', ...' if len(unread) > 3 else ''}: see the log); run index again")
+    if embedded < chunks:  # settled, yet not complete: never report that as done
+        reason = indexer.embedding_failures.get(config.id, "no embedding failed: a bug, please report it")
+        raise CodequarryError(f"{chunks - embedded} of {chunks} chunks have no vector ({reason}); the "
+                              "lexical index is complete (run index again to retry them)")
     return 0
 
 

@@ -91,8 +91,12 @@ async def status_report(settings: Settings, store: Store, indexer: Indexer | Non
             errors.insert(0, f"{runner['state']}: {runner['error']}")
         if not Path(root).is_dir():
             errors.insert(0, f"repository directory is missing: {root}")
+        failed = indexer.embedding_failures.get(project_id) if indexer else None
         if indexer and indexer.embedder_error:
             errors.insert(0, f"embedder: {indexer.embedder_error}")
+        elif failed and counts.embedded < counts.chunks:
+            # given up until the next start: coverage stays below 100%, so say why
+            errors.insert(0, f"embedder: some chunks cannot be embedded: {failed}")
         status = ProjectStatus(
             project_id, root, counts.files, counts.skipped_files, counts.chunks,
             counts.vector_coverage, max(counts.pending_files, queued, int(scanning)), counts.pending_events,

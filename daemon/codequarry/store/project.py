@@ -14,7 +14,7 @@ from __future__ import annotations
 import difflib
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -272,6 +272,13 @@ class ProjectStore:
             space = await self._locked_space(conn)
             removed_vectors = 0
             if space.table:
+                # lock the rows first (in id order, as savers do): a vector saved for one of
+                # them meanwhile is committed before this returns, so the count below holds
+                # it (else the counters kept a vector the delete removed), and none can be
+                # added until this commits
+                await conn.execute(text(
+                    f"SELECT count(*) FROM (SELECT id FROM {self.s}.chunks WHERE path = ANY(:paths) "
+                    "ORDER BY id FOR UPDATE) locked"), {"paths": paths})
                 removed_vectors = int((await conn.execute(text(
                     f"SELECT count(*) FROM {self._table(space)} v JOIN {self.s}.chunks c "
                     "ON c.id = v.chunk_id WHERE c.path = ANY(:paths)"), {"paths": paths})).scalar() or 0)
@@ -472,13 +479,17 @@ class ProjectStore:
              **self._key})
 
     async def _copy_cached_vectors(self, conn: AsyncConnection, table: str, vector_type: str, model_id: str,
-                                   condition: str, params: dict[str, Any]) -> int:
+                                   condition: str, params: dict[str, Any], lock: bool = False) -> int:
         """Give chunks matching `condition` (on alias c) their cached vector, in SQL (no
-        vector crosses the wire); returns how many chunks got one."""
+        vector crosses the wire); returns how many chunks got one. `lock`: the chunks may
+        be deleted by a concurrent apply; each is locked first (in id order, as apply
+        locks them), so one deleted meanwhile is skipped instead of failing the whole
+        statement on the foreign key."""
+        locking = " ORDER BY c.id FOR KEY SHARE OF c" if lock else ""
         result = await conn.execute(text(
             f"INSERT INTO {table} (chunk_id, embedding) SELECT c.id, e.embedding::{vector_type} "
             f"FROM {self.s}.chunks c JOIN codequarry.embedding_cache e "
-            f"ON e.model_id = :m AND e.content_hash = c.content_hash WHERE {condition} "
+            f"ON e.model_id = :m AND e.content_hash = c.content_hash WHERE {condition}{locking} "
             "ON CONFLICT (chunk_id) DO NOTHING"), {"m": model_id, **params})
         return int(result.rowcount or 0)
 
@@ -530,6 +541,19 @@ class ProjectStore:
             return bool((await conn.execute(query)).scalar())
         async with self.reader.connect() as reader:
             return bool((await reader.execute(query)).scalar())
+
+    async def lacking_vectors(self, hashes: Collection[str]) -> bool:
+        """Does a chunk with one of these content hashes lack its vector (in the table new
+        vectors go to)?"""
+        if not hashes:
+            return False
+        target = (await self.space(fresh=True)).target
+        if target is None:
+            return True
+        query = text(f"SELECT EXISTS (SELECT 1 FROM {self.s}.chunks c WHERE c.content_hash = ANY(:h) "
+                     f"AND NOT EXISTS (SELECT 1 FROM {self._table(target)} v WHERE v.chunk_id = c.id))")
+        async with self.reader.connect() as conn:
+            return bool((await conn.execute(query, {"h": list(hashes)})).scalar())
 
     async def _build_hnsw(self, table: VectorTable) -> None:
         index = quote_ident(f"{table.table}_hnsw")
@@ -585,7 +609,8 @@ class ProjectStore:
         if not hashes or target is None or target.model_id != model_id:
             return 0
         updated = await self._copy_cached_vectors(conn, self._table(target), target.type, model_id,
-                                                  "c.content_hash = ANY(:hashes)", {"hashes": list(hashes)})
+                                                  "c.content_hash = ANY(:hashes)", {"hashes": list(hashes)},
+                                                  lock=True)
         if space.next is None:  # the counters follow the table search uses
             await conn.execute(text(f"UPDATE {self.s}.stats SET embedded = embedded + :n"), {"n": updated})
         return updated
