@@ -1,16 +1,21 @@
 """Tune how lexical and semantic results are fused, offline, on the tuning sets.
 
-Collects each query's candidate lists once (semantic top-N cosine, lexical top-N score,
-whether a query word is the exact name of a symbol), marks which candidates hit a
-relevant span, then scores fusion variants on those lists without touching the database
-again. Tune on the `*-tune` sets only (bench/data/README.md says which is which); the
-candidates come from the `eval` home that bench/eval_bench.py indexes.
+Collects each query's candidate lists once, as a hybrid search fetches them (the top
+CANDIDATE_POOL chunks of each side: semantic cosine, lexical score, whether a query word
+is the exact name of a symbol) with where each candidate lies (its unit's span, symbol
+and kind: ProjectStore.hit_spans), then scores fusion variants on those lists without
+touching the database again. A variant's fused chunks become units exactly as a search
+ranks them (answers.rank_units: unit support, containers yielding to members), so the
+shipped variant reproduces `codequarry eval`'s hybrid MRR@10 query for query. Tune on the
+`*-tune` sets only (bench/data/README.md says which is which); the candidates come from
+the `eval` home that bench/eval_bench.py indexes.
 
-    python bench/tune_fusion.py [--sets asked-python-tune ...] [--cache DIR]
+    python bench/tune_fusion.py [--sets asked-python-tune ...] [--cache DIR] [--home eval]
+    python bench/tune_fusion.py --latency   # the fusion step's wall time, shipped vs top 30
 
-Prints, per variant, the pooled MRR@10 over all chosen sets, its 95% bootstrap interval,
-the MRR@10 of each set, and the smallest margin of the variant over the better single
-mode of a set (it must stay >= 0: hybrid never below its better half).
+Prints, per variant, the mean MRR@10 over the chosen sets, the pooled MRR@10 and its 95%
+bootstrap interval, the MRR@10 of each set, and the smallest margin of the variant over
+the better single mode of a set (it must stay >= 0: hybrid never below its better half).
 """
 
 from __future__ import annotations
@@ -19,25 +24,37 @@ import argparse
 import itertools
 import json
 import math
+import os
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import anyio
 
-from codequarry.chunking.words import identifier_like
+from codequarry.answers import Unit, rank_units
+from codequarry.chunking.words import code_words, identifier_like
 from codequarry.config import load_settings
-from codequarry.evaluation import Query, bootstrap_interval, load_qrels
+from codequarry.evaluation import K, bootstrap_interval, load_qrels
 from codequarry.logs import configure_logging
 from codequarry.runtime import open_runtime
-from codequarry.search import _Ranked, agreement, code_like, fuse, lexical_weight
+from codequarry.search import (
+    CANDIDATE_POOL,
+    _Ranked,
+    _symbol_names,
+    agreement,
+    code_like,
+    fuse,
+    lexical_weight,
+)
 from codequarry.store.project import Filters
-from common import codequarry_home
+from common import codequarry_home, emit, summary
 from eval_bench import DATA, all_sets, project_of
 
-FETCH = 30  # as search.py fetches for the default limit of 10: max(limit * 3, 30)
+FETCH = CANDIDATE_POOL  # what a search fetches per side at the default limit of 10
 Candidates = dict[str, Any]
+Fused = list[tuple[int, float]]  # (chunk id, fused score), best first
 
 
 async def collect(qrels: Path, project: str) -> list[Candidates]:
@@ -50,41 +67,55 @@ async def collect(qrels: Path, project: str) -> list[Candidates]:
         store = await runtime.store.project(project)
         for query in queries:
             notes: list[str] = []
+            context = await store.search_context(code_words(query.text), _symbol_names(query.text))
             semantic = await searcher._semantic(query.text, [store], Filters(), FETCH, model, notes)
-            lexical = await searcher._lexical(query.text, [store], Filters(), FETCH)
-            symbols = await searcher._symbol_hits(query.text, [store])
-            ids = {r.chunk_id for r in semantic} | {r.chunk_id for r in lexical}
-            rows = await store.chunk_rows(sorted(ids))
-            relevant = [
-                i for i in ids if _hits(query, rows[i].path, rows[i].chunk.start_line, rows[i].chunk.end_line)
-            ]
+            lexical = await searcher._lexical(query.text, [store], Filters(), FETCH, {project: context})
+            ids = sorted({r.chunk_id for r in semantic} | {r.chunk_id for r in lexical})
+            spans = await store.hit_spans(ids)
             out.append(
                 {
                     "query": query.text,
                     "semantic": [(r.chunk_id, r.score) for r in semantic],
                     "lexical": [(r.chunk_id, r.score) for r in lexical],
-                    "symbol_hit": bool(symbols),
-                    "relevant": relevant,
-                    "files": {i: rows[i].path for i in ids},
+                    "symbol_hit": bool(context.symbols),
+                    "relevant": [(s.path, s.start_line, s.end_line) for s in query.relevant],
+                    # chunk id -> (path, unit start, unit end, start, end, symbol, kind, language)
+                    "spans": {i: (sp.path, sp.unit_start, sp.unit_end, sp.start_line, sp.end_line,
+                                  sp.symbol, sp.kind, sp.language) for i, sp in spans.items()},
                 }
             )
     return out
 
 
-def _hits(query: Query, path: str, start: int, end: int) -> bool:
-    return any(s.path == path and start <= s.end_line and end >= s.start_line for s in query.relevant)
+def ranked_units(case: Candidates, fused: Fused) -> list[Unit]:
+    """The units of `fused` chunks, best first, as Searcher._hits places them (one project)."""
+    units: dict[tuple[str, int, int], Unit] = {}
+    for chunk_id, score in sorted(fused, key=lambda pair: (-pair[1], int(pair[0]))):
+        span = case["spans"].get(str(chunk_id))
+        if span is None:
+            continue
+        path, unit_start, unit_end, start, end, symbol, kind, language = span
+        unit = units.get((path, unit_start, unit_end))
+        if unit is None:
+            unit = units[(path, unit_start, unit_end)] = Unit("p", path, unit_start, unit_end, symbol, kind,
+                                                              language, score)
+        elif (start, end) not in unit.hits:
+            unit.support.append(score)
+        unit.add_hit(start, end)
+    return rank_units(list(units.values()))
 
 
-def reciprocal_ranks(cases: list[Candidates], fuse: Callable[[Candidates], list[int]]) -> list[float]:
+def reciprocal_ranks(cases: list[Candidates], fuse: Callable[[Candidates], Fused]) -> list[float]:
     out = []
     for case in cases:
-        ranked = fuse(case)[:10]
-        relevant = set(case["relevant"])
-        out.append(next((1.0 / rank for rank, i in enumerate(ranked, 1) if i in relevant), 0.0))
+        ranked = ranked_units(case, fuse(case))[:K]
+        out.append(next((1.0 / rank for rank, unit in enumerate(ranked, 1)
+                         if any(path == unit.path and unit.start_line <= end and unit.end_line >= start
+                                for path, start, end in case["relevant"])), 0.0))
     return out
 
 
-def mrr(cases: list[Candidates], fuse: Callable[[Candidates], list[int]]) -> float:
+def mrr(cases: list[Candidates], fuse: Callable[[Candidates], Fused]) -> float:
     return sum(reciprocal_ranks(cases, fuse)) / len(cases)
 
 
@@ -132,34 +163,38 @@ def topnorm(pairs: list[list[float]]) -> dict[int, float]:
     return {int(i): s / top if top > 0 else 0.0 for i, s in pairs}
 
 
+def best_first(scores: dict[int, float]) -> Fused:
+    return sorted(scores.items(), key=lambda pair: -pair[1])
+
+
 def convex(weight_of: Callable[[Candidates], float], norm_lexical: Any = None,
-           norm_semantic: Any = None) -> Callable[[Candidates], list[int]]:
+           norm_semantic: Any = None) -> Callable[[Candidates], Fused]:
     lex_norm, sem_norm = norm_lexical or minmax, norm_semantic or minmax
 
-    def fuse(case: Candidates) -> list[int]:
+    def fuse(case: Candidates) -> Fused:
         w = weight_of(case)
         scores: dict[int, float] = {}
-        missing = {"lex": min(lex_norm(case["lexical"]).values(), default=0.0),
-                   "sem": min(sem_norm(case["semantic"]).values(), default=0.0)}
+        lexical, semantic = case["lexical"], case["semantic"]
+        missing = {"lex": min(lex_norm(lexical).values(), default=0.0),
+                   "sem": min(sem_norm(semantic).values(), default=0.0)}
         if lex_norm is minmax and sem_norm is minmax:
             missing = {"lex": 0.0, "sem": 0.0}
-        for key, weight, part in (("lex", w, lex_norm(case["lexical"])),
-                                  ("sem", 1.0, sem_norm(case["semantic"]))):
+        for key, weight, part in (("lex", w, lex_norm(lexical)), ("sem", 1.0, sem_norm(semantic))):
             for i, s in part.items():
                 scores[i] = scores.get(i, 0.0) + weight * (s - missing[key])
-        return sorted(scores, key=lambda i: -scores[i])
+        return best_first(scores)
 
     return fuse
 
 
-def rrf(weight_of: Callable[[Candidates], float], k: int) -> Callable[[Candidates], list[int]]:
-    def fuse(case: Candidates) -> list[int]:
+def rrf(weight_of: Callable[[Candidates], float], k: int) -> Callable[[Candidates], Fused]:
+    def fuse(case: Candidates) -> Fused:
         w = weight_of(case)
         scores: dict[int, float] = {}
         for weight, part in ((w, case["lexical"]), (1.0, case["semantic"])):
             for rank, (i, _) in enumerate(part, 1):
                 scores[int(i)] = scores.get(int(i), 0.0) + weight / (k + rank)
-        return sorted(scores, key=lambda i: -scores[i])
+        return best_first(scores)
 
     return fuse
 
@@ -185,45 +220,93 @@ def strict(english: float, code: float, single: float) -> Callable[[Candidates],
     return weight
 
 
-Fuse = Callable[[Candidates], list[int]]
+Fuse = Callable[[Candidates], Fused]
 
 
-def shipped(case: Candidates) -> list[int]:
-    lexical = [_Ranked("p", int(i), s) for i, s in case["lexical"]]
-    semantic = [_Ranked("p", int(i), s) for i, s in case["semantic"]]
-    weight = lexical_weight(case["query"], case["symbol_hit"], agreement(lexical, semantic))
-    return [r.chunk_id for r in fuse(lexical, semantic, weight)]
+def ranked(case: Candidates, side: str) -> list[_Ranked]:
+    return [_Ranked("p", int(i), s) for i, s in case[side]]
+
+
+def single(side: str) -> Fuse:
+    return lambda case: [(r.chunk_id, r.score) for r in ranked(case, side)]
+
+
+def in_depth(weight_of: Callable[[Candidates], float], depth: int = FETCH,
+             cap: float | None = None) -> Fuse:
+    """search.fuse with `weight_of` the lexical weight, each side normalised over its top
+    `depth` candidates (fuse_top_first; at FETCH, search.fuse as shipped); `cap` bounds
+    each side's normalised score (an outlier on one side counts at most `cap` standard
+    deviations)."""
+    def fused(case: Candidates) -> Fused:
+        lexical, semantic = ranked(case, "lexical"), ranked(case, "semantic")
+        if cap is not None:
+            lexical, semantic = capped(lexical, depth, cap), capped(semantic, depth, cap)
+        return [(r.chunk_id, r.score) for r in fuse_top_first(lexical, semantic, weight_of(case), depth)]
+    return fused
+
+
+def fuse_top_first(lexical: list[_Ranked], semantic: list[_Ranked], weight: float,
+                   depth: int) -> list[_Ranked]:
+    """search.fuse over the top `depth` of both lists, then the rest of the candidates
+    below them in their own fused order: search.py's fusion before issue 14's third pass
+    (at depth 30); at the lists' length, search.fuse itself."""
+    if depth >= max(len(lexical), len(semantic)):
+        return fuse(lexical, semantic, weight)
+    head = fuse(lexical[:depth], semantic[:depth], weight)
+    seen = {(r.project, r.chunk_id) for r in head}
+    tail = [r for r in fuse(lexical, semantic, weight) if (r.project, r.chunk_id) not in seen]
+    if head and tail:  # below the head whatever their own scores
+        floor, top = min(r.score for r in head), max(r.score for r in tail)
+        scale = floor / (top + 1e-9) * 0.999 if top > 0 else 0.0
+        tail = [_Ranked(r.project, r.chunk_id, r.score * scale) for r in tail]
+    return head + tail
+
+
+def capped(side: list[_Ranked], depth: int, cap: float) -> list[_Ranked]:
+    """`side` with scores above `cap` standard deviations (over its top `depth`) over its
+    lowest fetched score clipped there; search.fuse measures from that lowest score too."""
+    values = [r.score for r in side[:depth]]
+    if len(values) < 2:
+        return side
+    mean = sum(values) / len(values)
+    spread = (sum((v - mean) ** 2 for v in values) / len(values)) ** 0.5
+    bottom = min(values)
+    return [_Ranked(r.project, r.chunk_id, min(r.score, bottom + cap * spread)) for r in side]
+
+
+def shipped_weight(case: Candidates) -> float:
+    return lexical_weight(case["query"], case["symbol_hit"], shared(case))
 
 
 def variants() -> dict[str, Fuse]:
     rows: dict[str, Fuse] = {
-        "semantic only": lambda c: [int(i) for i, _ in c["semantic"]],
-        "lexical only": lambda c: [int(i) for i, _ in c["lexical"]],
-        "shipped (search.fuse, search.lexical_weight)": shipped,
+        "semantic only": single("semantic"),
+        "lexical only": single("lexical"),
+        "shipped (search.fuse, search.lexical_weight)": in_depth(shipped_weight),
         "before issue 14 (english 0.8, code 0.6, symbol hit = code)": convex(adaptive(0.8, 0.6, 2.0)),
         "plain RRF k=60": rrf(lambda c: 1.0, 60),
     }
-    for english, code, disagree in itertools.product((0.2, 0.4, 0.6, 0.7, 0.8, 0.9, 1.0, 1.2),
-                                                     (0.4, 0.6, 1.0), (1.0, 0.5, 0.25, 0.0)):
-        rows[f"honest english={english} code={code} disagree={disagree}"] = convex(
+    # the shipped rule's shape (z-score fusion in depth) with other parameters
+    for english, disagree in itertools.product((0.6, 0.7, 0.8, 0.9, 1.0, 1.2), (1.0, 0.5, 0.25)):
+        rows[f"in depth english={english} disagree={disagree}"] = in_depth(
+            honest(english, 1.0, 2.0, disagree))
+    for depth in (20, 30, 50):
+        rows[f"shipped, each side normalised over its top {depth}"] = in_depth(shipped_weight, depth)
+    for cap in (2.0, 3.0, 4.0):
+        rows[f"in depth, scores capped at {cap} sd"] = in_depth(shipped_weight, cap=cap)
+    for english, code, disagree in itertools.product((0.2, 0.4, 0.6, 0.8, 1.0), (0.6, 1.0), (1.0, 0.5)):
+        rows[f"min-max english={english} code={code} disagree={disagree}"] = convex(
             honest(english, code, 2.0, disagree))
-    for english in (0.2, 0.3, 0.4):
-        rows[f"honest english={english} code=0.6 disagree=0.5 symbol-hit=code"] = convex(
-            honest(english, 0.6, 2.0, 0.5, symbol_counts=True))
-    for english, code, disagree in itertools.product((0.5, 0.6, 0.7, 0.8, 1.0), (0.6, 1.0), (1.0, 0.5, 0.25)):
-        rows[f"zscore english={english} code={code} disagree={disagree}"] = convex(
-            honest(english, code, 2.0, disagree), zscore, zscore)
-    for english, code in itertools.product((0.2, 0.3, 0.5, 0.8, 1.0), (0.6, 1.0)):
+    for english, code in itertools.product((0.2, 0.5, 0.8, 1.0), (0.6, 1.0)):
         rows[f"lexical/top english={english} code={code}"] = convex(honest(english, code, 2.0, 1.0), topnorm)
-    for k, english in itertools.product((10, 60), (0.1, 0.3, 0.5, 0.8, 1.0)):
+    for k, english in itertools.product((10, 60), (0.3, 0.5, 0.8, 1.0)):
         rows[f"rrf k={k} english={english}"] = rrf(adaptive(english, 1.0, 2.0), k)
     return rows
 
 
 def report(sets: dict[str, list[Candidates]]) -> list[dict[str, Any]]:
     rows = []
-    singles = {name: max(mrr(cases, lambda c: [int(i) for i, _ in c["semantic"]]),
-                         mrr(cases, lambda c: [int(i) for i, _ in c["lexical"]]))
+    singles = {name: max(mrr(cases, single("semantic")), mrr(cases, single("lexical")))
                for name, cases in sets.items()}
     for label, fused in variants().items():
         pooled: list[float] = []
@@ -239,14 +322,43 @@ def report(sets: dict[str, list[Candidates]]) -> list[dict[str, Any]]:
     return rows
 
 
+def latency(sets: dict[str, list[Candidates]], repeat: int = 3) -> None:
+    """Wall time of the fusion step alone (search.fuse of the two candidate lists, the
+    lexical weight given) as shipped and with each side normalised over its top 30 first
+    (fuse_top_first, how it was before), interleaved per query, after one warm-up pass;
+    writes bench/results/fusion-latency.json."""
+    inputs = [(ranked(case, "lexical"), ranked(case, "semantic"), shipped_weight(case))
+              for cases in sets.values() for case in cases]
+    rules: dict[str, Callable[[list[_Ranked], list[_Ranked], float], list[_Ranked]]] = {
+        "shipped (search.fuse, whole pool)": fuse,
+        "top 30 first (before)": lambda lexical, semantic, weight: fuse_top_first(
+            lexical, semantic, weight, 30)}
+    times: dict[str, list[float]] = {label: [] for label in rules}
+    load_before = os.getloadavg()
+    for round_ in range(repeat):
+        for lexical, semantic, weight in inputs:
+            for label, rule in rules.items():
+                started = time.perf_counter()
+                rule(lexical, semantic, weight)
+                if round_:
+                    times[label].append(time.perf_counter() - started)
+    figures = {"queries": len(inputs), "repeat": repeat - 1,
+               "load_average_before": load_before, "load_average_after": os.getloadavg(),
+               **{label: summary(values) for label, values in times.items()}}
+    emit("fusion-latency", figures, " | ".join(
+        f"{label} p50/p95 {figures[label]['p50']}/{figures[label]['p95']} ms" for label in rules))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     tune = [name for name in all_sets() if name.endswith("-tune")]
     parser.add_argument("--sets", nargs="+", choices=tune, default=tune)
     parser.add_argument("--home", default="eval")
-    parser.add_argument("--cache", type=Path, default=Path("/tmp/cq-bench/fusion-cache"),
+    parser.add_argument("--cache", type=Path, default=Path("/tmp/cq-bench/fusion-units"),
                         help="collected candidates per set are kept here (delete to collect again)")
     parser.add_argument("--top", type=int, default=25, help="variants printed (default 25)")
+    parser.add_argument("--latency", action="store_true",
+                        help="time the fusion step as shipped and over the top 30 instead of scoring")
     args = parser.parse_args()
     configure_logging("warning")
     args.cache.mkdir(parents=True, exist_ok=True)
@@ -254,11 +366,12 @@ def main() -> None:
     with codequarry_home(args.home, fresh=False):
         for name in args.sets:
             cached = args.cache / f"{name}.json"
-            if cached.exists():
-                sets[name] = json.loads(cached.read_text())
-            else:
-                sets[name] = anyio.run(collect, DATA / f"{name}.jsonl", project_of(name))
-                cached.write_text(json.dumps(sets[name]))
+            if not cached.exists():
+                cached.write_text(json.dumps(anyio.run(collect, DATA / f"{name}.jsonl", project_of(name))))
+            sets[name] = json.loads(cached.read_text())  # chunk ids as JSON keys: strings
+    if args.latency:
+        latency(sets)
+        return
     rows = sorted(report(sets), key=lambda r: -r["macro"])
     names = list(sets)
     print("MRR@10 mean of sets | pooled [95% CI] | " + " | ".join(names)

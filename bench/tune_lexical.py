@@ -2,11 +2,12 @@
 reference BM25 of bench/bm25.py computed in the same run.
 
 Scores MRR@10 of lexical-only search (chunks, top 10) for each variant of the candidate
-bound and the BM25F parameters (field weights, k1, b), on the `*-tune` sets only, reusing
-the `eval` home that bench/eval_bench.py indexes (lexical needs no vectors, so this runs
-while the embeddings are still being computed). Next to them: the reference BM25, the
-ranking shipped before issue 14, and the one shipped at 97bc076 (ts_rank as the term
-frequency, b 0.15, the rarest-terms bound).
+bound and the BM25F parameters (field weights, k1, b; the term frequency ts_rank's
+saturating count as shipped, or with `"tf": "count"` the occurrences summed), on the
+`*-tune` sets only, reusing the `eval` home that bench/eval_bench.py indexes (lexical
+needs no vectors, so this runs while the embeddings are still being computed). Next to
+them: the reference BM25, the ranking shipped before issue 14, and the one shipped at
+97bc076 (ts_rank as the term frequency, b 0.15, the rarest-terms bound).
 
 The tuning sets' corpora hold 4-7k chunks, where the 2,000-row candidate budget never
 binds; `--budget-scale 0.05` shrinks budget and cap to what they are relative to a
@@ -93,7 +94,8 @@ async def shipped_97bc076(store: ProjectStore, query: str, limit: int = K, budge
 
 async def variant(store: ProjectStore, query: str, options: dict[str, Any]) -> list[int]:
     """ProjectStore.lexical with `options`: fw, k1, b, budget, cap, bound ("pairs", the
-    shipped _match_terms, or "rarest")."""
+    shipped _match_terms, or "rarest"), tf ("count": each lexeme's occurrences summed with
+    the field weights, i.e. BM25F, instead of ts_rank's saturating count)."""
     lexemes, total, freqs = await store.query_terms(code_words(query))
     if not lexemes:
         return []
@@ -102,10 +104,30 @@ async def variant(store: ProjectStore, query: str, options: dict[str, Any]) -> l
     match: list[str | tuple[str, ...]] = (
         list(rarest_terms(lexemes, freqs, total, budget)) if options.get("bound") == "rarest"
         else _match_terms(lexemes, freqs, total, budget))
+    if options.get("tf") == "count":
+        return await counted(store, terms, match, options)
     hits = await store.lexical(terms, match, Filters(), K, cap=options.get("cap", 2000),
                                field_weights=options.get("fw", FIELD_WEIGHTS),
                                k1=options.get("k1", BM25_K1), b=options.get("b", BM25_B))
     return [i for i, _ in hits]
+
+
+async def counted(store: ProjectStore, terms: list[tuple[str, float]], match: list[str | tuple[str, ...]],
+                  options: dict[str, Any]) -> list[int]:
+    """ProjectStore.lexical's statement with ts_rank_cd of each lexeme alone (normalisation
+    0: the sum of its occurrences' weights) as the term frequency: BM25F. Its weights must
+    be <= 1, so they are scaled to the largest and the term frequency scaled back."""
+    weights = [float(w) for w in options.get("fw", FIELD_WEIGHTS)]
+    top = max(weights)
+    sql, params = store.lexical_statement(
+        terms, match, Filters(), K, await store._average_length(), cap=options.get("cap", 2000),
+        field_weights=[w / top for w in weights], k1=options.get("k1", BM25_K1), b=options.get("b", BM25_B))
+    shipped = "SELECT ts_rank(CAST(:fw AS float4[])"
+    assert shipped in sql, "ProjectStore.lexical_statement changed: update counted()"
+    sql = sql.replace(shipped, "SELECT CAST(:top AS float8) * ts_rank_cd(CAST(:fw AS float4[])")
+    async with store.reader.connect() as conn:
+        rows = await conn.execute(text(sql), {**params, "top": top})
+        return [row.id for row in rows]
 
 
 async def score(store: ProjectStore, queries: Sequence[Query], ranked: Any) -> list[float]:
@@ -179,6 +201,7 @@ async def latency(sets: dict[str, list[Query]], stores: dict[str, ProjectStore])
     from codequarry.search import CANDIDATE_POOL, Searcher
 
     fetch = CANDIDATE_POOL
+    searcher = Searcher(None, None)  # type: ignore[arg-type]  # one store: _lexical reads no other state
     times: dict[str, list[float]] = {"before issue 14": [], "97bc076": [], "now": []}
     for warm in (True, False):
         for name, queries in sets.items():
@@ -190,7 +213,7 @@ async def latency(sets: dict[str, list[Query]], stores: dict[str, ProjectStore])
                     elif label == "97bc076":
                         await shipped_97bc076(stores[name], query.text, limit=fetch)
                     else:
-                        await Searcher._lexical(None, query.text, [stores[name]], Filters(), fetch)  # type: ignore[arg-type]
+                        await searcher._lexical(query.text, [stores[name]], Filters(), fetch)
                     if not warm:
                         times[label].append(time.perf_counter() - started)
     out = {label: summary(v) for label, v in times.items()}

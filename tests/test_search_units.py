@@ -148,6 +148,18 @@ def test_fusion_with_one_empty_side_keeps_the_other_order() -> None:
     assert fuse([], [], 1.0) == []
 
 
+def test_the_words_first_chunk_keeps_credit_from_the_vectors_29th_of_their_100() -> None:
+    # each side fetched 100 candidates, scores evenly spaced; chunk 1000 is the words'
+    # 1st and the vectors' 29th, chunk 1001 the words' 6th and the vectors' 3rd. Each side
+    # is measured over all it fetched, so a 29th place still counts for much more than a
+    # chunk never fetched: 1000 ranks second, above the best chunks only one side found
+    words = [1000 if k == 0 else 1001 if k == 5 else k for k in range(100)]
+    vectors = [1001 if k == 2 else 1000 if k == 28 else 200 + k for k in range(100)]
+    fused = fuse(_ranked(*((i, 7.0 - 0.05 * k) for k, i in enumerate(words))),
+                 _ranked(*((i, 0.70 - 0.002 * k) for k, i in enumerate(vectors))), ENGLISH_WEIGHT)
+    assert [r.chunk_id for r in fused][:2] == [1001, 1000]
+
+
 def test_same_chunk_id_in_two_projects_is_not_merged() -> None:
     fused = fuse([_Ranked("a", 1, 1.0)], [_Ranked("b", 1, 1.0)], 1.0)
     assert {(r.project, r.chunk_id) for r in fused} == {("a", 1), ("b", 1)}
