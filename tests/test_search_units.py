@@ -194,6 +194,17 @@ def test_agreement_counts_the_chunks_both_sides_put_in_their_top_ten() -> None:
     assert agreement(lexical, []) == 0
 
 
+def test_agreement_on_units_counts_two_windows_of_one_function_as_shared() -> None:
+    # the words hit a function's body (chunk 1), the vectors its signature window (chunk 2)
+    unit_of = {1: "run", 2: "run", 3: "stop", 4: "start"}.get
+    lexical = _ranked((1, 5.0), (3, 4.0))
+    semantic = _ranked((2, 0.9), (4, 0.8))
+    assert agreement(lexical, semantic) == 0
+    assert agreement(lexical, semantic, unit_of=lambda r: unit_of(r.chunk_id)) == 1
+    # a chunk whose place is unknown (replaced meanwhile) agrees with nothing
+    assert agreement(_ranked((9, 5.0)), _ranked((8, 0.9)), unit_of=lambda r: unit_of(r.chunk_id)) == 0
+
+
 # ------------------------------------------------------------------ units
 
 
