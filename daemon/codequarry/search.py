@@ -5,13 +5,15 @@ weight that depends on the query: a lone identifier is mostly a request for that
 so words weigh double; code in a longer query weighs words as much as vectors; an
 English question leans on vectors, and when its two sides point at no common code unit
 in their top 10, vectors decide. Reciprocal-rank and min-max fusion scored lower on the
-tuning sets (bench/tune_fusion.py).
+tuning sets (bench/tune_fusion.py). A file the query names (`ls` in "how does npm ls
+print the tree") then gets a share more of its fused score.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import posixpath
 import re
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
@@ -25,6 +27,7 @@ from codequarry.answers import (
     Detail,
     RealPaths,
     Unit,
+    query_words,
     rank_units,
     shape,
     unit_key,
@@ -247,6 +250,7 @@ class Searcher:
             common = agreement(lexical, semantic, unit_of=lambda r: _unit_of(where, r))
             weight = lexical_weight(request.query, bool(symbol_hits), common)
             ranked = fuse_in_depth(lexical, semantic, weight, max(request.limit * 3, FUSION_DEPTH))
+            ranked = favour_named_files(ranked, request.query, lambda r: _path_of(where, r))
         if merged_freshness.vector_coverage < 1.0 and request.mode != "lexical":
             notes.append(f"vectors cover {coverage_percent(merged_freshness.vector_coverage)} of chunks; "
                          "semantic results may be missing until embedding finishes")
@@ -461,6 +465,11 @@ SINGLE_IDENTIFIER_WEIGHT = 2.0
 # Counted on units, not chunks: two windows of one long function are one answer (issue 12).
 DISAGREEMENT_FACTOR = 0.5
 AGREEMENT_DEPTH = 10
+# A query word that is a file's name (ls in "npm ls", cache in "how does the cache expire")
+# raises that file's chunks by this share of their fused score: evidence, not a verdict (a
+# question names the module it is about, but also incidental ones). bench/README.md, issue 12
+# third pass: no loss on any quality set, agent questions hit@3 +1.
+NAMED_FILE_BOOST = 0.2
 
 
 def code_like(token: str) -> bool:
@@ -532,6 +541,32 @@ def fuse_in_depth(lexical: list[_Ranked], semantic: list[_Ranked], weight: float
     # below the head whatever their own scores: the head's order is the tuned ranking
     scale = floor / (top + 1e-9) * 0.999 if top > 0 else 0.0
     return head + [_Ranked(r.project, r.chunk_id, r.score * scale) for r in tail]
+
+
+def favour_named_files(ranked: Sequence[_Ranked], query: str,
+                       path_of: Callable[[_Ranked], str | None]) -> list[_Ranked]:
+    """`ranked` with the fused score of each chunk in a file whose name (without its
+    extension) is a word of the query raised by NAMED_FILE_BOOST, best first. "how does
+    npm ls print the tree" names ls.js; the words' side already counts the path, but as
+    one body-like word among many, and the vectors never see it. `path_of`: a chunk's
+    path, None when unknown."""
+    words = query_words(query)
+    if not words:
+        return list(ranked)
+    boosted = [_Ranked(r.project, r.chunk_id, r.score * (1 + NAMED_FILE_BOOST))
+               if (path := path_of(r)) is not None and file_stem(path) in words else r
+               for r in ranked]
+    return sorted(boosted, key=lambda r: -r.score)
+
+
+def file_stem(path: str) -> str:
+    """A path's file name without its extension, lowercased: lib/commands/ls.js -> ls."""
+    return posixpath.splitext(posixpath.basename(path))[0].lower()
+
+
+def _path_of(spans: dict[str, dict[int, HitSpan]], ranked: _Ranked) -> str | None:
+    span = spans.get(ranked.project, {}).get(ranked.chunk_id)
+    return None if span is None else span.path
 
 
 def _unit_of(spans: dict[str, dict[int, HitSpan]], ranked: _Ranked) -> tuple[str, str, int, int] | None:
