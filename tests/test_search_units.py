@@ -12,11 +12,14 @@ from codequarry.errors import UsageError
 from codequarry.search import (
     CODE_WEIGHT,
     ENGLISH_WEIGHT,
+    NAMED_FILE_BOOST,
     SINGLE_IDENTIFIER_WEIGHT,
     SearchRequest,
     _Ranked,
     agreement,
     code_like,
+    favour_named_files,
+    file_stem,
     fuse,
     glob_to_regex,
     lexical_weight,
@@ -204,6 +207,34 @@ def test_agreement_counts_the_chunks_both_sides_put_in_their_top_ten() -> None:
     semantic = _ranked((11, 0.9), (3, 0.8), (20, 0.7), (5, 0.6))
     assert agreement(lexical, semantic) == 2  # 3 and 5; 11 is below the lexical top 10
     assert agreement(lexical, []) == 0
+
+
+def test_agreement_on_units_counts_two_windows_of_one_function_as_shared() -> None:
+    # the words hit a function's body (chunk 1), the vectors its signature window (chunk 2)
+    unit_of = {1: "run", 2: "run", 3: "stop", 4: "start"}.get
+    lexical = _ranked((1, 5.0), (3, 4.0))
+    semantic = _ranked((2, 0.9), (4, 0.8))
+    assert agreement(lexical, semantic) == 0
+    assert agreement(lexical, semantic, unit_of=lambda r: unit_of(r.chunk_id)) == 1
+    # a chunk whose place is unknown (replaced meanwhile) agrees with nothing
+    assert agreement(_ranked((9, 5.0)), _ranked((8, 0.9)), unit_of=lambda r: unit_of(r.chunk_id)) == 0
+
+
+def test_a_query_word_naming_a_file_raises_that_files_chunks_by_the_named_file_boost() -> None:
+    paths = {1: "lib/commands/exec.js", 2: "lib/commands/ls.js", 3: "lib/utils/ls-colors.js"}
+    ranked = _ranked((1, 2.0), (2, 1.9), (3, 1.0))
+    favoured = favour_named_files(ranked, "how does npm ls print the tree?", lambda r: paths[r.chunk_id])
+    raised = 1.9 * (1 + NAMED_FILE_BOOST)
+    assert [(r.chunk_id, r.score) for r in favoured] == [(2, raised), (1, 2.0), (3, 1.0)]
+    # no file named by the query, only by a filler word, or paths unknown: the order stands
+    assert favour_named_files(ranked, "how does the parser work", lambda r: paths[r.chunk_id]) == ranked
+    assert favour_named_files(ranked, "how does it work", lambda r: "lib/how.js") == ranked
+    assert favour_named_files(ranked, "npm ls", lambda r: None) == ranked
+
+
+def test_a_file_stem_is_the_lowercased_name_without_its_extension() -> None:
+    assert [file_stem(p) for p in ("lib/commands/ls.js", "Lock.java", "a/b/README", "x/.env.local")] == [
+        "ls", "lock", "readme", ".env"]
 
 
 # ------------------------------------------------------------------ units

@@ -4,16 +4,19 @@ Fusion is a weighted sum of each side's scores in standard deviations (over all 
 candidates that side fetched), with a lexical weight that depends on the query: a lone
 identifier is mostly a request for that name, so words weigh double; code in a longer
 query weighs words as much as vectors; an English question leans on vectors, and when its
-two sides share nothing in their top 10, vectors decide. Reciprocal-rank and min-max
-fusion scored lower on the tuning sets (bench/tune_fusion.py).
+two sides point at no common code unit in their top 10, vectors decide. Reciprocal-rank
+and min-max fusion scored lower on the tuning sets (bench/tune_fusion.py). A file the
+query names (`ls` in "how does npm ls print the tree") then gets a share more of its
+fused score.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import posixpath
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -25,6 +28,7 @@ from codequarry.answers import (
     Detail,
     RealPaths,
     Unit,
+    query_words,
     rank_units,
     shape,
     unit_key,
@@ -39,7 +43,14 @@ from codequarry.logs import get_logger
 from codequarry.models import Freshness, SearchResponse
 from codequarry.store import fanout
 from codequarry.store.db import Store, is_transient
-from codequarry.store.project import LEXICAL_CANDIDATES, Filters, ProjectStore, SearchContext, VectorSpace
+from codequarry.store.project import (
+    LEXICAL_CANDIDATES,
+    Filters,
+    HitSpan,
+    ProjectStore,
+    SearchContext,
+    VectorSpace,
+)
 
 Mode = Literal["hybrid", "semantic", "lexical"]
 MODES: tuple[Mode, ...] = ("hybrid", "semantic", "lexical")
@@ -226,24 +237,34 @@ class Searcher:
         freshness = [context.freshness for context in contexts.values()]
         symbol_hits = set().union(*(context.symbols for context in contexts.values()))
         merged_freshness = _merge_freshness(freshness)
+        spans: dict[str, dict[int, HitSpan]] | None = None
         if request.mode == "semantic":
             ranked = semantic or lexical
         elif request.mode == "lexical":
             ranked = lexical
         else:
-            weight = lexical_weight(request.query, bool(symbol_hits), agreement(lexical, semantic))
-            ranked = fuse(lexical, semantic, weight)
+            # where every candidate lies: the agreement is counted on units, and the
+            # answer's units are built from the same spans (fused = both lists' chunks)
+            where = spans = await self._spans(lexical + semantic, stores)
+            common = agreement(lexical, semantic, unit_of=lambda r: _unit_of(where, r))
+            weight = lexical_weight(request.query, bool(symbol_hits), common)
+            ranked = favour_named_files(fuse(lexical, semantic, weight), request.query,
+                                        lambda r: _path_of(where, r))
         if merged_freshness.vector_coverage < 1.0 and request.mode != "lexical":
             notes.append(f"vectors cover {coverage_percent(merged_freshness.vector_coverage)} of chunks; "
                          "semantic results may be missing until embedding finishes")
-        return await self._answer(request, ranked, stores, filters, merged_freshness, notes)
+        return await self._answer(request, ranked, stores, filters, merged_freshness, notes, spans)
 
     async def _answer(self, request: SearchRequest, ranked: list[_Ranked], stores: list[ProjectStore],
-                      filters: Filters, freshness: Freshness, notes: list[str]) -> SearchResponse:
-        """The page of whole units at `request.offset`, shaped to the detail and budget."""
+                      filters: Filters, freshness: Freshness, notes: list[str],
+                      spans: dict[str, dict[int, HitSpan]] | None = None) -> SearchResponse:
+        """The page of whole units at `request.offset`, shaped to the detail and budget;
+        `spans`: where the ranked chunks lie, when already read (else read here)."""
         ranked = sorted(ranked, key=lambda r: (-r.score, r.project, r.chunk_id))  # ties: stable pages
         need = request.offset + request.limit + 1  # one more tells whether a next page exists
-        units = await self._hits(ranked, stores, need)
+        if spans is None:
+            spans = await self._spans(ranked, stores)
+        units = await self._hits(ranked, stores, need, spans)
         page = units[request.offset : request.offset + request.limit]
         shared: dict[str, str] = {}
         if len(request.projects) == 1:
@@ -376,22 +397,30 @@ class Searcher:
             hits |= await store.symbols_matching(names)
         return hits
 
-    async def _hits(self, ranked: list[_Ranked], stores: list[ProjectStore], need: int) -> list[Unit]:
+    async def _spans(self, ranked: Sequence[_Ranked],
+                     stores: list[ProjectStore]) -> dict[str, dict[int, HitSpan]]:
+        """Project id -> chunk id -> where that ranked chunk lies (a chunk replaced
+        meanwhile is missing), in one read."""
+        by_id = {store.project_id: store for store in stores}
+        wanted = [(by_id[project], list(dict.fromkeys(r.chunk_id for r in ranked if r.project == project)))
+                  for project in dict.fromkeys(r.project for r in ranked)]
+        if self._combined(stores):
+            return await fanout.hit_spans(wanted)
+        return {store.project_id: await store.hit_spans(ids) for store, ids in wanted}
+
+    async def _hits(self, ranked: list[_Ranked], stores: list[ProjectStore], need: int,
+                    spans: dict[str, dict[int, HitSpan]]) -> list[Unit]:
         """The distinct units the ranked chunks fall in, best first (answers.rank_units):
         chunks of one unit merge into it, and a file reached twice (symlink, nested project)
         counts once. Every ranked chunk is placed, so the order never depends on `need`
-        (pages stay stable)."""
+        (pages stay stable). `spans`: _spans() of at least `ranked`."""
         roots = await self.store.indexed_projects()
         by_id = {store.project_id: store for store in stores}
         combined = self._combined(stores)
-        wanted = [(by_id[project], [r.chunk_id for r in ranked if r.project == project])
-                  for project in dict.fromkeys(r.project for r in ranked)]
-        spans = await fanout.hit_spans(wanted) if combined else {
-            store.project_id: await store.hit_spans(ids) for store, ids in wanted}
         units: dict[tuple[str, int, int], Unit] = {}
         best: dict[tuple[str, int, int], _Ranked] = {}
         for r in ranked:
-            span = spans[r.project].get(r.chunk_id)
+            span = spans.get(r.project, {}).get(r.chunk_id)
             if span is None:
                 continue  # replaced between the two queries
             key = unit_key(roots.get(r.project), r.project, span.path, span.unit_start, span.unit_end,
@@ -430,10 +459,16 @@ class Searcher:
 ENGLISH_WEIGHT = 0.8
 CODE_WEIGHT = 1.0
 SINGLE_IDENTIFIER_WEIGHT = 2.0
-# An English query whose lexical and semantic top results share nothing: the words matched
-# something other than what was meant, so the vectors decide (weight * this factor).
+# An English query whose lexical and semantic top results share no code unit: the words
+# matched something other than what was meant, so the vectors decide (weight * this factor).
+# Counted on units, not chunks: two windows of one long function are one answer (issue 12).
 DISAGREEMENT_FACTOR = 0.5
 AGREEMENT_DEPTH = 10
+# A query word that is a file's name (ls in "npm ls", cache in "how does the cache expire")
+# raises that file's chunks by this share of their fused score: evidence, not a verdict (a
+# question names the module it is about, but also incidental ones). bench/README.md, issue 12
+# third pass: no loss on any quality set, agent questions hit@3 +1.
+NAMED_FILE_BOOST = 0.2
 
 
 def code_like(token: str) -> bool:
@@ -442,19 +477,24 @@ def code_like(token: str) -> bool:
     return identifier_like(token) or bool(re.search(r"\w(::|->|=)\w|^--?\w|\w-\w+-\w", token))
 
 
-def agreement(lexical: Sequence[_Ranked], semantic: Sequence[_Ranked], depth: int = AGREEMENT_DEPTH) -> int:
-    """How many chunks both sides rank in their top `depth`."""
-    words = {(r.project, r.chunk_id) for r in lexical[:depth]}
-    return sum(1 for r in semantic[:depth] if (r.project, r.chunk_id) in words)
+def agreement(lexical: Sequence[_Ranked], semantic: Sequence[_Ranked], depth: int = AGREEMENT_DEPTH,
+              unit_of: Callable[[_Ranked], Hashable | None] | None = None) -> int:
+    """How many of the semantic top `depth` lie in a unit of the lexical top `depth`.
+    `unit_of`: a ranked chunk's unit (None: unknown, never shared); default each chunk is
+    its own unit."""
+    identity = unit_of or (lambda r: (r.project, r.chunk_id))
+    words = {identity(r) for r in lexical[:depth]} - {None}
+    return sum(1 for r in semantic[:depth] if identity(r) in words)
 
 
 def lexical_weight(query: str, symbol_hit: bool, shared: int | None = None) -> float:
     """How much to trust word matches for this query, relative to vectors (1.0).
 
     `symbol_hit`: a query word is the exact name of some chunk's symbol; `shared`: how many
-    chunks the two sides share in their top 10 (None: unknown). A lone identifier or
-    symbol name leans on words; a query with code-like tokens weighs them a little under
-    vectors; an English question leans on vectors, and entirely so when the sides disagree.
+    of the semantic top 10 lie in a unit of the lexical top 10 (agreement(); None: unknown).
+    A lone identifier or symbol name leans on words; a query with code-like tokens weighs
+    them a little under vectors; an English question leans on vectors, and entirely so when
+    the sides disagree.
     """
     tokens = query.split()
     code = any(code_like(t) for t in tokens)
@@ -490,6 +530,38 @@ def fuse(lexical: list[_Ranked], semantic: list[_Ranked], lexical_weight: float)
             normalised = (item.score - bottom) / spread if spread > 0 else 1.0
             scores[key] = scores.get(key, 0.0) + weight * normalised
     return [_Ranked(p, i, s) for (p, i), s in sorted(scores.items(), key=lambda kv: -kv[1])]
+
+
+def favour_named_files(ranked: Sequence[_Ranked], query: str,
+                       path_of: Callable[[_Ranked], str | None]) -> list[_Ranked]:
+    """`ranked` with the fused score of each chunk in a file whose name (without its
+    extension) is a word of the query raised by NAMED_FILE_BOOST, best first. "how does
+    npm ls print the tree" names ls.js; the words' side already counts the path, but as
+    one body-like word among many, and the vectors never see it. `path_of`: a chunk's
+    path, None when unknown."""
+    words = query_words(query)
+    if not words:
+        return list(ranked)
+    boosted = [_Ranked(r.project, r.chunk_id, r.score * (1 + NAMED_FILE_BOOST))
+               if (path := path_of(r)) is not None and file_stem(path) in words else r
+               for r in ranked]
+    return sorted(boosted, key=lambda r: -r.score)
+
+
+def file_stem(path: str) -> str:
+    """A path's file name without its extension, lowercased: lib/commands/ls.js -> ls."""
+    return posixpath.splitext(posixpath.basename(path))[0].lower()
+
+
+def _path_of(spans: dict[str, dict[int, HitSpan]], ranked: _Ranked) -> str | None:
+    span = spans.get(ranked.project, {}).get(ranked.chunk_id)
+    return None if span is None else span.path
+
+
+def _unit_of(spans: dict[str, dict[int, HitSpan]], ranked: _Ranked) -> tuple[str, str, int, int] | None:
+    """The unit a ranked chunk lies in (project, path, unit span), None when it is gone."""
+    span = spans.get(ranked.project, {}).get(ranked.chunk_id)
+    return None if span is None else (ranked.project, span.path, span.unit_start, span.unit_end)
 
 
 def _symbol_names(query: str) -> list[str]:
