@@ -850,7 +850,8 @@ class ProjectStore:
     def hit_spans_statement(self, ids: Sequence[int]) -> tuple[str, dict[str, Any]]:
         """(SQL, parameters) of hit_spans(); its rows go to hit_spans_of(). The symbol and
         kind are the unit's, from its first chunk: a hit inside a nested function names the
-        method that encloses it, whichever of the unit's chunks ranked first."""
+        method that encloses it, whichever of the unit's chunks ranked first. The unit's
+        head comes from the chunks_unit index (schema version 3)."""
         return ((
                 "SELECT c.id, c.path, coalesce(c.unit_start, c.start_line) AS us, "
                 "coalesce(c.unit_end, c.end_line) AS ue, c.start_line, c.end_line, c.language, "
