@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -44,6 +45,7 @@ from codequarry.store.project import LEXICAL_CANDIDATES, Filters, ProjectStore, 
 Mode = Literal["hybrid", "semantic", "lexical"]
 MODES: tuple[Mode, ...] = ("hybrid", "semantic", "lexical")
 MAX_LIMIT = 50
+ROOTS_SECONDS = 5.0  # how long _project_roots trusts what it read
 log = get_logger(__name__)
 # Chunks ranked per retriever: fixed for a given limit, so that the pages of one query
 # (offset 0, 10, 20 ...) come from one ranking and never repeat or skip a unit.
@@ -167,10 +169,12 @@ class Searcher:
     def __init__(self, store: Store, embedder: Embedder | None, combine: bool = True) -> None:
         self.store = store
         self.embedder = embedder
-        # several projects: each read is one statement over all their schemas
-        # (store/fanout.py); False reads each project in turn (the reference path)
+        # each read is one statement over all the projects' schemas, straight to the
+        # driver (store/fanout.py); False reads each project in turn through SQLAlchemy
+        # (the reference path)
         self.combine = combine
         self._realpaths = RealPaths()
+        self._roots: tuple[float, dict[str, str]] | None = None
         # embedders of previous models, for projects still searched with their vectors
         # while the new model's fill in (blue/green); built from Store.model_config
         self._previous: dict[str, Embedder | None] = {}
@@ -270,7 +274,7 @@ class Searcher:
                               request.detail, request.offset, shown_to if more else None, shared)
 
     def _combined(self, stores: Sequence[ProjectStore]) -> bool:
-        return self.combine and len(stores) > 1
+        return self.combine and len(stores) > 0
 
     async def _stores(self, projects: Sequence[str]) -> list[ProjectStore]:
         if projects:
@@ -378,12 +382,22 @@ class Searcher:
             hits |= await store.symbols_matching(names)
         return hits
 
+    async def _project_roots(self, projects: set[str]) -> dict[str, str]:
+        """Project id -> root for unit_key, read again once ROOTS_SECONDS old or when one of
+        `projects` is missing (issue 13: a statement per search for what rarely changes; a
+        moved root merges results of one file for at most that long, as RealPaths does)."""
+        now = time.monotonic()
+        known = self._roots
+        if known is None or now - known[0] >= ROOTS_SECONDS or not projects <= known[1].keys():
+            known = self._roots = (now, await self.store.indexed_projects())
+        return known[1]
+
     async def _hits(self, ranked: list[_Ranked], stores: list[ProjectStore], need: int) -> list[Unit]:
         """The distinct units the ranked chunks fall in, best first (answers.rank_units):
         chunks of one unit merge into it, and a file reached twice (symlink, nested project)
         counts once. Every ranked chunk is placed, so the order never depends on `need`
         (pages stay stable)."""
-        roots = await self.store.indexed_projects()
+        roots = await self._project_roots({r.project for r in ranked})
         by_id = {store.project_id: store for store in stores}
         combined = self._combined(stores)
         wanted = [(by_id[project], [r.chunk_id for r in ranked if r.project == project])
