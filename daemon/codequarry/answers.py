@@ -66,14 +66,23 @@ class Unit:
     hits: list[tuple[int, int]] = field(default_factory=list)
     lines: dict[int, str] = field(default_factory=dict)  # line number -> text, from the index
     support: list[float] = field(default_factory=list)  # scores of its other matching chunks
+    # `hits` as a set: a unit reached by 100 chunks checked each against a list
+    _hit_set: set[tuple[int, int]] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self._hit_set = set(self.hits)
 
     def add_chunks(self, rows: Sequence[ChunkRow]) -> None:
         for row in rows:
             for number, line in enumerate(row.chunk.content.split("\n"), row.chunk.start_line):
                 self.lines.setdefault(number, line)
 
+    def has_hit(self, start: int, end: int) -> bool:
+        return (start, end) in self._hit_set
+
     def add_hit(self, start: int, end: int) -> None:
-        if (start, end) not in self.hits:
+        if (start, end) not in self._hit_set:
+            self._hit_set.add((start, end))
             self.hits.append((start, end))
 
     def hit_ranges(self) -> tuple[tuple[int, int], ...]:
