@@ -66,11 +66,8 @@ class Unit:
     hits: list[tuple[int, int]] = field(default_factory=list)
     lines: dict[int, str] = field(default_factory=dict)  # line number -> text, from the index
     support: list[float] = field(default_factory=list)  # scores of its other matching chunks
-    # `hits` as a set: a unit reached by 100 chunks checked each against a list
-    _hit_set: set[tuple[int, int]] = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        self._hit_set = set(self.hits)
+    # `hits` as a set (add_hit fills both): a unit reached by 100 chunks checked each against a list
+    _hit_set: set[tuple[int, int]] = field(default_factory=set, repr=False, compare=False)
 
     def add_chunks(self, rows: Sequence[ChunkRow]) -> None:
         for row in rows:
