@@ -405,12 +405,16 @@ class Searcher:
             store.project_id: await store.hit_spans(ids) for store, ids in wanted}
         units: dict[tuple[str, int, int], Unit] = {}
         best: dict[tuple[str, int, int], _Ranked] = {}
+        files: dict[tuple[str, str], str] = {}
         for r in ranked:
             span = spans[r.project].get(r.chunk_id)
             if span is None:
                 continue  # replaced between the two queries
-            key = unit_key(roots.get(r.project), r.project, span.path, span.unit_start, span.unit_end,
-                           self._realpaths)
+            file = files.get((r.project, span.path))
+            if file is None:  # each file resolved once per search, not once per ranked chunk
+                file = files[(r.project, span.path)] = unit_key(
+                    roots.get(r.project), r.project, span.path, 0, 0, self._realpaths)[0]
+            key = (file, span.unit_start, span.unit_end)
             unit = units.get(key)
             if unit is None:
                 unit = units[key] = Unit(r.project, span.path, span.unit_start, span.unit_end, span.symbol,
