@@ -5,7 +5,9 @@ once per schema, in turn: with 100 projects, 100 times the round trips and the p
 statement overhead (Python, driver, planner) of one project. Here a read is the UNION ALL
 of the statements each ProjectStore builds for itself (the same SQL and parameters, the
 parameters renamed apart), so a search costs the same number of round trips whatever the
-number of projects, and each project's rows are exactly those of its own statement.
+number of projects, and each project's rows are exactly those of its own statement. A
+search over one project goes through here too: its statement runs as it is, straight on
+the driver (no UNION, no SQLAlchemy execution or row objects).
 """
 
 from __future__ import annotations
