@@ -127,24 +127,20 @@ def use_baseline() -> None:
     """Rank as shipped before issue 14, for the "before" figures of the same run: lexical
     scoring by idf * ts_rank (normalisation 1, default field weights), fusion weights
     english 0.8 / code 0.6 / lone identifier 2.0 with any symbol hit counted as code."""
-    from sqlalchemy import text
-
     from codequarry import search
     from codequarry.chunking.words import identifier_like
     from codequarry.store.project import LEXICAL_CANDIDATES, Filters, ProjectStore, match_tsquery
 
-    async def lexical(self: ProjectStore, terms: Any, match: Any, filters: Filters, limit: int,
-                      **_: Any) -> list[tuple[int, float]]:
-        if not match:
-            return []
+    # the statement, not ProjectStore.lexical: searches read through store/fanout.py,
+    # which runs each store's lexical_statement
+    def lexical_statement(self: ProjectStore, terms: Any, match: Any, filters: Filters, limit: int,
+                          avglen: float, **_: Any) -> tuple[str, dict[str, Any]]:
         params: dict[str, Any] = {
             "match": match_tsquery(match),
             "terms": [lex for lex, _ in terms], "weights": [w for _, w in terms],
             "cap": LEXICAL_CANDIDATES, "k": limit}
         where = filters.sql(params)
-        async with self.reader.connect() as conn:
-            rows = await conn.execute(text(shipped_lexical_sql(self.s, where)), params)
-            return [(row.id, float(row.score)) for row in rows]
+        return shipped_lexical_sql(self.s, where), params
 
     def lexical_weight(query: str, symbol_hit: bool, shared: int | None = None) -> float:
         tokens = query.split()
@@ -152,7 +148,7 @@ def use_baseline() -> None:
             return 2.0 if len(tokens) == 1 else 0.6
         return 0.8
 
-    ProjectStore.lexical = lexical  # type: ignore[method-assign]
+    ProjectStore.lexical_statement = lexical_statement  # type: ignore[method-assign]
     search.lexical_weight = lexical_weight
     search._match_terms = rarest_terms  # type: ignore[assignment]
 

@@ -409,3 +409,27 @@ def test_a_method_split_around_its_nested_function_is_one_unit() -> None:
     assert {c.unit_span for c in inside} == {(2, render_end)}
     add_row = next(c for c in chunks if c.symbol == "Table.add_row")
     assert add_row.unit_span == (add_row.start_line, add_row.end_line)
+
+
+async def test_each_piece_of_a_split_method_names_the_method_through_the_unit_index(store: Store) -> None:
+    """hit_spans gives every piece of a method split around its nested function the
+    method's symbol and kind (its unit's first named chunk), and its statement can find
+    that head through the chunks_unit index (schema version 3) instead of reading every
+    chunk of the file."""
+    body = "".join(f"        total += weigh(row, {i})\n" for i in range(25))
+    source = ("class Table:\n    def render(self, rows):\n        total = 0\n"
+              "        def weigh(row, factor):\n"
+              f"            return len(row) * factor + {'1 + ' * 30}1\n{body}        return total\n")
+    project = await store.ensure_project("units", "/repo")
+    await project.apply([update("table.py", source, Chunker(Budget(max_tokens=96, min_tokens=8)))])
+    async with store.engine.connect() as conn:
+        ids = [row.id for row in await conn.execute(text(
+            f"SELECT id FROM {project.s}.chunks WHERE start_line >= 2 ORDER BY ordinal"))]
+        sql, params = project.hit_spans_statement(ids)
+        await conn.execute(text("SET LOCAL enable_seqscan = off"))
+        await conn.execute(text("SET LOCAL enable_bitmapscan = off"))
+        plan = "\n".join(row[0] for row in await conn.execute(text("EXPLAIN " + sql), params))
+    spans = await project.hit_spans(ids)
+    assert len(ids) > 2
+    assert {(span.symbol, span.kind) for span in spans.values()} == {("Table.render", "method")}
+    assert "chunks_unit" in plan

@@ -9,6 +9,7 @@ The same answer has two forms that always agree: the structured JSON
 
 from __future__ import annotations
 
+import functools
 import heapq
 import os
 import re
@@ -65,14 +66,20 @@ class Unit:
     hits: list[tuple[int, int]] = field(default_factory=list)
     lines: dict[int, str] = field(default_factory=dict)  # line number -> text, from the index
     support: list[float] = field(default_factory=list)  # scores of its other matching chunks
+    # `hits` as a set (add_hit fills both): a unit reached by 100 chunks checked each against a list
+    _hit_set: set[tuple[int, int]] = field(default_factory=set, repr=False, compare=False)
 
     def add_chunks(self, rows: Sequence[ChunkRow]) -> None:
         for row in rows:
             for number, line in enumerate(row.chunk.content.split("\n"), row.chunk.start_line):
                 self.lines.setdefault(number, line)
 
+    def has_hit(self, start: int, end: int) -> bool:
+        return (start, end) in self._hit_set
+
     def add_hit(self, start: int, end: int) -> None:
-        if (start, end) not in self.hits:
+        if (start, end) not in self._hit_set:
+            self._hit_set.add((start, end))
             self.hits.append((start, end))
 
     def hit_ranges(self) -> tuple[tuple[int, int], ...]:
@@ -177,14 +184,23 @@ def query_words(query: str) -> set[str]:
     return {w for w in words if len(w) > 1 and w not in _STOPWORDS}
 
 
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+@functools.lru_cache(maxsize=16384)
+def _token_forms(token: str) -> frozenset[str]:
+    """A code token's lowercase forms a query word may match: whole, parts joined, parts.
+    Cached: a search scores ~200 lines per result, and code repeats its tokens."""
+    parts = split_identifier(token)
+    return frozenset((token.lower(), "".join(parts), *parts))
+
+
 def _line_score(line: str, words: set[str]) -> int:
     if not words:
         return 0
     found: set[str] = set()
-    for token in re.findall(r"[A-Za-z_][A-Za-z0-9_]*", line):
-        lowered = token.lower()
-        parts = split_identifier(token)
-        found.update(w for w in (lowered, "".join(parts), *parts) if w in words)
+    for token in _IDENTIFIER.findall(line):
+        found.update(_token_forms(token) & words)
     return len(found)
 
 
@@ -201,11 +217,16 @@ def _ranges(numbers: Sequence[int]) -> list[tuple[int, int]]:
 def snippet_lines(unit: Unit, words: set[str], max_lines: int) -> list[int]:
     """The unit's most relevant line numbers, at most `max_lines`: its first code line
     (the signature) and the window inside its matching chunks with the most query words."""
-    present = [n for n in range(unit.start_line, unit.end_line + 1) if unit.lines.get(n, "").strip()]
-    if not present or max_lines <= 0:
+    lines = unit.lines
+    first = next((n for n in range(unit.start_line, unit.end_line + 1) if lines.get(n, "").strip()), None)
+    if first is None or max_lines <= 0:
         return []
-    chosen = [present[0]]
-    inside = [n for n in present[1:] if any(s <= n <= e for s, e in unit.hits)] or present[1:]
+    chosen = [first]
+    # the code lines after the first that matching chunks cover (else all of them), read
+    # from the hits' own spans: a unit may be thousands of lines long
+    covered = sorted({n for s, e in unit.hits for n in range(max(s, first + 1), min(e, unit.end_line) + 1)})
+    inside = [n for n in covered if lines.get(n, "").strip()] or [
+        n for n in range(first + 1, unit.end_line + 1) if lines.get(n, "").strip()]
     width = max_lines - 1
     if width <= 0 or not inside:
         return chosen

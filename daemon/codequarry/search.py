@@ -16,9 +16,10 @@ import dataclasses
 import math
 import posixpath
 import re
+import time
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import anyio
 
@@ -55,6 +56,7 @@ from codequarry.store.project import (
 Mode = Literal["hybrid", "semantic", "lexical"]
 MODES: tuple[Mode, ...] = ("hybrid", "semantic", "lexical")
 MAX_LIMIT = 50
+ROOTS_SECONDS = 5.0  # how long _project_roots trusts what it read
 log = get_logger(__name__)
 # Chunks ranked per retriever: fixed for a given limit, so that the pages of one query
 # (offset 0, 10, 20 ...) come from one ranking and never repeat or skip a unit. The
@@ -112,8 +114,7 @@ class SearchRequest:
         return self if languages == self.languages else dataclasses.replace(self, languages=languages)
 
 
-@dataclass(frozen=True, slots=True)
-class _Ranked:
+class _Ranked(NamedTuple):  # a search makes ~500: a named tuple is built in C
     project: str
     chunk_id: int
     score: float
@@ -176,10 +177,12 @@ class Searcher:
     def __init__(self, store: Store, embedder: Embedder | None, combine: bool = True) -> None:
         self.store = store
         self.embedder = embedder
-        # several projects: each read is one statement over all their schemas
-        # (store/fanout.py); False reads each project in turn (the reference path)
+        # each read is one statement over all the projects' schemas, straight to the
+        # driver (store/fanout.py); False reads each project in turn through SQLAlchemy
+        # (the reference path)
         self.combine = combine
         self._realpaths = RealPaths()
+        self._roots: tuple[float, dict[str, str]] | None = None
         # embedders of previous models, for projects still searched with their vectors
         # while the new model's fill in (blue/green); built from Store.model_config
         self._previous: dict[str, Embedder | None] = {}
@@ -289,7 +292,7 @@ class Searcher:
                               request.detail, request.offset, shown_to if more else None, shared)
 
     def _combined(self, stores: Sequence[ProjectStore]) -> bool:
-        return self.combine and len(stores) > 1
+        return self.combine and len(stores) > 0
 
     async def _stores(self, projects: Sequence[str]) -> list[ProjectStore]:
         if projects:
@@ -408,29 +411,43 @@ class Searcher:
             return await fanout.hit_spans(wanted)
         return {store.project_id: await store.hit_spans(ids) for store, ids in wanted}
 
+    async def _project_roots(self, projects: set[str]) -> dict[str, str]:
+        """Project id -> root for unit_key, read again once ROOTS_SECONDS old or when one of
+        `projects` is missing (issue 13: a statement per search for what rarely changes; a
+        moved root merges results of one file for at most that long, as RealPaths does)."""
+        now = time.monotonic()
+        known = self._roots
+        if known is None or now - known[0] >= ROOTS_SECONDS or not projects <= known[1].keys():
+            known = self._roots = (now, await self.store.indexed_projects())
+        return known[1]
+
     async def _hits(self, ranked: list[_Ranked], stores: list[ProjectStore], need: int,
                     spans: dict[str, dict[int, HitSpan]]) -> list[Unit]:
         """The distinct units the ranked chunks fall in, best first (answers.rank_units):
         chunks of one unit merge into it, and a file reached twice (symlink, nested project)
         counts once. Every ranked chunk is placed, so the order never depends on `need`
         (pages stay stable). `spans`: _spans() of at least `ranked`."""
-        roots = await self.store.indexed_projects()
+        roots = await self._project_roots({r.project for r in ranked})
         by_id = {store.project_id: store for store in stores}
         combined = self._combined(stores)
         units: dict[tuple[str, int, int], Unit] = {}
         best: dict[tuple[str, int, int], _Ranked] = {}
+        files: dict[tuple[str, str], str] = {}
         for r in ranked:
             span = spans.get(r.project, {}).get(r.chunk_id)
             if span is None:
                 continue  # replaced between the two queries
-            key = unit_key(roots.get(r.project), r.project, span.path, span.unit_start, span.unit_end,
-                           self._realpaths)
+            file = files.get((r.project, span.path))
+            if file is None:  # each file resolved once per search, not once per ranked chunk
+                file = files[(r.project, span.path)] = unit_key(
+                    roots.get(r.project), r.project, span.path, 0, 0, self._realpaths)[0]
+            key = (file, span.unit_start, span.unit_end)
             unit = units.get(key)
             if unit is None:
                 unit = units[key] = Unit(r.project, span.path, span.unit_start, span.unit_end, span.symbol,
                                          span.kind, span.language, r.score)
                 best[key] = r
-            elif (span.start_line, span.end_line) not in unit.hits:
+            elif not unit.has_hit(span.start_line, span.end_line):
                 unit.support.append(r.score)
             unit.add_hit(span.start_line, span.end_line)
         keys = {id(unit): key for key, unit in units.items()}

@@ -5,11 +5,14 @@ once per schema, in turn: with 100 projects, 100 times the round trips and the p
 statement overhead (Python, driver, planner) of one project. Here a read is the UNION ALL
 of the statements each ProjectStore builds for itself (the same SQL and parameters, the
 parameters renamed apart), so a search costs the same number of round trips whatever the
-number of projects, and each project's rows are exactly those of its own statement.
+number of projects, and each project's rows are exactly those of its own statement. A
+search over one project goes through here too: its statement runs as it is, straight on
+the driver (no UNION, no SQLAlchemy execution or row objects).
 """
 
 from __future__ import annotations
 
+import collections
 import functools
 import re
 from collections.abc import Callable, Sequence
@@ -48,7 +51,7 @@ MIN_PARTS = 25
 def union_statement(parts: Sequence[tuple[str, dict[str, Any]]]) -> tuple[str, list[Any]]:
     """One statement ($1, $2 ... parameters, and their values) returning every part's
     rows, each with `part_` (its index in `parts`) and `seq_` (its position among that
-    part's rows), ordered by both."""
+    part's rows), ordered by both; a single part is returned as it is (no `part_`)."""
     sql, names = _positional(tuple((sql, tuple(own)) for sql, own in parts))
     return sql, [parts[k][1][name] for k, name in names]
 
@@ -67,25 +70,28 @@ def _positional(parts: tuple[tuple[str, tuple[str, ...]], ...]) -> tuple[str, tu
             return f"${names.setdefault((k, match.group(1)), len(names) + 1)}"
         return rename
 
+    if len(parts) == 1:  # one project's read runs as it is, in its own order
+        (sql, own), = parts
+        return _BIND.sub(number(0, own), sql), tuple(sorted(names, key=names.__getitem__))
     pieces = [f"(SELECT {k} AS part_, row_number() OVER () AS seq_, q.* "
               f"FROM ({_BIND.sub(number(k, own), sql)}) q)" for k, (sql, own) in enumerate(parts)]
     # row_number() over a subquery's own output numbers its rows in its ORDER BY
     return " UNION ALL ".join(pieces) + " ORDER BY part_, seq_", tuple(sorted(names, key=names.__getitem__))
 
 
-class _Row:
-    """Attribute access to an asyncpg record, as SQLAlchemy rows give it."""
+@functools.lru_cache(maxsize=256)
+def _row_type(columns: tuple[str, ...]) -> Any:
+    """A named tuple of these columns: attribute access to an asyncpg record's values, as
+    SQLAlchemy rows give it (a namedtuple's attributes are read in C; a search reads
+    ~5,000 of them)."""
+    return collections.namedtuple("Row", columns, rename=True)  # an unnamed column becomes _<n>
 
-    __slots__ = ("_record",)
 
-    def __init__(self, record: Any) -> None:
-        self._record = record
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self._record[name]
-        except KeyError:
-            raise AttributeError(name) from None
+def _rows(records: Sequence[Any]) -> list[Any]:
+    if not records:
+        return []
+    make = _row_type(tuple(records[0].keys()))
+    return [make(*record) for record in records]
 
 
 async def union_rows(store: ProjectStore, parts: Sequence[tuple[str, dict[str, Any]]],
@@ -95,7 +101,9 @@ async def union_rows(store: ProjectStore, parts: Sequence[tuple[str, dict[str, A
     transaction with that hnsw.ef_search (and relaxed iterative scans with `iterative`).
 
     The statement goes to asyncpg directly: SQLAlchemy's text() would parse hundreds of
-    parameters and resolve a type for each on every search (issue 13: most of the cost).
+    parameters and resolve a type for each on every search (issue 13: most of the cost);
+    even for one project's read SQLAlchemy's execution and row objects cost more CPU than
+    the driver's own (~0.4 ms per statement).
     """
     out: list[list[Any]] = [[] for _ in parts]
     size = max(MIN_PARTS, -(-len(parts) // MAX_STATEMENTS))
@@ -116,8 +124,11 @@ async def union_rows(store: ProjectStore, parts: Sequence[tuple[str, dict[str, A
                     await conn.invalidate(exc)  # connections all died with the server
                     await store.engine.dispose(close=False)
                 raise
-        for row in rows:
-            out[first + row["part_"]].append(_Row(row))
+        if first + 1 == min(first + size, len(parts)):  # a single part: no part_ column
+            out[first].extend(_rows(rows))
+            return
+        for row in _rows(rows):
+            out[first + row.part_].append(row)
 
     firsts = range(0, len(parts), size)
     if len(firsts) == 1:

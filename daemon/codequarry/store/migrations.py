@@ -7,9 +7,9 @@ Migrations run under an advisory lock, so daemons sharing a server take turns, a
 version newer than this code knows is refused, never written to. Append new migrations;
 never edit a released one. This module is the only owner of version numbers.
 
-Layout (version 2): `codequarry.projects` is keyed by (installation, id) — several
+Layout (version 3): `codequarry.projects` is keyed by (installation, id) — several
 installations share a server without sharing an index; each project's schema holds
-`files`, `chunks` (words, spans, the enclosing unit's span), `definitions`,
+`files`, `chunks` (words, spans, the enclosing unit's span, indexed by unit), `definitions`,
 `change_events`, `stats` and one narrow vector table of its active model
 (`vectors_<n>`: chunk id -> embedding), so saving a vector never rewrites a chunk row;
 while the model changes, the next model's table fills beside it (blue/green).
@@ -141,6 +141,12 @@ PROJECT_MIGRATIONS: list[list[Step]] = [
         "CREATE INDEX definitions_path ON {s}.definitions (path)",
         "CREATE INDEX definitions_name ON {s}.definitions (lower(name) text_pattern_ops)",
         "CREATE INDEX definitions_qualified ON {s}.definitions (lower(qualified_name) text_pattern_ops)",
+    ],
+    [  # 3 (issue 13): each ranked chunk's unit head (its first named chunk) found through an
+        # index: without it a search read every chunk of the hit's file (~15 ms of PostgreSQL
+        # per search at 50k chunks, most of its time)
+        "CREATE INDEX chunks_unit ON {s}.chunks (path, unit_start, unit_end, ordinal) "
+        "WHERE symbol IS NOT NULL",
     ],
 ]
 
