@@ -162,6 +162,25 @@ async def test_apply_writes_files_and_chunks_and_the_counters_equal_count_star(s
     assert await project.consistency_problems() == [f"{unembedded} chunks have no vector yet"]
 
 
+async def test_an_idle_backlog_scan_trusts_the_counters_and_a_periodic_full_scan_finds_a_lost_vector(
+        store: Store, hash_embedder: HashEmbedder) -> None:
+    project = await store.ensure_project("idle", "/idle")
+    await project.set_model(hash_embedder.model_id, hash_embedder.dims)
+    await project.apply([update("geo.py", GEOMETRY)])
+    await embed_all(store, project, hash_embedder)
+    assert await project.unembedded(100) == []  # a full scan: nothing left
+    space = await project.space(fresh=True)
+    async with project.engine.begin() as conn:  # a vector lost behind the counters' back
+        await conn.execute(text(f"DELETE FROM {project.s}.{space.table} WHERE chunk_id = "
+                                f"(SELECT min(chunk_id) FROM {project.s}.{space.table})"))
+    assert await project.unembedded(100) == []  # complete counters spare the scan
+    project._full_scan_due = 0.0  # the clock reaches the next full scan
+    lost = await project.unembedded(100)
+    assert len(lost) == 1
+    await project.apply([update("new.py", "def fresh():\n    return 1\n")])
+    assert {c.symbol for c in await project.unembedded(100)} >= {"fresh"}  # counters short: scanned
+
+
 async def test_apply_copies_vectors_from_the_embedding_cache_and_reports_only_missing_hashes(
         store: Store, hash_embedder: HashEmbedder) -> None:
     first = await store.ensure_project("first", "/one")
