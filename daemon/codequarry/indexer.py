@@ -180,6 +180,11 @@ class Indexer:
 
     async def add_project(self, config: ProjectConfig) -> Project:
         store = await self.store.ensure_project(config.id, str(config.path))
+        # before any writer of this project: counters that drifted (status, `index` and
+        # the embed worker read them) are set right; two count(*), ~ms per 10k chunks
+        repaired = await store.recount()
+        if repaired:
+            log.warning("counters_repaired", project=config.id, before=repaired[0], after=repaired[1])
         rules = IgnoreRules(config.path, [*self.settings.config.index.exclude, *config.exclude],
                             config.include, self.settings.config.index.index_secrets)
         project = Project(config.id, config.path, store, rules, needs_rescan=True)
