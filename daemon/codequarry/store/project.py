@@ -701,7 +701,8 @@ class ProjectStore:
             counters = (await conn.execute(text(f"SELECT chunks, embedded FROM {self.s}.stats"))).one()
         if (chunks, embedded) != tuple(counters):
             problems.append(f"counters say {tuple(counters)} (chunks, with vectors), "
-                            f"the table holds {(chunks, embedded)}")
+                            f"the table holds {(chunks, embedded)}; set right when the project next "
+                            "starts (index, or the daemon)")
         if embedded < chunks:
             problems.append(f"{chunks - embedded} chunks have no vector yet")
         return problems
