@@ -183,8 +183,9 @@ def _print_stuck(project: dict[str, Any]) -> None:
     for key, what in (("unreadable", "cannot be read (retried in the background)"),
                       ("failed", "could not be indexed (a bug, please report it)")):
         listed = project.get(key, [])
+        total = project.get(f"{key}_files", len(listed))  # the list is bounded
         if listed:
-            stdout.print(f"{project['project']}: {len(listed)} file{'s' if len(listed) != 1 else ''} "
-                         f"{what}:", markup=False)
+            stdout.print(f"{project['project']}: {total} file{'s' if total != 1 else ''} {what}:",
+                         markup=False)
         for entry in listed[:SKIPPED_SHOWN]:
             stdout.print(f"  {entry['path']}: {entry['error']}", markup=False)
