@@ -14,9 +14,12 @@ import anyio
 import pytest
 
 import codequarry.indexer
+from codequarry.api import project_state
 from codequarry.config import ProjectConfig, Settings, load_settings
 from codequarry.console import print_status
+from codequarry.errors import CodequarryError
 from codequarry.models import ChangeKind
+from codequarry.oneshot import _index as oneshot_index
 from codequarry.runtime import Runtime, open_runtime, status_report
 from codequarry.scan import SECRET_REASON, SourceText, content_hash
 from codequarry.search import SearchRequest
@@ -123,6 +126,31 @@ async def test_a_batch_whose_every_file_fails_alone_skips_nothing(
         errors = (await project.store.counts()).recent_errors
         assert sorted(e.split(":")[0] for e in errors) == ["nul0.py", "nul1.py", "nul2.py"]
         assert all("0x00" in e for e in errors)
+        entry = (await status_report(settings, runtime.store, runtime.indexer))["projects"][0]
+        assert [f["path"] for f in entry["failed"]] == ["nul0.py", "nul1.py", "nul2.py"]
+        assert entry["errors"][0].startswith("failed: 3 files could not be indexed (a bug, please report "
+                                             "it): nul0.py (")
+        assert project_state(entry) == "error"  # never "complete": the daemon's index fails too
+
+
+async def test_files_whose_writing_fails_on_a_bug_path_fail_index_naming_them(
+        make_settings: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file that fails alone, not of its content (file_failed: recorded on its change
+    event), used to let a one-shot `codequarry index` exit 0; it fails naming the files."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for i in range(2):
+        (repo / f"nul{i}.py").write_bytes(LATE_NUL)
+
+    def lenient_reader(path: Path, max_bytes: int) -> SourceText:
+        data = path.read_bytes()
+        return SourceText(data.decode(), content_hash(data))
+
+    monkeypatch.setattr(codequarry.indexer, "read_text_file", lenient_reader)
+    settings = project_settings(make_settings, repo)
+    with pytest.raises(CodequarryError, match=r"^2 files could not be indexed \(nul0\.py: .*0x00.*; "
+                                              r"nul1\.py: .*; a bug, please report it\); run index again$"):
+        await oneshot_index(settings, settings.config.project("demo"), HashEmbedder())
 
 
 # ---- 6. text is text ---------------------------------------------------------------------------

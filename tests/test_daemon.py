@@ -4,7 +4,10 @@ on SIGTERM and recovers from kill -9."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import errno
+import functools
 import json
 import os
 import signal
@@ -25,7 +28,7 @@ from codequarry.api import DaemonApi
 from codequarry.client import DaemonClient
 from codequarry.config import Settings, add_project, remove_project
 from codequarry.daemon_lock import IndexLock
-from codequarry.errors import DaemonRunning
+from codequarry.errors import CodequarryError, DaemonRunning
 from codequarry.ignore import IgnoreRules
 from codequarry.scan import scan_tree
 from codequarry.search import SearchRequest
@@ -360,6 +363,54 @@ async def test_embedder_outage_keeps_lexical_search_and_vectors_fill_in_after_re
                 client.post, "/api/search", {"query": "torus volume", "mode": "semantic"})
             assert semantic["results"]
             assert semantic["freshness"]["vector_coverage"] == 1.0
+
+
+async def test_index_following_the_daemon_fails_naming_a_file_it_cannot_read_which_the_daemon_retries(
+        make_settings: Callable[..., Settings], repo: Path, runtime_dir: Path, hash_embedder: HashEmbedder,
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """A file whose read fails keeps its change pending: `codequarry index` following the
+    daemon (the full CLI and the fast front door) and index_repository's wait="complete"
+    waited for it forever. Once the daemon has tried it they end, failing with the file
+    named; status names it while the daemon retries it, and it is indexed once it can be
+    read. (Root reads any real file: the EIO is injected at the read.)"""
+    from codequarry import fastcli
+    from codequarry import indexer as indexer_module
+    from codequarry.console import follow_daemon_index
+
+    real_read = indexer_module.read_text_file
+    broken = {"util.py"}
+
+    def read(path: Path, max_bytes: int) -> object:
+        if path.name in broken:
+            raise OSError(errno.EIO, "Input/output error")
+        return real_read(path, max_bytes)
+
+    monkeypatch.setattr(indexer_module, "read_text_file", read)
+    settings = make_settings([{"id": "demo", "path": str(repo)}])
+    reason = ("unreadable: 1 files cannot be read (retried in the background): "
+              "pkg/util.py (Input/output error)")
+    async with running(settings, hash_embedder) as daemon:
+        with anyio.fail_after(60):  # before the fix: forever
+            with pytest.raises(CodequarryError) as failed:
+                await anyio.to_thread.run_sync(follow_daemon_index, DaemonClient(settings.socket_path),
+                                               "demo", str(repo), abandon_on_cancel=True)
+            assert str(failed.value) == reason
+            raw_config = {"projects": [{"id": "demo", "path": str(repo)}]}
+            fast = functools.partial(fastcli._index, argparse.Namespace(path=str(repo), project="demo"),
+                                     str(settings.socket_path), raw_config)
+            with pytest.raises(SystemExit) as exited:
+                await anyio.to_thread.run_sync(fast, abandon_on_cancel=True)
+            assert exited.value.code == 1
+            assert capsys.readouterr().err.splitlines()[-1] == f"codequarry: error: {reason}"
+            answer = await DaemonApi(daemon.runtime, daemon).index(str(repo), "demo", wait="complete")
+        assert (answer["state"], answer["status"]["unreadable"]) == (
+            "error", [{"path": "pkg/util.py", "error": "Input/output error"}])
+        assert answer["status"]["pending_files"] == 1
+        assert "pkg/util.py" not in await indexed(daemon, "demo")
+        broken.clear()  # readable again: the daemon's next retry indexes it, nothing changed
+        await settled(daemon, "demo", set(REPO))
+        status = await DaemonApi(daemon.runtime, daemon).status("demo")
+        assert (status["projects"][0]["unreadable"], status["projects"][0]["errors"]) == ([], [])
 
 
 async def test_a_live_socket_is_not_taken_over_and_a_held_lock_refuses_a_second_daemon(

@@ -17,7 +17,7 @@ from typing import Any
 import anyio
 import pytest
 
-from codequarry import cli, console, fastcli, models
+from codequarry import cli, console, fastcli, index_state, models
 from codequarry.config import Settings
 
 from .conftest import running_daemon, until, write_files
@@ -269,7 +269,7 @@ def test_index_gives_up_with_the_error_when_the_daemon_keeps_retrying_the_projec
         return {"status": retrying} if path == "/api/index" else {"projects": [retrying]}
 
     monkeypatch.setattr(fastcli, "_ask", ask)
-    monkeypatch.setattr(fastcli, "RETRYING_GIVE_UP_SECONDS", 0.05)
+    monkeypatch.setattr(index_state, "RETRYING_GIVE_UP_SECONDS", 0.05)
     monkeypatch.setattr(fastcli.time, "sleep", lambda seconds: None)
     monkeypatch.setattr(sys.stderr, "isatty", lambda: False)
     args = argparse.Namespace(path=str(repo), project=None)

@@ -475,6 +475,24 @@ async def test_chunks_left_without_a_vector_fail_index_and_show_in_status_never_
         assert (entry["vector_coverage"], entry["errors"], project_state(entry)) == (1.0, [], "complete")
 
 
+async def test_counters_that_drifted_are_set_right_when_the_project_starts(
+        settings: Settings, hash_embedder: HashEmbedder) -> None:
+    """Counters an older version let drift (verify: "counters say ...") were never
+    repaired: status, coverage and `index` read them. A project's start recounts them."""
+    async with open_runtime(settings, hash_embedder) as runtime:
+        project = await runtime.indexer.add_project(settings.config.project("demo"))
+        await index(runtime, "demo")
+        exact = await project.store.vector_counts()
+        async with project.store.engine.begin() as conn:
+            await conn.execute(text(f"UPDATE {project.store.s}.stats SET chunks = chunks + 3, "
+                                    "embedded = embedded - 1"))
+        assert (await project.store.consistency_problems())[0].startswith("counters say")
+    async with open_runtime(settings, hash_embedder) as runtime:
+        project = await runtime.indexer.add_project(settings.config.project("demo"))
+        assert await project.store.vector_counts() == exact
+        assert await project.store.consistency_problems() == []
+
+
 async def test_a_file_that_cannot_be_read_fails_index_instead_of_reporting_it_done(
         settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     """A read error is retried after a backoff; `codequarry index` settled before the retry

@@ -313,7 +313,8 @@ async def test_consistency_problems_is_empty_after_a_clean_index_and_reports_a_d
         await conn.execute(text(f"UPDATE {project.s}.stats SET chunks = chunks + 5"))
     problems = await project.consistency_problems()
     assert problems == [f"counters say ({chunks + 5}, {embedded}) (chunks, with vectors), "
-                        f"the table holds ({chunks}, {embedded})"]
+                        f"the table holds ({chunks}, {embedded}); set right when the project "
+                        "next starts (index, or the daemon)"]
 
 
 async def test_consistency_problems_reports_a_vector_that_differs_from_the_cache(

@@ -18,6 +18,7 @@ from codequarry import __version__, paths
 from codequarry.code_tools import CodeTools
 from codequarry.config import ProjectConfig, Settings
 from codequarry.errors import UsageError
+from codequarry.index_state import project_state
 from codequarry.models import validate_project_id
 from codequarry.runtime import Runtime, status_report
 from codequarry.search import MODES, Mode, SearchRequest, glob_to_regex, normalise_language
@@ -60,28 +61,6 @@ ProgressCallback = Callable[[float, float | None, str], Awaitable[None]]
 def estimate_seconds(files: int, size: int) -> float:
     """A rough duration of a cold index of `files` files of `size` bytes in total."""
     return round(size / BYTES_PER_CHUNK / CHUNKS_PER_SECOND + files * 0.002, 1)
-
-
-def project_state(entry: dict[str, Any]) -> str:
-    """One word for a status entry: starting, retrying (after an error), not indexed,
-    scanning, indexing (files pending), embedding (searchable by words, vectors pending),
-    complete, or error."""
-    errors = [str(e) for e in entry.get("errors", [])]
-    if entry.get("state") in ("starting", "retrying"):  # the supervisor's view of the project
-        return str(entry["state"])
-    if any(e.startswith("repository directory is missing") for e in errors):
-        return "error"
-    if "files" not in entry or "not indexed yet" in errors:
-        return "not indexed"
-    if entry.get("scanning"):
-        return "scanning"
-    if entry.get("pending_files", 0) or entry.get("pending_events", 0):
-        return "indexing"
-    if any(e.startswith("embedder:") for e in errors):
-        return "error"  # every file is searchable by words; vectors cannot come
-    if entry.get("chunks", 0) and float(entry.get("vector_coverage", 0.0)) < 1.0:
-        return "embedding"
-    return "complete"
 
 
 class DaemonApi:

@@ -11,10 +11,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-# `index` with the daemon up: how long a project may stay in the daemon's "retrying" state
-# (a failing start, retried with backoff) before the command gives up with its error
-RETRYING_GIVE_UP_SECONDS = 30.0
-
 
 def add_global_options(parser: argparse.ArgumentParser) -> None:
     """--config FILE and --log-level, accepted before and after the command word."""

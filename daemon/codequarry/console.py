@@ -13,9 +13,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from codequarry.answer_text import coverage_percent
-from codequarry.cli_args import RETRYING_GIVE_UP_SECONDS
 from codequarry.client import DaemonClient
 from codequarry.errors import CodequarryError
+from codequarry.index_state import IndexFollower
 
 stderr = Console(stderr=True)
 # piped output is not cut to 80 columns: a table row stays on one line
@@ -82,39 +82,30 @@ def _duration(seconds: float) -> str:
 
 
 def follow_daemon_index(client: DaemonClient, project: str, path: str) -> int:
-    """Ask the running daemon to index, then show its progress until the project is idle."""
+    """Ask the running daemon to index, then show its progress until the index is complete
+    (0) or cannot complete now (CodequarryError with the reasons: index_state.IndexFollower)."""
     # answered once the daemon has compared the tree with its index, with the project's status
     answer = client.post("/api/index", {"path": path, "project": project})
     first: dict[str, Any] | None = answer.get("status") if isinstance(answer, dict) else None
-    retrying_since: float | None = None
+    follower = IndexFollower(project)
     with IndexProgress(project, enabled=sys.stderr.isatty()) as progress:
         while True:
             status = first if first and "pending_files" in first else _project_status(client, project)
             first = None
-            if status is not None and status.get("state") in ("starting", "retrying"):
-                # the daemon retries a failed start with backoff; give up if it keeps failing
-                if status.get("state") == "retrying":
-                    retrying_since = retrying_since or time.monotonic()
-                    if time.monotonic() - retrying_since > RETRYING_GIVE_UP_SECONDS:
-                        raise CodequarryError(f"{project} cannot be indexed now (the daemon keeps "
-                                              f"retrying it): {status.get('error')}")
-                time.sleep(0.3)
-                continue
-            retrying_since = None
-            if status is not None:
+            done, failure = follower.check(status, time.monotonic())
+            if status is not None and "files" in status:
                 files = status["files"] + status["skipped_files"]
                 progress.update(files, files + status["pending_files"],
                                 round(status["vector_coverage"] * status["chunks"]), status["chunks"])
-                if status["pending_files"] == 0 and status["pending_events"] == 0 and (
-                        status["vector_coverage"] >= 1.0 or (status["errors"][:1] and
-                        status["errors"][0].startswith("embedder"))):
-                    break
+            if done:
+                break
             time.sleep(0.3)
-    print(f"{project}: {status['files']} files, {status['chunks']} chunks, "
-          f"{coverage_percent(status['vector_coverage'])} with vectors (indexed by the daemon)",
-          file=sys.stderr)
-    if status["vector_coverage"] < 1.0:
-        raise CodequarryError(status["errors"][0])
+    if status is not None and "files" in status:
+        print(f"{project}: {status['files']} files, {status['chunks']} chunks, "
+              f"{coverage_percent(status['vector_coverage'])} with vectors (indexed by the daemon)",
+              file=sys.stderr)
+    if failure:
+        raise CodequarryError(failure)
     return 0
 
 
@@ -157,6 +148,7 @@ def print_status(answer: dict[str, Any]) -> None:
     stdout.print(table)
     for p in answer["projects"]:
         _print_skipped(p)
+        _print_stuck(p)
     print_orphans(answer)
 
 
@@ -184,3 +176,16 @@ def _print_skipped(project: dict[str, Any]) -> None:
     if total > min(len(listed), SKIPPED_SHOWN):
         stdout.print(f"  ... and {total - min(len(listed), SKIPPED_SHOWN)} more; list them with: "
                      f"codequarry status --project {project['project']} --json", markup=False)
+
+
+def _print_stuck(project: dict[str, Any]) -> None:
+    """Name the files that keep the project's index from completing, with their errors."""
+    for key, what in (("unreadable", "cannot be read (retried in the background)"),
+                      ("failed", "could not be indexed (a bug, please report it)")):
+        listed = project.get(key, [])
+        total = project.get(f"{key}_files", len(listed))  # the list is bounded
+        if listed:
+            stdout.print(f"{project['project']}: {total} file{'s' if total != 1 else ''} {what}:",
+                         markup=False)
+        for entry in listed[:SKIPPED_SHOWN]:
+            stdout.print(f"  {entry['path']}: {entry['error']}", markup=False)

@@ -28,12 +28,12 @@ from typing import Any, NoReturn
 
 from codequarry.answer_text import coverage_percent
 from codequarry.cli_args import (
-    RETRYING_GIVE_UP_SECONDS,
     add_global_options,
     add_index_arguments,
     add_search_arguments,
     add_status_arguments,
 )
+from codequarry.index_state import IndexFollower
 
 FAST_COMMANDS = ("search", "status", "index")
 # the full CLI's rules, duplicated to stay import-free; tests compare them with the originals
@@ -221,8 +221,9 @@ def _status(args: argparse.Namespace, socket: str) -> int:
 def _index(args: argparse.Namespace, socket: str, raw: dict[str, Any]) -> int:
     """`codequarry index` of a project already registered for this path, with the daemon
     watching it: the daemon's index is current once it has nothing pending, so this asks
-    it and waits like console.follow_daemon_index (without its progress bars, hence only
-    when stderr is no terminal). Registering a new project goes to the full CLI."""
+    it and waits like console.follow_daemon_index (the same index_state.IndexFollower,
+    without its progress bars, hence only when stderr is no terminal). Registering a new
+    project goes to the full CLI."""
     if sys.stderr.isatty():
         raise _Fallback("progress bars: the full CLI draws them")
     repo = os.path.abspath(os.path.expanduser(args.path))
@@ -234,28 +235,20 @@ def _index(args: argparse.Namespace, socket: str, raw: dict[str, Any]) -> int:
     # the daemon answers once it has compared the tree with its index: with its status
     answer = _ask(socket, "POST", "/api/index", {"path": repo, "project": project})
     status = {"projects": [answer.get("status", {})]}
-    retrying_since: float | None = None
+    follower = IndexFollower(project)
     while True:
         entry = next((p for p in status.get("projects", []) if p.get("project") == project), None)
-        if entry is not None and entry.get("state") == "retrying":
-            # the daemon retries a failing start with backoff: give up like the full CLI
-            retrying_since = retrying_since or time.monotonic()
-            if time.monotonic() - retrying_since > RETRYING_GIVE_UP_SECONDS:
-                _fail(f"{project} cannot be indexed now (the daemon keeps retrying it): "
-                      f"{entry.get('error')}", 1)
-        elif entry is not None and entry.get("pending_files") == 0 and entry.get("pending_events") == 0 \
-                and (entry.get("vector_coverage", 0) >= 1.0 or (entry["errors"][:1] and
-                                                               entry["errors"][0].startswith("embedder"))):
+        done, failure = follower.check(entry, time.monotonic())
+        if done:
             break
-        else:
-            retrying_since = None
         time.sleep(0.3)
         status = _ask(socket, "GET", "/api/status", None)
-    print(f"{project}: {entry['files']} files, {entry['chunks']} chunks, "
-          f"{coverage_percent(entry['vector_coverage'])} with vectors (indexed by the daemon)",
-          file=sys.stderr)
-    if entry["vector_coverage"] < 1.0:
-        _fail(entry["errors"][0], 1)
+    if entry is not None and "files" in entry:
+        print(f"{project}: {entry['files']} files, {entry['chunks']} chunks, "
+              f"{coverage_percent(entry['vector_coverage'])} with vectors (indexed by the daemon)",
+              file=sys.stderr)
+    if failure:
+        _fail(failure, 1)
     return 0
 
 

@@ -162,8 +162,12 @@ class Indexer:
         # status shows it, `codequarry index` fails with it: never "done" without vectors
         self.embedding_failures: dict[str, str] = {}
         self._failed_hashes: dict[str, set[str]] = {}
-        # (project, path) -> (due on the monotonic clock, attempts, kind) of unreadable files
-        self._read_retries: dict[tuple[str, str], tuple[float, int, ChangeKind]] = {}
+        # (project, path) -> (due on the monotonic clock, attempts, kind, error) of files
+        # whose read failed (see unreadable())
+        self._read_retries: dict[tuple[str, str], tuple[float, int, ChangeKind, str]] = {}
+        # project -> path -> why writing it failed on a bug path (recorded on its change
+        # events): until it is written, status and `codequarry index` name it
+        self.failed_files: dict[str, dict[str, str]] = {}
         # embedding is settled when the embed worker found nothing to do after the
         # latest write that could have created work for it
         self._work_generation = 0
@@ -176,6 +180,11 @@ class Indexer:
 
     async def add_project(self, config: ProjectConfig) -> Project:
         store = await self.store.ensure_project(config.id, str(config.path))
+        # before any writer of this project: counters that drifted (status, `index` and
+        # the embed worker read them) are set right; two count(*): 81 ms at 100k chunks (bench/)
+        repaired = await store.recount()
+        if repaired:
+            log.warning("counters_repaired", project=config.id, before=repaired[0], after=repaired[1])
         rules = IgnoreRules(config.path, [*self.settings.config.index.exclude, *config.exclude],
                             config.include, self.settings.config.index.index_secrets)
         project = Project(config.id, config.path, store, rules, needs_rescan=True)
@@ -188,6 +197,9 @@ class Indexer:
         self.projects.pop(project_id, None)
         self.embedding_failures.pop(project_id, None)
         self._failed_hashes.pop(project_id, None)
+        self.failed_files.pop(project_id, None)
+        for key in [key for key in self._read_retries if key[0] == project_id]:
+            del self._read_retries[key]
         self.queue.drop_project(project_id)
         self._hot = deque(item for item in self._hot if item[0] != project_id)
         self._pool = deque(item for item in self._pool if item[0] != project_id)
@@ -355,21 +367,29 @@ class Indexer:
                     self._rescan_wake.set()
 
     def _retry_later(self, project_id: str, path: str, kind: ChangeKind, error: str) -> None:
-        _, attempts, _ = self._read_retries.get((project_id, path), (0.0, 0, kind))
+        _, attempts, _, _ = self._read_retries.get((project_id, path), (0.0, 0, kind, error))
         delay = min(RETRY_FIRST * 2 ** attempts, READ_RETRY_MAX)
         log.warning("file_unreadable", project=project_id, path=path, error=error, retry_in=delay)
-        self._read_retries[(project_id, path)] = (time.monotonic() + delay, attempts + 1, kind)
+        self._read_retries[(project_id, path)] = (time.monotonic() + delay, attempts + 1, kind, error)
+
+    def unreadable(self, project_id: str) -> dict[str, str]:
+        """The project's files whose read failed (path -> the error, e.g. "Input/output
+        error"): tried at least once, retried in the background with backoff (1 s doubling
+        to a minute) until a read succeeds or the file goes. Their changes stay pending."""
+        return {path: error for (pid, path), (_, _, _, error) in self._read_retries.items()
+                if pid == project_id}
 
     async def read_retry_worker(self) -> None:
         """Queue files that could not be read again once their backoff has passed."""
         while True:
             await anyio.sleep(0.5)
             now = time.monotonic()
-            for key, (due, attempts, kind) in list(self._read_retries.items()):
+            for key, (due, attempts, kind, error) in list(self._read_retries.items()):
                 if due <= now and key[0] in self.projects:
-                    self.queue.offer(key[0], key[1], kind, Lane.BACKLOG)
-                    # kept (with its attempts) until a read succeeds, so backoff grows
-                    self._read_retries[key] = (float("inf"), attempts, kind)
+                    # kept (with its attempts) until a read succeeds, so backoff grows; a full
+                    # lane refuses it: offered again on the next pass
+                    if self.queue.offer(key[0], key[1], kind, Lane.BACKLOG):
+                        self._read_retries[key] = (float("inf"), attempts, kind, error)
                 elif key[0] not in self.projects:
                     del self._read_retries[key]
 
@@ -456,6 +476,7 @@ class Indexer:
                     return
             log.error("file_failed", project=project.id, path=path, error=reason)
             await project.store.finish_events([path], reason)
+            self.failed_files.setdefault(project.id, {})[path] = reason
         except Exception as again:  # never the end of the chunk worker
             if is_transient(again):
                 self._requeue(project.id, [(path, ChangeKind.MODIFIED)], Lane.BACKLOG)  # decided later
@@ -479,8 +500,10 @@ class Indexer:
                 kind = kinds.get(step.path, ChangeKind.MODIFIED)
                 self._retry_later(project.id, step.path, kind, step.error)
         steps = [step for step in steps if not isinstance(step, _Unreadable)]
-        for step in steps:
+        failed = self.failed_files.get(project.id, {})
+        for step in steps:  # read (or gone): no longer unreadable; failed again is recorded again
             self._read_retries.pop((project.id, step.path), None)
+            failed.pop(step.path, None)
         updates = await self._hold_upgrades(project, [s for s in steps if isinstance(s, FileUpdate)], known)
         deleted = [step.path for step in steps if isinstance(step, _Deleted)]
         # a path that vanished while one with the same content appeared: a rename

@@ -45,6 +45,10 @@ class WorkQueue:
     def pending(self, project: str) -> int:
         return sum(1 for lane in self._lanes.values() for key in lane if key[0] == project)
 
+    def paths(self, project: str) -> set[str]:
+        """The project's queued paths, in any lane."""
+        return {key[1] for lane in self._lanes.values() for key in lane if key[0] == project}
+
     def offer(self, project: str, path: str, kind: ChangeKind, lane: Lane) -> bool:
         """Queue without waiting; False when the lane is full (the change is not queued)."""
         key = (project, path)

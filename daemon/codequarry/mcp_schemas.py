@@ -71,6 +71,9 @@ class ProjectState(TypedDict, total=False):
     reembedding: dict[str, Any]  # {model_id, coverage} while a new model's vectors fill in
     skipped: list[dict[str, str]]  # [{path, reason}], bounded
     skipped_total: int
+    unreadable: list[dict[str, str]]  # [{path, error}], bounded: reads retried in the background
+    unreadable_files: int  # those files, counted among pending_files
+    failed: list[dict[str, str]]  # [{path, error}], bounded: files whose writing failed (a bug)
 
 
 class DaemonInfo(TypedDict, total=False):

@@ -21,9 +21,9 @@ EMBEDDER_GIVE_UP_SECONDS = 60.0
 
 def index_here(settings: Settings, config: ProjectConfig) -> int:
     """Index one project and wait until every chunk has a vector. Fails (exit code 1) when
-    the embedder fails or when any chunk is left without a vector, saying why: success
-    means the index is complete. Runs holding the data dir's lock (taken here unless the
-    caller holds it already)."""
+    the embedder fails, a changed file could not be read or written, or any chunk is left
+    without a vector, saying why: success means the index is complete. Runs holding the
+    data dir's lock (taken here unless the caller holds it already)."""
     from codequarry.daemon_lock import IndexLock, holds
 
     if holds(settings.lock_path):
@@ -65,6 +65,7 @@ async def _index(settings: Settings, config: ProjectConfig, embedder: Embedder |
         counts = await project.store.counts()
         # left pending once settled: files whose read failed (the daemon retries them)
         unread = sorted(await project.store.pending_event_paths()) if counts.pending_files else []
+        failed = dict(indexer.failed_files.get(config.id, {}))  # writing them failed (a bug path)
     seconds = time.monotonic() - started
     print(f"{config.id}: {counts.files} files ({counts.skipped_files} skipped), {chunks} chunks, "
           f"{embedded} with vectors; {queued} changed files; {indexer.progress.embedded} embeddings "
@@ -72,9 +73,16 @@ async def _index(settings: Settings, config: ProjectConfig, embedder: Embedder |
     if failure:
         raise EmbedderUnavailable(f"{failure}; the lexical index is complete, vectors are "
                                   "missing (run index again when the embedder is back)")
+    reasons = []
     if unread:
-        raise CodequarryError(f"{len(unread)} changed files could not be read ({', '.join(unread[:3])}"
-                              f"{', ...' if len(unread) > 3 else ''}: see the log); run index again")
+        reasons.append(f"{len(unread)} changed files could not be read ({', '.join(unread[:3])}"
+                       f"{', ...' if len(unread) > 3 else ''}: see the log)")
+    if failed:
+        named = [f"{path}: {why}" for path, why in sorted(failed.items())[:3]]
+        reasons.append(f"{len(failed)} files could not be indexed ({'; '.join(named)}"
+                       f"{'; ...' if len(failed) > 3 else ''}; a bug, please report it)")
+    if reasons:
+        raise CodequarryError("; ".join(reasons) + "; run index again")
     if embedded < chunks:  # settled, yet not complete: never report that as done
         reason = indexer.embedding_failures.get(config.id, "no embedding failed: a bug, please report it")
         raise CodequarryError(f"{chunks - embedded} of {chunks} chunks have no vector ({reason}); the "

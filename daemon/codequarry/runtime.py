@@ -15,6 +15,7 @@ import anyio
 from codequarry.chunking import Budget, Chunker
 from codequarry.config import Settings
 from codequarry.embedding import Embedder, create_embedder
+from codequarry.index_state import EMBEDDER, FAILED, MISSING, UNREADABLE
 from codequarry.indexer import Indexer
 from codequarry.models import ProjectStatus, floor4
 from codequarry.search import Searcher
@@ -63,8 +64,11 @@ async def status_report(settings: Settings, store: Store, indexer: Indexer | Non
                         states: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """What `codequarry status --json` prints: {"projects": one entry per registered
     project, with "state" (starting|scanning|watching|retrying|stopped) and "error" (why it
-    is retrying, else None); "orphaned": indexes of projects no longer registered (deleted
-    by `codequarry remove --purge ID`), each {"project", "root", "files", "chunks"};
+    is retrying, else None), "unreadable" and "failed" (files whose read failed, retried in
+    the background, and files whose writing failed: [{"path", "error"}], the first 200;
+    "unreadable_files" counts the former, they are among "pending_files"); "orphaned":
+    indexes of projects no longer registered (deleted by `codequarry remove --purge ID`),
+    each {"project", "root", "files", "chunks"};
     "daemon", "data_dir", "config"}. `states` comes from the daemon's supervisor."""
     indexed = await store.indexed_projects()
     registered = {p.id: str(p.path) for p in settings.config.projects}
@@ -90,19 +94,33 @@ async def status_report(settings: Settings, store: Store, indexer: Indexer | Non
         if runner["error"]:
             errors.insert(0, f"{runner['state']}: {runner['error']}")
         if not Path(root).is_dir():
-            errors.insert(0, f"repository directory is missing: {root}")
+            errors.insert(0, f"{MISSING}{root}")
         failed = indexer.embedding_failures.get(project_id) if indexer else None
         if indexer and indexer.embedder_error:
-            errors.insert(0, f"embedder: {indexer.embedder_error}")
+            errors.insert(0, f"{EMBEDDER}{indexer.embedder_error}")
         elif failed and counts.embedded < counts.chunks:
             # given up until the next start: coverage stays below 100%, so say why
-            errors.insert(0, f"embedder: some chunks cannot be embedded: {failed}")
+            errors.insert(0, f"{EMBEDDER}some chunks cannot be embedded: {failed}")
+        unreadable = indexer.unreadable(project_id) if indexer else {}
+        failed_files = dict(indexer.failed_files.get(project_id, {})) if indexer else {}
+        if failed_files:
+            errors.insert(0, f"{FAILED}{len(failed_files)} files could not be indexed (a bug, please "
+                             f"report it): {_some(failed_files)}")
+        if unreadable:
+            errors.insert(0, f"{UNREADABLE}{len(unreadable)} files cannot be read (retried in the "
+                             f"background): {_some(unreadable)}")
+        pending = max(counts.pending_files, queued, int(scanning))
+        if unreadable and indexer:  # exactly: the unreadable files plus the others pending
+            others = set(await (await store.project(project_id)).pending_event_paths())
+            others |= indexer.queue.paths(project_id)
+            pending = max(len(unreadable) + len(others - set(unreadable)), int(scanning))
         status = ProjectStatus(
             project_id, root, counts.files, counts.skipped_files, counts.chunks,
-            counts.vector_coverage, max(counts.pending_files, queued, int(scanning)), counts.pending_events,
+            counts.vector_coverage, pending, counts.pending_events,
             counts.last_event_at, counts.last_indexed_at, lag, errors, counts.model_id,
             watching=bool(indexer and project_id in indexer.projects and daemon))
-        extra: dict[str, Any] = {"scanning": scanning}
+        extra: dict[str, Any] = {"scanning": scanning, "unreadable_files": len(unreadable),
+                                 "unreadable": _listed(unreadable), "failed": _listed(failed_files)}
         if counts.next_model_id:  # blue/green: search uses model_id until this one covers all
             extra["reembedding"] = {"model_id": counts.next_model_id,
                                     "coverage": floor4(counts.next_embedded / max(counts.chunks, 1))}
@@ -116,3 +134,13 @@ async def status_report(settings: Settings, store: Store, indexer: Indexer | Non
                          "chunks": counts.chunks})
     return {"projects": projects, "orphaned": orphaned, "daemon": daemon or {"running": False},
             "data_dir": str(settings.data_dir), "config": str(settings.config_path)}
+
+
+def _some(files: dict[str, str], shown: int = 3) -> str:
+    """'a.py (Input/output error), b.py (...), ...': the first `shown` files by path."""
+    named = [f"{path} ({why})" for path, why in sorted(files.items())[:shown]]
+    return ", ".join(named) + (", ..." if len(files) > shown else "")
+
+
+def _listed(files: dict[str, str]) -> list[dict[str, str]]:
+    return [{"path": path, "error": why} for path, why in sorted(files.items())[:SKIPPED_LISTED]]

@@ -659,6 +659,27 @@ class ProjectStore:
                       events.events, last, stats.last_indexed_at, events.oldest, model, errors,
                       space.next.model_id if space.next else None, following)
 
+    async def recount(self) -> tuple[tuple[int, int], tuple[int, int]] | None:
+        """Set the counters (chunks, chunks with a vector in the table search uses) to what
+        the tables hold, if they drifted (a crash or a bug of an older version: `verify`
+        said "counters say ..."); returns (before, after), None when they were right. Holds
+        the project's advisory lock exclusively meanwhile (writers of chunks and vectors
+        wait); two count(*) over the chunks' and the vectors' primary keys."""
+        async with self.engine.begin() as conn:
+            await conn.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"),
+                               {"k": self._lock_key})
+            space = _space_of((await conn.execute(text(_SPACE_SQL), self._key)).one())
+            chunks = int((await conn.execute(text(f"SELECT count(*) FROM {self.s}.chunks"))).scalar() or 0)
+            embedded = int((await conn.execute(text(
+                f"SELECT count(*) FROM {self._table(space)}"))).scalar() or 0) if space.table else 0
+            row = (await conn.execute(text(f"SELECT chunks, embedded FROM {self.s}.stats"))).one()
+            before = (int(row.chunks), int(row.embedded))
+            if before == (chunks, embedded):
+                return None
+            await conn.execute(text(f"UPDATE {self.s}.stats SET chunks = :c, embedded = :e"),
+                               {"c": chunks, "e": embedded})
+        return before, (chunks, embedded)
+
     async def vector_counts(self) -> tuple[int, int]:
         """(chunks, chunks with a vector), from the counters."""
         async with self.reader.connect() as conn:
@@ -695,7 +716,8 @@ class ProjectStore:
             counters = (await conn.execute(text(f"SELECT chunks, embedded FROM {self.s}.stats"))).one()
         if (chunks, embedded) != tuple(counters):
             problems.append(f"counters say {tuple(counters)} (chunks, with vectors), "
-                            f"the table holds {(chunks, embedded)}")
+                            f"the table holds {(chunks, embedded)}; set right when the project next "
+                            "starts (index, or the daemon)")
         if embedded < chunks:
             problems.append(f"{chunks - embedded} chunks have no vector yet")
         return problems
