@@ -588,9 +588,7 @@ def test_sigterm_stops_the_daemon_cleanly_removes_the_socket_and_stops_postgres(
             assert client.running()
 
             daemon.send_signal(signal.SIGTERM)
-            started = time.monotonic()
-            code = daemon.wait(timeout=drain + 30)
-            took = time.monotonic() - started
+            code = daemon.wait(timeout=drain + 30)  # bounds a hang; the log says how it stopped
         finally:
             if daemon.poll() is None:
                 daemon.kill()
@@ -599,7 +597,6 @@ def test_sigterm_stops_the_daemon_cleanly_removes_the_socket_and_stops_postgres(
         assert code == 0, stderr
         assert daemon.stdout is not None
         assert daemon.stdout.read() == ""
-        assert took < drain, f"the daemon took {took:.1f}s to stop"
         assert not settings.socket_path.exists()
         assert not postgres_processes(settings.pgdata), "the embedded PostgreSQL is still running"
         # the log file is JSON lines (ours and the libraries'), and says the stop completed
@@ -607,6 +604,8 @@ def test_sigterm_stops_the_daemon_cleanly_removes_the_socket_and_stops_postgres(
                   (tmp_path / "logs" / "daemon.log").read_text().splitlines()]
         assert "daemon_stopping" in events
         assert events.index("daemon_stopped") > events.index("daemon_stopping")
+        assert "drain_timed_out" not in events  # the work drained by itself (no timed assertion:
+        # on a loaded machine the interpreter's exit alone may take seconds)
 
 
 @pytest.mark.usefixtures("seeded_store")
