@@ -102,14 +102,12 @@ async def test_content_the_database_refuses_is_retried_file_by_file_and_skipped(
         assert await verify_in(runtime, settings.config.project("demo")) == []
 
 
-async def test_a_batch_whose_every_file_fails_alone_skips_nothing(
-        make_settings: Any, tmp_path: Path, hash_embedder: HashEmbedder,
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    """The same refusal for every file is no one file's fault (a bug, say): nothing is
-    recorded as skipped, the error is on each file's change event, visible in status."""
+def nul_files_read_leniently(tmp_path: Path, count: int, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A repo of `count` files with a late NUL, read without the NUL check, so that every
+    one of them fails later, when it is written (a bug path, not the file's fault)."""
     repo = tmp_path / "repo"
     repo.mkdir()
-    for i in range(3):
+    for i in range(count):
         (repo / f"nul{i}.py").write_bytes(LATE_NUL)
 
     def lenient_reader(path: Path, max_bytes: int) -> SourceText:
@@ -117,6 +115,15 @@ async def test_a_batch_whose_every_file_fails_alone_skips_nothing(
         return SourceText(data.decode(), content_hash(data))
 
     monkeypatch.setattr(codequarry.indexer, "read_text_file", lenient_reader)
+    return repo
+
+
+async def test_a_batch_whose_every_file_fails_alone_skips_nothing(
+        make_settings: Any, tmp_path: Path, hash_embedder: HashEmbedder,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same refusal for every file is no one file's fault (a bug, say): nothing is
+    recorded as skipped, the error is on each file's change event, visible in status."""
+    repo = nul_files_read_leniently(tmp_path, 3, monkeypatch)
     settings = project_settings(make_settings, repo)
     async with open_runtime(settings, hash_embedder) as runtime:
         project = await runtime.indexer.add_project(settings.config.project("demo"))
@@ -137,16 +144,7 @@ async def test_files_whose_writing_fails_on_a_bug_path_fail_index_naming_them(
         make_settings: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A file that fails alone, not of its content (file_failed: recorded on its change
     event), used to let a one-shot `codequarry index` exit 0; it fails naming the files."""
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    for i in range(2):
-        (repo / f"nul{i}.py").write_bytes(LATE_NUL)
-
-    def lenient_reader(path: Path, max_bytes: int) -> SourceText:
-        data = path.read_bytes()
-        return SourceText(data.decode(), content_hash(data))
-
-    monkeypatch.setattr(codequarry.indexer, "read_text_file", lenient_reader)
+    repo = nul_files_read_leniently(tmp_path, 2, monkeypatch)
     settings = project_settings(make_settings, repo)
     with pytest.raises(CodequarryError, match=r"^2 files could not be indexed \(nul0\.py: .*0x00.*; "
                                               r"nul1\.py: .*; a bug, please report it\); run index again$"):
