@@ -105,7 +105,7 @@ def ranked_units(case: Candidates, fused: Fused) -> list[Unit]:
         elif (start, end) not in unit.hits:
             unit.support.append(score)
         unit.add_hit(start, end)
-    return rank_units(list(units.values()))
+    return rank_units(list(units.values()), min((score for _, score in fused), default=0.0))
 
 
 def reciprocal_ranks(cases: list[Candidates], fuse: Callable[[Candidates], Fused]) -> list[float]:
