@@ -33,7 +33,7 @@ from typing import Any
 
 import anyio
 
-from codequarry.answers import Unit, rank_units
+from codequarry.answers import Unit, query_words, rank_units
 from codequarry.chunking.words import code_words, identifier_like
 from codequarry.config import load_settings
 from codequarry.evaluation import K, bootstrap_interval, load_qrels
@@ -41,10 +41,12 @@ from codequarry.logs import configure_logging
 from codequarry.runtime import open_runtime
 from codequarry.search import (
     CANDIDATE_POOL,
+    NAMED_FILE_BOOST,
     _Ranked,
     _symbol_names,
     agreement,
     code_like,
+    file_stem,
     fuse,
     lexical_weight,
 )
@@ -55,6 +57,7 @@ from eval_bench import DATA, all_sets, project_of
 FETCH = CANDIDATE_POOL  # what a search fetches per side at the default limit of 10
 Candidates = dict[str, Any]
 Fused = list[tuple[int, float]]  # (chunk id, fused score), best first
+Fuse = Callable[[Candidates], Fused]
 
 
 async def collect(qrels: Path, project: str) -> list[Candidates]:
@@ -102,7 +105,7 @@ def ranked_units(case: Candidates, fused: Fused) -> list[Unit]:
         elif (start, end) not in unit.hits:
             unit.support.append(score)
         unit.add_hit(start, end)
-    return rank_units(list(units.values()))
+    return rank_units(list(units.values()), min((score for _, score in fused), default=0.0))
 
 
 def reciprocal_ranks(cases: list[Candidates], fuse: Callable[[Candidates], Fused]) -> list[float]:
@@ -119,9 +122,33 @@ def mrr(cases: list[Candidates], fuse: Callable[[Candidates], Fused]) -> float:
     return sum(reciprocal_ranks(cases, fuse)) / len(cases)
 
 
+def unit_of(case: Candidates) -> Callable[[_Ranked], tuple[str, int, int] | None]:
+    def where(r: _Ranked) -> tuple[str, int, int] | None:
+        span = case["spans"].get(str(r.chunk_id))
+        return None if span is None else (span[0], span[1], span[2])
+    return where
+
+
 def shared(case: Candidates) -> int:
-    return agreement([_Ranked("p", int(i), s) for i, s in case["lexical"]],
-                     [_Ranked("p", int(i), s) for i, s in case["semantic"]])
+    """search.agreement as shipped: counted on units (a cache without spans: on chunks)."""
+    if "_shared" not in case:
+        case["_shared"] = agreement([_Ranked("p", int(i), s) for i, s in case["lexical"]],
+                                    [_Ranked("p", int(i), s) for i, s in case["semantic"]],
+                                    unit_of=unit_of(case))
+    return int(case["_shared"])
+
+
+def named_files(fused: Fuse, boost: float = NAMED_FILE_BOOST) -> Fuse:
+    """`fused` then search.favour_named_files: a file the query names gets `boost` more."""
+    def boosted(case: Candidates) -> Fused:
+        words = query_words(case["query"])
+        out = []
+        for chunk_id, score in fused(case):
+            span = case["spans"].get(str(chunk_id))
+            named = bool(words) and span is not None and file_stem(span[0]) in words
+            out.append((chunk_id, score * (1 + boost) if named else score))
+        return sorted(out, key=lambda pair: -pair[1])
+    return boosted
 
 
 def honest(english: float, code: float, single: float, disagree: float,
@@ -153,14 +180,6 @@ def zscore(pairs: list[list[float]]) -> dict[int, float]:
     mean = sum(values) / len(values)
     spread = (sum((v - mean) ** 2 for v in values) / len(values)) ** 0.5
     return {int(i): (s - mean) / spread if spread > 0 else 0.0 for i, s in pairs}
-
-
-def topnorm(pairs: list[list[float]]) -> dict[int, float]:
-    """Lexical scores over their top (0 stays 0): a weak best match stays weak."""
-    if not pairs:
-        return {}
-    top = pairs[0][1]
-    return {int(i): s / top if top > 0 else 0.0 for i, s in pairs}
 
 
 def best_first(scores: dict[int, float]) -> Fused:
@@ -219,8 +238,6 @@ def strict(english: float, code: float, single: float) -> Callable[[Candidates],
         return code if any(identifier_like(t) for t in tokens) else english
     return weight
 
-
-Fuse = Callable[[Candidates], Fused]
 
 
 def ranked(case: Candidates, side: str) -> list[_Ranked]:
@@ -282,23 +299,25 @@ def variants() -> dict[str, Fuse]:
     rows: dict[str, Fuse] = {
         "semantic only": single("semantic"),
         "lexical only": single("lexical"),
-        "shipped (search.fuse, search.lexical_weight)": in_depth(shipped_weight),
+        "shipped (search.fuse, search.lexical_weight, named files)": named_files(in_depth(shipped_weight)),
+        "shipped without the named-file boost": in_depth(shipped_weight),
         "before issue 14 (english 0.8, code 0.6, symbol hit = code)": convex(adaptive(0.8, 0.6, 2.0)),
         "plain RRF k=60": rrf(lambda c: 1.0, 60),
     }
-    # the shipped rule's shape (z-score fusion in depth) with other parameters
-    for english, disagree in itertools.product((0.6, 0.7, 0.8, 0.9, 1.0, 1.2), (1.0, 0.5, 0.25)):
-        rows[f"in depth english={english} disagree={disagree}"] = in_depth(
-            honest(english, 1.0, 2.0, disagree))
-    for depth in (20, 30, 50):
-        rows[f"shipped, each side normalised over its top {depth}"] = in_depth(shipped_weight, depth)
+    # the shipped rule's shape (z-score fusion over the whole pool, named files) with other weights
+    for english, disagree in itertools.product((0.6, 0.7, 0.8, 0.9, 1.0, 1.2), (1.0, 0.75, 0.5, 0.25)):
+        rows[f"in depth english={english} disagree={disagree}"] = named_files(in_depth(
+            honest(english, 1.0, 2.0, disagree)))
+    for code, single_ in itertools.product((0.6, 0.8, 1.0, 1.2, 1.5), (1.0, 1.5, 2.0, 3.0)):
+        rows[f"in depth code={code} single identifier={single_}"] = named_files(in_depth(
+            honest(0.8, code, single_, 0.5)))
+    for boost in (0.0, 0.1, 0.3):
+        rows[f"shipped, named-file boost {boost}"] = named_files(in_depth(shipped_weight), boost)
     for cap in (2.0, 3.0, 4.0):
-        rows[f"in depth, scores capped at {cap} sd"] = in_depth(shipped_weight, cap=cap)
+        rows[f"in depth, scores capped at {cap} sd"] = named_files(in_depth(shipped_weight, cap=cap))
     for english, code, disagree in itertools.product((0.2, 0.4, 0.6, 0.8, 1.0), (0.6, 1.0), (1.0, 0.5)):
         rows[f"min-max english={english} code={code} disagree={disagree}"] = convex(
             honest(english, code, 2.0, disagree))
-    for english, code in itertools.product((0.2, 0.5, 0.8, 1.0), (0.6, 1.0)):
-        rows[f"lexical/top english={english} code={code}"] = convex(honest(english, code, 2.0, 1.0), topnorm)
     for k, english in itertools.product((10, 60), (0.3, 0.5, 0.8, 1.0)):
         rows[f"rrf k={k} english={english}"] = rrf(adaptive(english, 1.0, 2.0), k)
     return rows
@@ -354,7 +373,7 @@ def main() -> None:
     tune = [name for name in all_sets() if name.endswith("-tune")]
     parser.add_argument("--sets", nargs="+", choices=tune, default=tune)
     parser.add_argument("--home", default="eval")
-    parser.add_argument("--cache", type=Path, default=Path("/tmp/cq-bench/fusion-units"),
+    parser.add_argument("--cache", type=Path, default=Path("/tmp/cq-bench/fusion-unit-spans"),
                         help="collected candidates per set are kept here (delete to collect again)")
     parser.add_argument("--top", type=int, default=25, help="variants printed (default 25)")
     parser.add_argument("--latency", action="store_true",
@@ -376,7 +395,7 @@ def main() -> None:
     names = list(sets)
     print("MRR@10 mean of sets | pooled [95% CI] | " + " | ".join(names)
           + " | worst margin over best half | variant")
-    fixed = {"semantic only", "lexical only", "shipped (search.fuse, search.lexical_weight)",
+    fixed = {"semantic only", "lexical only", "shipped (search.fuse, search.lexical_weight, named files)",
              "before issue 14 (english 0.8, code 0.6, symbol hit = code)"}
     for rank, row in enumerate(rows):
         if rank < args.top or row["variant"] in fixed:

@@ -281,3 +281,12 @@ def test_a_unit_is_supported_by_its_two_best_other_chunks_only() -> None:
     ranked = rank_units([long_unit, short])
     assert [u.symbol for u in ranked] == ["long", "short"]
     assert [round(u.score, 6) for u in ranked] == [2.2, 2.15]
+
+
+def test_support_counts_what_a_chunk_scores_above_the_lists_floor() -> None:
+    # raw cosines: the long unit's other windows score at the ranked list's lowest score
+    long_unit = _unit("long", "function", 1, 400, 0.62, 0.50, 0.50)
+    short = _unit("short", "function", 1, 9, 0.63, path="short.py")
+    assert [u.symbol for u in rank_units([long_unit, short], floor=0.5)] == ["short", "long"]
+    assert [round(u.score, 6) for u in rank_units([long_unit, short], floor=0.5)] == [0.63, 0.62]
+    assert [u.symbol for u in rank_units([long_unit, short])] == ["long", "short"]  # from 0: 0.72

@@ -98,6 +98,9 @@ class Unit:
 # windows mostly say that the unit is long (300 lines of class javadoc match any question
 # about the class). Agent questions (bench/agent_bench.py): without support hit@3 falls
 # from 0.80 to 0.73; support from every window ranks alike at hit@3, lower at hit@1.
+# Support counts a chunk's score above the ranked list's floor, as the fusion measures
+# each side: a raw cosine or word score has a large floor that any weak window of a long
+# unit would add (bench/README.md, issue 14 units: semantic and lexical gain on the tuning sets).
 UNIT_SUPPORT = 0.1
 SUPPORT_CHUNKS = 2
 # A container ranks after one of its own members scoring at least this share of its score
@@ -108,26 +111,29 @@ CONTAINER_YIELD = 0.5
 _LEAF_KINDS = frozenset({"function", "method", "block"})
 
 
-def rank_units(units: Sequence[Unit]) -> list[Unit]:
+def rank_units(units: Sequence[Unit], floor: float = 0.0) -> list[Unit]:
     """`units` best first, each `score` set to the score it ranks by.
 
-    A unit scores its best chunk plus UNIT_SUPPORT times its next SUPPORT_CHUNKS best
-    chunks. Then containers yield to their members: a unit of a class, interface, struct,
-    enum, trait or module (its header, docstring and fields, or code between its members)
-    ranks right after its best member unit in the same file (symbol "Container.member...")
-    when that member scores at least CONTAINER_YIELD of the container, and takes that
-    member's score. The member is where the behaviour is; the header describes the whole
-    class and, with its documentation, matches any question about the class. A container
-    with no member near its score keeps its place: the question is about the class itself.
-    Nested containers settle first (a class yields to its nested class, which may yield to
-    its method). Equal scores keep the best chunk's order, then `units`' order (stable pages).
+    A unit scores its best chunk plus UNIT_SUPPORT times what its next SUPPORT_CHUNKS best
+    chunks score above `floor` (the lowest score of the ranked list the units come from;
+    0 for fused scores, which start there). Then containers yield to their members: a
+    unit of a class, interface, struct, enum, trait or module (its header, docstring and
+    fields, or code between its members) ranks right after its best member unit in the
+    same file (symbol "Container.member...") when that member scores at least
+    CONTAINER_YIELD of the container, and takes that member's score. The member is where
+    the behaviour is; the header describes the whole class and, with its documentation,
+    matches any question about the class. A container with no member near its score keeps
+    its place: the question is about the class itself. Nested containers settle first (a
+    class yields to its nested class, which may yield to its method). Equal scores keep
+    the best chunk's order, then `units`' order (stable pages).
     """
     order = {id(unit): index for index, unit in enumerate(units)}
     best = {id(unit): unit.score for unit in units}
     behind = {id(unit): 0 for unit in units}  # how many containers deep it yielded
     by_file: dict[tuple[str, str], list[Unit]] = {}
     for unit in units:
-        unit.score = best[id(unit)] + UNIT_SUPPORT * sum(heapq.nlargest(SUPPORT_CHUNKS, unit.support))
+        support = heapq.nlargest(SUPPORT_CHUNKS, unit.support)
+        unit.score = best[id(unit)] + UNIT_SUPPORT * sum(max(0.0, s - floor) for s in support)
         by_file.setdefault((unit.project, unit.path), []).append(unit)
     containers = [u for u in units if u.symbol and u.kind not in _LEAF_KINDS]
     for container in sorted(containers, key=lambda u: -len(u.symbol or "")):

@@ -451,7 +451,8 @@ class Searcher:
                 unit.support.append(r.score)
             unit.add_hit(span.start_line, span.end_line)
         keys = {id(unit): key for key, unit in units.items()}
-        order = [keys[id(unit)] for unit in rank_units(list(units.values()))]
+        floor = min((r.score for r in ranked), default=0.0)
+        order = [keys[id(unit)] for unit in rank_units(list(units.values()), floor)]
         # the text of the units shown only (issue 13: reading every ranked unit's chunks
         # was most of a search's CPU), through the chunk that placed each one
         shown = [best[key] for key in order[:need]]
