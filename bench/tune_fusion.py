@@ -11,7 +11,7 @@ shipped variant reproduces `codequarry eval`'s hybrid MRR@10 query for query. Tu
 the `eval` home that bench/eval_bench.py indexes.
 
     python bench/tune_fusion.py [--sets asked-python-tune ...] [--cache DIR] [--home eval]
-    python bench/tune_fusion.py --latency   # the fusion step's wall time, shipped vs top 30
+    python bench/tune_fusion.py --latency   # the fusion step's wall time, shipped vs whole pool
 
 Prints, per variant, the mean MRR@10 over the chosen sets, the pooled MRR@10 and its 95%
 bootstrap interval, the MRR@10 of each set, and the smallest margin of the variant over
@@ -41,6 +41,7 @@ from codequarry.logs import configure_logging
 from codequarry.runtime import open_runtime
 from codequarry.search import (
     CANDIDATE_POOL,
+    FUSION_DEPTH,
     NAMED_FILE_BOOST,
     _Ranked,
     _symbol_names,
@@ -48,6 +49,7 @@ from codequarry.search import (
     code_like,
     file_stem,
     fuse,
+    fuse_in_depth,
     lexical_weight,
 )
 from codequarry.store.project import Filters
@@ -248,35 +250,18 @@ def single(side: str) -> Fuse:
     return lambda case: [(r.chunk_id, r.score) for r in ranked(case, side)]
 
 
-def in_depth(weight_of: Callable[[Candidates], float], depth: int = FETCH,
+def in_depth(weight_of: Callable[[Candidates], float], depth: int = FUSION_DEPTH,
              cap: float | None = None) -> Fuse:
-    """search.fuse with `weight_of` the lexical weight, each side normalised over its top
-    `depth` candidates (fuse_top_first; at FETCH, search.fuse as shipped); `cap` bounds
-    each side's normalised score (an outlier on one side counts at most `cap` standard
-    deviations)."""
+    """search.fuse_in_depth with `weight_of` the lexical weight, each side normalised over
+    its top `depth` candidates (FUSION_DEPTH as shipped; at FETCH, search.fuse over the
+    whole pool); `cap` bounds each side's normalised score (an outlier on one side counts
+    at most `cap` standard deviations)."""
     def fused(case: Candidates) -> Fused:
         lexical, semantic = ranked(case, "lexical"), ranked(case, "semantic")
         if cap is not None:
             lexical, semantic = capped(lexical, depth, cap), capped(semantic, depth, cap)
-        return [(r.chunk_id, r.score) for r in fuse_top_first(lexical, semantic, weight_of(case), depth)]
+        return [(r.chunk_id, r.score) for r in fuse_in_depth(lexical, semantic, weight_of(case), depth)]
     return fused
-
-
-def fuse_top_first(lexical: list[_Ranked], semantic: list[_Ranked], weight: float,
-                   depth: int) -> list[_Ranked]:
-    """search.fuse over the top `depth` of both lists, then the rest of the candidates
-    below them in their own fused order: search.py's fusion before issue 14's third pass
-    (at depth 30); at the lists' length, search.fuse itself."""
-    if depth >= max(len(lexical), len(semantic)):
-        return fuse(lexical, semantic, weight)
-    head = fuse(lexical[:depth], semantic[:depth], weight)
-    seen = {(r.project, r.chunk_id) for r in head}
-    tail = [r for r in fuse(lexical, semantic, weight) if (r.project, r.chunk_id) not in seen]
-    if head and tail:  # below the head whatever their own scores
-        floor, top = min(r.score for r in head), max(r.score for r in tail)
-        scale = floor / (top + 1e-9) * 0.999 if top > 0 else 0.0
-        tail = [_Ranked(r.project, r.chunk_id, r.score * scale) for r in tail]
-    return head + tail
 
 
 def capped(side: list[_Ranked], depth: int, cap: float) -> list[_Ranked]:
@@ -299,12 +284,13 @@ def variants() -> dict[str, Fuse]:
     rows: dict[str, Fuse] = {
         "semantic only": single("semantic"),
         "lexical only": single("lexical"),
-        "shipped (search.fuse, search.lexical_weight, named files)": named_files(in_depth(shipped_weight)),
+        "shipped (search.fuse_in_depth, search.lexical_weight, named files)": named_files(in_depth(shipped_weight)),
         "shipped without the named-file boost": in_depth(shipped_weight),
+        "whole pool (search.fuse over all 100 of each side)": named_files(in_depth(shipped_weight, FETCH)),
         "before issue 14 (english 0.8, code 0.6, symbol hit = code)": convex(adaptive(0.8, 0.6, 2.0)),
         "plain RRF k=60": rrf(lambda c: 1.0, 60),
     }
-    # the shipped rule's shape (z-score fusion over the whole pool, named files) with other weights
+    # the shipped rule's shape (z-score fusion at FUSION_DEPTH, named files) with other weights
     for english, disagree in itertools.product((0.6, 0.7, 0.8, 0.9, 1.0, 1.2), (1.0, 0.75, 0.5, 0.25)):
         rows[f"in depth english={english} disagree={disagree}"] = named_files(in_depth(
             honest(english, 1.0, 2.0, disagree)))
@@ -342,16 +328,15 @@ def report(sets: dict[str, list[Candidates]]) -> list[dict[str, Any]]:
 
 
 def latency(sets: dict[str, list[Candidates]], repeat: int = 3) -> None:
-    """Wall time of the fusion step alone (search.fuse of the two candidate lists, the
-    lexical weight given) as shipped and with each side normalised over its top 30 first
-    (fuse_top_first, how it was before), interleaved per query, after one warm-up pass;
-    writes bench/results/fusion-latency.json."""
+    """Wall time of the fusion step alone (the lexical weight given) as shipped
+    (search.fuse_in_depth at FUSION_DEPTH) and over the whole pool (search.fuse),
+    interleaved per query, after one warm-up pass; writes bench/results/fusion-latency.json."""
     inputs = [(ranked(case, "lexical"), ranked(case, "semantic"), shipped_weight(case))
               for cases in sets.values() for case in cases]
     rules: dict[str, Callable[[list[_Ranked], list[_Ranked], float], list[_Ranked]]] = {
-        "shipped (search.fuse, whole pool)": fuse,
-        "top 30 first (before)": lambda lexical, semantic, weight: fuse_top_first(
-            lexical, semantic, weight, 30)}
+        "shipped (search.fuse_in_depth, top 30)": lambda lexical, semantic, weight: fuse_in_depth(
+            lexical, semantic, weight, FUSION_DEPTH),
+        "whole pool (search.fuse)": fuse}
     times: dict[str, list[float]] = {label: [] for label in rules}
     load_before = os.getloadavg()
     for round_ in range(repeat):
@@ -395,7 +380,7 @@ def main() -> None:
     names = list(sets)
     print("MRR@10 mean of sets | pooled [95% CI] | " + " | ".join(names)
           + " | worst margin over best half | variant")
-    fixed = {"semantic only", "lexical only", "shipped (search.fuse, search.lexical_weight, named files)",
+    fixed = {"semantic only", "lexical only", "shipped (search.fuse_in_depth, search.lexical_weight, named files)",
              "before issue 14 (english 0.8, code 0.6, symbol hit = code)"}
     for rank, row in enumerate(rows):
         if rank < args.top or row["variant"] in fixed:

@@ -21,6 +21,7 @@ from codequarry.search import (
     favour_named_files,
     file_stem,
     fuse,
+    fuse_in_depth,
     glob_to_regex,
     lexical_weight,
 )
@@ -152,15 +153,26 @@ def test_fusion_with_one_empty_side_keeps_the_other_order() -> None:
 
 
 def test_the_words_first_chunk_keeps_credit_from_the_vectors_29th_of_their_100() -> None:
-    # each side fetched 100 candidates, scores evenly spaced; chunk 1000 is the words'
-    # 1st and the vectors' 29th, chunk 1001 the words' 6th and the vectors' 3rd. Each side
-    # is measured over all it fetched, so a 29th place still counts for much more than a
-    # chunk never fetched: 1000 ranks second, above the best chunks only one side found
+    # each side gives fuse 100 candidates, scores evenly spaced; chunk 1000 is the words'
+    # 1st and the vectors' 29th, chunk 1001 the words' 6th and the vectors' 3rd. fuse
+    # measures each side over all it is given, so a 29th place still counts for much more
+    # than a chunk not given: 1000 ranks second, above the best chunks only one side found
     words = [1000 if k == 0 else 1001 if k == 5 else k for k in range(100)]
     vectors = [1001 if k == 2 else 1000 if k == 28 else 200 + k for k in range(100)]
     fused = fuse(_ranked(*((i, 7.0 - 0.05 * k) for k, i in enumerate(words))),
                  _ranked(*((i, 0.70 - 0.002 * k) for k, i in enumerate(vectors))), ENGLISH_WEIGHT)
     assert [r.chunk_id for r in fused][:2] == [1001, 1000]
+
+
+def test_fusion_in_depth_keeps_the_heads_order_and_ranks_deeper_candidates_below_it() -> None:
+    words = _ranked(*((k, 10.0 - 0.1 * k) for k in range(60)))
+    vectors = _ranked(*((100 + k, 0.9 - 0.005 * k) for k in range(60)))
+    fused = fuse_in_depth(words, vectors, ENGLISH_WEIGHT, 30)
+    head = fuse(words[:30], vectors[:30], ENGLISH_WEIGHT)
+    assert fused[:len(head)] == head  # the tuned ranking of the top 30 of each side
+    assert {r.chunk_id for r in fused} == set(range(60)) | set(range(100, 160))  # nothing lost
+    assert max(r.score for r in fused[len(head):]) <= min(r.score for r in head)
+    assert [r.chunk_id for r in fused] == [r.chunk_id for r in sorted(fused, key=lambda r: -r.score)]
 
 
 def test_same_chunk_id_in_two_projects_is_not_merged() -> None:
