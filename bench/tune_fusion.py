@@ -57,6 +57,7 @@ from common import codequarry_home, emit, summary
 from eval_bench import DATA, all_sets, project_of
 
 FETCH = CANDIDATE_POOL  # what a search fetches per side at the default limit of 10
+SHIPPED = "shipped (search.fuse_in_depth, search.lexical_weight, named files)"
 Candidates = dict[str, Any]
 Fused = list[tuple[int, float]]  # (chunk id, fused score), best first
 Fuse = Callable[[Candidates], Fused]
@@ -284,7 +285,7 @@ def variants() -> dict[str, Fuse]:
     rows: dict[str, Fuse] = {
         "semantic only": single("semantic"),
         "lexical only": single("lexical"),
-        "shipped (search.fuse_in_depth, search.lexical_weight, named files)": named_files(in_depth(shipped_weight)),
+        SHIPPED: named_files(in_depth(shipped_weight)),
         "shipped without the named-file boost": in_depth(shipped_weight),
         "whole pool (search.fuse over all 100 of each side)": named_files(in_depth(shipped_weight, FETCH)),
         "before issue 14 (english 0.8, code 0.6, symbol hit = code)": convex(adaptive(0.8, 0.6, 2.0)),
@@ -380,7 +381,7 @@ def main() -> None:
     names = list(sets)
     print("MRR@10 mean of sets | pooled [95% CI] | " + " | ".join(names)
           + " | worst margin over best half | variant")
-    fixed = {"semantic only", "lexical only", "shipped (search.fuse_in_depth, search.lexical_weight, named files)",
+    fixed = {"semantic only", "lexical only", SHIPPED,
              "before issue 14 (english 0.8, code 0.6, symbol hit = code)"}
     for rank, row in enumerate(rows):
         if rank < args.top or row["variant"] in fixed:
