@@ -23,7 +23,7 @@ from codequarry.code_tools import CodeTools, render_code, render_references
 from codequarry.config import Settings
 from codequarry.errors import UsageError
 from codequarry.mcp_server import build_server
-from codequarry.models import SearchResponse
+from codequarry.models import Freshness, SearchHit, SearchResponse
 from codequarry.runtime import Runtime, open_runtime
 from codequarry.search import SearchRequest, glob_to_regex, normalise_language
 
@@ -225,6 +225,19 @@ async def test_the_answer_states_shared_fields_once_and_rounds_scores(runtime: R
     located = [line for line in text.split("\n") if line.startswith("src/")]
     assert [line.split(" ")[0] for line in located] == [
         f"{h['path']}:{h['start_line']}-{h['end_line']}" for h in answer["results"]]
+    assert answer["kind"] == "function"  # every result is one: said once
+    assert all("kind" not in hit for hit in answer["results"])
+
+
+def test_a_kind_every_result_shares_is_said_once_in_the_text_and_the_json() -> None:
+    hits = [SearchHit("p", f"m{i}.py", 1, 9, f"C.m{i}", "method", "python", 0.5, "def m():")
+            for i in range(3)]
+    answer = SearchResponse(hits, Freshness(0, 1.0, None), "hybrid", shared={"kind": "method"}).to_json()
+    assert answer["kind"] == "method"
+    assert all("kind" not in hit for hit in answer["results"])
+    text = render_text(answer)
+    assert "kind method" in text.split("\n")[0]
+    assert "(method)" not in text
 
 
 # ---- filters ----------------------------------------------------------------------------

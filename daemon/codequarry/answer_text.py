@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 FULL_LINE_CHARS = 240
+UNNAMED_KINDS = ("block", "text")  # kinds the text does not name (no definition to speak of)
 
 
 def read_hint(path: str, start: int, end: int | None, cli: bool) -> str:
@@ -41,7 +42,8 @@ def _block_text(numbers: Sequence[int], lines: dict[int, str], line_chars: int) 
 
 def header_line(hit: dict[str, Any], shared: dict[str, str]) -> str:
     """`path:start-end symbol (kind) score`, plus the project/language when they vary and
-    the matching spans when they are narrower than the unit."""
+    the matching spans when they are narrower than the unit (a kind shared by every result
+    is said once, in the answer's first line)."""
     where = f"{hit['path']}:{hit['start_line']}-{hit['end_line']}"
     if "project" not in shared and "project" in hit:
         where = f"{hit['project']}:{where}"
@@ -49,7 +51,7 @@ def header_line(hit: dict[str, Any], shared: dict[str, str]) -> str:
     if hit.get("symbol"):
         parts.append(str(hit["symbol"]))
     kind = hit.get("kind")
-    if kind and kind not in ("block", "text"):
+    if kind and kind not in UNNAMED_KINDS and "kind" not in shared:
         parts.append(f"({kind})")
     if "language" not in shared and "language" in hit:
         parts.append(str(hit["language"]))
@@ -82,14 +84,14 @@ def render_text(answer: dict[str, Any], cli: bool = False) -> str:
     line and numbered code lines, then notes. Built from the JSON answer only. `cli`
     names the next page and the rest of a unit as the CLI's options and commands
     (`--offset N`, `codequarry show PATH:A-B`) instead of the MCP tools' arguments."""
-    shared = {k: str(answer[k]) for k in ("project", "language", "path_glob") if answer.get(k)}
+    shared = {k: str(answer[k]) for k in ("project", "language", "kind", "path_glob") if answer.get(k)}
     results = answer.get("results", [])
     offset = int(answer.get("offset", 0))
     head = [f"{len(results)} result{'s' if len(results) != 1 else ''}"]
     if results and offset:
         head.append(f"#{offset + 1}-{offset + len(results)}")
     head.append(str(answer.get("mode", "hybrid")))
-    head.extend(f"{k} {v}" for k, v in shared.items())
+    head.extend(f"{k} {v}" for k, v in shared.items() if not (k == "kind" and v in UNNAMED_KINDS))
     if answer.get("next_offset") is not None:
         head.append(f"more: --offset {answer['next_offset']}" if cli
                     else f"more: offset={answer['next_offset']}")

@@ -25,7 +25,7 @@ class SearchHit(TypedDict, total=False):
     start_line: int  # 1-based, inclusive: the whole unit (function, method, class, block)
     end_line: int
     symbol: str | None
-    kind: str
+    kind: str  # function, method, class, ...; left out when the answer states it once
     language: str  # left out when the answer states it once
     score: float  # rounded to 3 decimals
     snippet: str  # the unit's most relevant lines ("" with detail "paths")
@@ -45,6 +45,7 @@ class SearchAnswer(TypedDict):
     next_offset: NotRequired[int | None]  # the offset of the next page; None on the last one
     project: NotRequired[str]  # stated once when every result shares it
     language: NotRequired[str]
+    kind: NotRequired[str]
     path_glob: NotRequired[str]
 
 

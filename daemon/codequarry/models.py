@@ -154,7 +154,7 @@ class SearchHit:
 @dataclass(frozen=True, slots=True)
 class SearchResponse:
     """A page of search results. `next_offset` is the offset of the next page, None when
-    there is none; `shared` holds fields that every result has (project, language)."""
+    there is none; `shared` holds fields that every result has (project, language, kind)."""
 
     results: list[SearchHit]
     freshness: Freshness

@@ -280,6 +280,9 @@ class Searcher:
         languages = {unit.language for unit in page}
         if len(request.languages) == 1 or len(languages) == 1:  # said once, not per result
             shared["language"] = request.languages[0] if len(request.languages) == 1 else languages.pop()
+        kinds = {unit.kind for unit in page}
+        if len(kinds) == 1:  # e.g. ten methods: "kind method" once
+            shared["kind"] = kinds.pop()
         if not units and (filters.languages or filters.path_regex):
             if sum([await store.count_files(filters) for store in stores]) == 0:
                 asked = [f"language {', '.join(filters.languages)}"] if filters.languages else []
