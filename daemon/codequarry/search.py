@@ -59,8 +59,7 @@ MAX_LIMIT = 50
 ROOTS_SECONDS = 5.0  # how long _project_roots trusts what it read
 log = get_logger(__name__)
 # Chunks ranked per retriever: fixed for a given limit, so that the pages of one query
-# (offset 0, 10, 20 ...) come from one ranking and never repeat or skip a unit. The
-# fusion normalises each side over all of them (see `fuse`).
+# (offset 0, 10, 20 ...) come from one ranking and never repeat or skip a unit.
 CANDIDATE_POOL = 100
 # The fusion's normalisation sees the top FUSION_DEPTH of each list; deeper candidates rank
 # after them, in their own fused order, to fill more units. Over code units (chunker 3),
