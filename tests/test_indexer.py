@@ -512,6 +512,50 @@ async def test_a_file_that_cannot_be_read_fails_index_instead_of_reporting_it_do
         await oneshot_index(settings, settings.config.project("demo"), HashEmbedder())
 
 
+async def test_a_directory_that_cannot_be_listed_keeps_its_files_and_fails_index_naming_them(
+        settings: Settings, repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`chmod 000 pkg` after an index: the walk cannot list pkg, and each file's stat fails
+    with EACCES. Its files were taken for deleted: dropped from the index, `index` exited 0
+    and verify agreed. Now they stay, `index` fails naming them, verify says why, and the
+    next index after the directory is readable again is complete with nothing re-embedded.
+    (Root reads every directory: the EACCES is injected where the walk and the stat meet
+    the file system.)"""
+    from codequarry import scan
+    from codequarry.verify import check_project
+
+    real_scandir, real_lstat = scan.os.scandir, scan.os.lstat
+    denied = str(repo / "pkg")
+
+    def refuse(path: object) -> None:
+        if str(path) == denied or str(path).startswith(denied + "/"):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+
+    def scandir(path: object) -> object:
+        refuse(path)
+        return real_scandir(path)  # type: ignore[call-overload]
+
+    def lstat(path: object) -> object:
+        refuse(path)
+        return real_lstat(path)  # type: ignore[arg-type]
+
+    embedder = HashEmbedder()
+    assert await oneshot_index(settings, settings.config.project("demo"), embedder) == 0
+    embedded = len(embedder.embedded_texts)
+    monkeypatch.setattr(scan.os, "scandir", scandir)
+    monkeypatch.setattr(scan.os, "lstat", lstat)
+    with pytest.raises(CodequarryError, match=r"^2 changed files could not be read \(pkg/geometry.py"):
+        await oneshot_index(settings, settings.config.project("demo"), embedder)
+    async with open_runtime(settings, embedder) as runtime:
+        project = await runtime.store.project("demo")
+        assert set(await project.indexed_files()) == set(PY)  # nothing dropped
+        problems = await check_project(settings, settings.config.project("demo"), runtime.store,
+                                       runtime.indexer.chunker)
+    assert problems[0] == "pkg: cannot be listed (Permission denied); the index is not compared there"
+    monkeypatch.undo()
+    assert await oneshot_index(settings, settings.config.project("demo"), embedder) == 0
+    assert len(embedder.embedded_texts) == embedded
+
+
 async def test_a_vector_the_database_refuses_costs_only_its_own_chunk_not_its_batch(
         settings: Settings, repo: Path) -> None:
     """pgvector refuses a NaN: the batch's save fails as a whole (not transient), then its

@@ -43,7 +43,7 @@ from codequarry.lanes import WorkQueue, take_project_run
 from codequarry.logs import get_logger
 from codequarry.models import ChangeKind, Chunk, EmbeddingBatch, FileStat, FileUpdate, IndexedFile, Lane
 from codequarry.rechunks import HeldRechunks
-from codequarry.scan import is_stat_skip, read_text_file, scan_tree, stat_file
+from codequarry.scan import hidden_by, is_stat_skip, read_text_file, scan_tree, stat_file
 from codequarry.store.db import Store, describe_db_error, is_transient
 from codequarry.store.project import ProjectStore
 
@@ -263,12 +263,13 @@ class Indexer:
             project.last_scan, project.compared = ScanSummary(0, 0, 0), project.compared + 1
             return 0
         on_disk: dict[str, FileStat] = {}
+        unlisted: dict[str, str] = {}  # directories and files that exist but cannot be looked at
         known: dict[str, IndexedFile] = {}
         pending: set[str] = set()
 
         async def scan() -> None:
             on_disk.update(await anyio.to_thread.run_sync(
-                lambda: {f.path: f for f in scan_tree(project.root, project.rules, max_bytes)}))
+                lambda: {f.path: f for f in scan_tree(project.root, project.rules, max_bytes, unlisted)}))
 
         async def read_store() -> None:
             known.update(await project.store.indexed_files())
@@ -286,7 +287,12 @@ class Indexer:
                     stat.skip_reason != before.skip_reason
                     and (stat.skip_reason or is_stat_skip(before.skip_reason))):
                 changes.append((path, ChangeKind.MODIFIED))
-        changes.extend((path, ChangeKind.DELETED) for path in known if path not in on_disk)
+        for where, error in unlisted.items():
+            log.warning("path_unlistable", project=project_id, path=where or ".", error=error)
+        # under a directory that cannot be listed, a file is not gone: checked again (it
+        # shows as unreadable and is retried) instead of dropped from the index
+        changes.extend((path, ChangeKind.MODIFIED if hidden_by(path, unlisted) else ChangeKind.DELETED)
+                       for path in known if path not in on_disk)
         listed = {path for path, _ in changes}
         changes.extend((path, ChangeKind.MODIFIED) for path in pending if path not in listed)
         await project.store.record_events([(p, k, None) for p, k in changes if p not in pending])
@@ -546,7 +552,10 @@ class Indexer:
     def _plan(self, project: Project, path: str, before: IndexedFile | None) -> _Step:
         """Decide what one path needs; runs in a worker thread (reads and chunks)."""
         max_bytes = self.settings.config.index.max_file_bytes
-        stat = stat_file(project.root, path, max_bytes, project.rules)
+        try:
+            stat = stat_file(project.root, path, max_bytes, project.rules)
+        except OSError as exc:  # EACCES on a directory above it, EIO: not a deletion
+            return _Unreadable(path, describe_os_error(exc))
         if stat is None or project.rules.is_ignored(path):
             return _Deleted(path) if before is not None else _Unchanged(path)
         # chunks written by an older chunker are redone even when the file did not change

@@ -19,10 +19,11 @@ import hashlib
 import os
 import re
 import stat as statmod
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from codequarry.faults import describe_os_error
 from codequarry.ignore import IgnoreRules
 from codequarry.models import FileStat
 
@@ -82,10 +83,12 @@ def stat_file(root: Path, rel_path: str, max_bytes: int,
               rules: IgnoreRules | None = None) -> FileStat | None:
     """Stat one repo file as `scan_tree` would; None if it is gone or is no file that
     `scan_tree` lists (a directory, FIFO, socket, device, or a symlink to one). `rules`
-    gives `index_secrets` (default: secrets are skipped). Ignore rules are not applied."""
+    gives `index_secrets` (default: secrets are skipped). Ignore rules are not applied.
+    Raises OSError when the file cannot be looked at (EACCES on a directory above it, EIO):
+    that is not a deletion."""
     try:
         return _entry_stat(root, rel_path, os.lstat(root / rel_path), max_bytes, _secrets(rules))
-    except OSError:
+    except (FileNotFoundError, NotADirectoryError):
         return None
 
 
@@ -140,15 +143,23 @@ def _symlink_reason(root: Path, path: Path) -> str | None:
     return None
 
 
-def scan_tree(root: Path, rules: IgnoreRules, max_bytes: int) -> Iterator[FileStat]:
-    """Every non-ignored regular file under `root`; symlinked directories are not followed."""
+def scan_tree(root: Path, rules: IgnoreRules, max_bytes: int,
+              unlisted: dict[str, str] | None = None) -> Iterator[FileStat]:
+    """Every non-ignored regular file under `root`; symlinked directories are not followed.
+    A directory or file that exists but cannot be looked at (EACCES, EIO) is not listed;
+    its relative path ("" for the root) and the error go to `unlisted`, so that a caller
+    never takes what it holds for deleted."""
     pending = [""]
     while pending:
         rel_dir = pending.pop()
         try:
             entries = list(os.scandir(root / rel_dir if rel_dir else root))
-        except OSError:
-            continue  # vanished or unreadable directory: the next scan sees it again
+        except (FileNotFoundError, NotADirectoryError):
+            continue  # vanished meanwhile
+        except OSError as exc:
+            if unlisted is not None:
+                unlisted[rel_dir] = describe_os_error(exc)
+            continue
         for entry in entries:
             rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
             try:
@@ -162,8 +173,16 @@ def scan_tree(root: Path, rules: IgnoreRules, max_bytes: int) -> Iterator[FileSt
                                    rules.index_secrets)
                 if stat is not None:
                     yield stat
-            except OSError:
+            except (FileNotFoundError, NotADirectoryError):
                 continue  # raced with a delete
+            except OSError as exc:
+                if unlisted is not None:
+                    unlisted[rel] = describe_os_error(exc)
+
+
+def hidden_by(path: str, unlisted: Collection[str]) -> bool:
+    """Is `path` one of the `unlisted` paths of scan_tree, or under one ("" = the root)?"""
+    return any(not where or path == where or path.startswith(where + "/") for where in unlisted)
 
 
 # Byte order marks, longest first (the UTF-32 LE mark starts with the UTF-16 LE one).

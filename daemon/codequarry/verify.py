@@ -19,7 +19,7 @@ from codequarry.config import ProjectConfig, Settings
 from codequarry.faults import DATABASE_REFUSED
 from codequarry.ignore import IgnoreRules
 from codequarry.runtime import open_runtime
-from codequarry.scan import read_text_file, scan_tree
+from codequarry.scan import hidden_by, read_text_file, scan_tree
 from codequarry.store.db import Store
 
 
@@ -41,11 +41,15 @@ async def check_project(settings: Settings, config: ProjectConfig, database: Sto
     rules = IgnoreRules(config.path, [*settings.config.index.exclude, *config.exclude], config.include,
                         settings.config.index.index_secrets)
     store = await database.project(config.id)
+    unlisted: dict[str, str] = {}
     on_disk = await anyio.to_thread.run_sync(  # off the event loop: the daemon runs this too
-        lambda: {f.path: f for f in scan_tree(config.path, rules, max_bytes)})
+        lambda: {f.path: f for f in scan_tree(config.path, rules, max_bytes, unlisted)})
     indexed = await store.indexed_files()
+    for where, error in sorted(unlisted.items()):
+        problems.append(f"{where or '.'}: cannot be listed ({error}); the index is not compared there")
     for path in sorted(set(indexed) - set(on_disk)):
-        problems.append(f"{path}: indexed but not in the tree")
+        if not hidden_by(path, unlisted):
+            problems.append(f"{path}: indexed but not in the tree")
     for path, stat in sorted(on_disk.items()):
         before = indexed.get(path)
         if before is None:
