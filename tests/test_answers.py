@@ -314,6 +314,8 @@ async def test_read_code_reads_the_current_disk_text_bounded_with_line_numbers(
     answer = await tools(runtime).read_code("src/ledger.py", 48, 49)
     assert answer["content"].split("\n")[0] == "def compute_quokka_total(previous, amount=0):"
     assert (answer["start_line"], answer["end_line"], answer["next_start_line"]) == (48, 49, None)
+    # the location as answers print it ("… more lines: read_code src/ledger.py:48-49") works as is
+    assert await tools(runtime).read_code("src/ledger.py:48-49") == answer
     by_symbol = await tools(runtime).read_code(symbol="Wallet.deposit")
     # (today's spans come from chunks: a merged class header line may lead the method)
     assert "    def deposit(self, amount):" in by_symbol["content"].split("\n")[:2]

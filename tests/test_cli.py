@@ -255,6 +255,6 @@ def test_eval_scores_every_mode_and_lists_the_missed_query_first(indexed: Indexe
     ("C:/odd:name.py:3", ("C:/odd:name.py", 3, 3))])
 def test_show_locations_take_a_line_a_range_or_an_open_range(
         location: str, parsed: tuple[str, int | None, int | None]) -> None:
-    from codequarry.cli import parse_location
+    from codequarry.code_tools import parse_location
 
     assert parse_location(location) == parsed

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -294,21 +293,6 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def parse_location(location: str) -> tuple[str, int | None, int | None]:
-    """`PATH`, `PATH:LINE`, `PATH:START-END` or `PATH:START-` (to the end, within the
-    budget) -> (path, start, end); end None: no end given."""
-    match = re.fullmatch(r"(.+?):(\d+)(?:(-)(\d*))?", location)
-    if match is None:
-        return location, None, None
-    start = int(match.group(2))
-    if match.group(3) and not match.group(4):
-        return match.group(1), start, None
-    end = int(match.group(4)) if match.group(4) else start
-    if end < start:
-        raise UsageError(f"{location}: the range ends before it starts")
-    return match.group(1), start, end
-
-
 def cmd_symbol(args: argparse.Namespace, settings: Settings) -> int:
     body = {"name": args.name, "kind": args.kind, "project": args.project, "limit": args.limit,
             "cwd": os.getcwd()}
@@ -322,14 +306,14 @@ def cmd_symbol(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
     if not args.location and not args.symbol:
         raise UsageError("give PATH[:LINE[-LINE]] or --symbol NAME")
+    from codequarry.code_tools import parse_location, render_code
+
     path, start, end = parse_location(args.location) if args.location else (None, None, None)
     if path and not os.path.isabs(path) and not args.project and os.path.exists(path):
         path = os.path.abspath(path)  # a path typed in a shell is relative to the shell
     body = {"path": path, "start_line": start, "end_line": end, "symbol": args.symbol,
             "project": args.project, "max_tokens": args.max_tokens, "cwd": os.getcwd()}
     answer = _ask_tools(settings, "/api/read", body)
-    from codequarry.code_tools import render_code
-
     print(json.dumps(answer, indent=2) if args.json else render_code(answer, cli=True))
     return 0
 

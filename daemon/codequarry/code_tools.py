@@ -108,9 +108,13 @@ class CodeTools:
                         end_line: int | None = None, symbol: str | None = None,
                         project: str | None = None, max_tokens: int | None = None) -> dict[str, Any]:
         """Lines of a file as they are on disk now, bounded by `max_tokens` (characters/4,
-        default 4000). With `symbol`, the lines of that definition (restricted to `path`
-        when given). Returns {"project", "path", "start_line", "end_line", "total_lines",
-        "content", "next_start_line" (None at the end), "notes"}."""
+        default 4000). `path` may carry the lines as answers print them
+        (`path:START-END`, `path:LINE`, `path:START-`) when no line argument is given. With
+        `symbol`, the lines of that definition (restricted to `path` when given). Returns
+        {"project", "path", "start_line", "end_line", "total_lines", "content",
+        "next_start_line" (None at the end), "notes"}."""
+        if path and start_line is None and end_line is None:
+            path, start_line, end_line = parse_location(path)
         budget = (max_tokens or DEFAULT_READ_TOKENS)
         if not 100 <= budget <= MAX_READ_TOKENS:
             raise UsageError(f"max_tokens must be between 100 and {MAX_READ_TOKENS}, got {budget}")
@@ -324,6 +328,21 @@ def render_symbols(answer: dict[str, Any]) -> str:
             lines.append(f"  {d['start_line']} {d['signature']}")
     lines.extend(f"note: {note}" for note in answer.get("notes", []))
     return "\n".join(lines)
+
+
+def parse_location(location: str) -> tuple[str, int | None, int | None]:
+    """`PATH`, `PATH:LINE`, `PATH:START-END` or `PATH:START-` (to the end, within the
+    budget) -> (path, start, end); end None: no end given."""
+    match = re.fullmatch(r"(.+?):(\d+)(?:(-)(\d*))?", location)
+    if match is None:
+        return location, None, None
+    start = int(match.group(2))
+    if match.group(3) and not match.group(4):
+        return match.group(1), start, None
+    end = int(match.group(4)) if match.group(4) else start
+    if end < start:
+        raise UsageError(f"{location}: the range ends before it starts")
+    return match.group(1), start, end
 
 
 def render_code(answer: dict[str, Any], cli: bool = False) -> str:

@@ -22,7 +22,7 @@ from codequarry.errors import CodequarryError
 from codequarry.logs import get_logger
 from codequarry.mcp_schemas import CodeAnswer, ReferencesAnswer, SymbolAnswer
 
-PROJECT_HELP = "Project id (default: the client's project, else all)."
+PROJECT_HELP = "Default: the client's project, else all."
 
 log = get_logger(__name__)
 
@@ -65,8 +65,8 @@ def register_code_tools(mcp: FastMCP, api: DaemonApi, read_only: ToolAnnotations
 
     @mcp.tool(annotations=read_only, output_schema=schema(CodeAnswer))
     async def read_code(
-        path: Annotated[str | None, Field(description="As search results show it, or "
-                                          "absolute.")] = None,
+        path: Annotated[str | None, Field(description="As answers show it (may end :START-END), "
+                                          "or absolute.")] = None,
         start_line: Annotated[int | None, Field(ge=1)] = None,
         end_line: Annotated[int | None, Field(ge=1, description="Inclusive.")] = None,
         symbol: Annotated[str | None, Field(description="A definition to read instead, "
@@ -77,7 +77,7 @@ def register_code_tools(mcp: FastMCP, api: DaemonApi, read_only: ToolAnnotations
                                                 "4000.")] = None,
     ) -> ToolResult:
         """The current disk text of an indexed file, numbered: a line range or a whole
-        definition; a read cut at max_tokens says where to continue."""
+        definition; a cut read says where to continue."""
         return await _answer("read_code", api.read_code(path, start_line, end_line, symbol, project,
                                                         max_tokens, _cwd()), render_code)
 
@@ -90,6 +90,6 @@ def register_code_tools(mcp: FastMCP, api: DaemonApi, read_only: ToolAnnotations
         limit: Annotated[int, Field(ge=1, le=500, description="Most lines.")] = 100,
     ) -> ToolResult:
         """Every line where an identifier occurs as a whole word, by file; definitions
-        marked 'def'."""
+        marked *."""
         return await _answer("find_references", api.find_references(
             name, project, language, path_glob, limit, _cwd()), render_references)
