@@ -372,6 +372,27 @@ def test_a_new_embedded_server_gets_its_shared_buffers_at_once_an_existing_one_a
         server.stop()
 
 
+def test_the_embedded_server_starts_though_pgservers_shared_lock_file_cannot_be_opened(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """pgserver's start-up lock is one file for every user (/tmp/.lockfile without
+    XDG_RUNTIME_DIR); made by another user, it cannot be opened and no server started (a
+    directory in its place is what root cannot open either)."""
+    import fasteners
+
+    from codequarry.store.embedded import _pgserver
+
+    shared = tmp_path / "tmp" / ".lockfile"
+    shared.mkdir(parents=True)
+    monkeypatch.setattr(_pgserver().postgres_server.PostgresServer, "_lock",
+                        fasteners.InterProcessLock(str(shared)))
+    server = EmbeddedPostgres(tmp_path / "pg" / "pgdata")
+    server.start()
+    try:
+        assert server.psql("SELECT 41 + 1;").split()[2] == "42"
+    finally:
+        server.stop()
+
+
 # ---- a file dropped while a batch of vectors with its chunks is being saved -----------------
 
 

@@ -27,6 +27,20 @@ from codequarry.logs import get_logger
 
 log = get_logger(__name__)
 START_ATTEMPTS = 5
+START_LOCK_NAME = "pgserver.lock"
+_start_locks: dict[Path, Any] = {}
+
+
+def _start_lock(data_dir: Path) -> Any:
+    """An inter-process lock for starting the server of this data dir. pgserver's own is
+    one file for every user of the machine (/tmp/.lockfile when XDG_RUNTIME_DIR is unset):
+    once another user has made it, it cannot be opened and no server starts."""
+    import fasteners
+
+    path = data_dir / START_LOCK_NAME
+    if path not in _start_locks:
+        _start_locks[path] = fasteners.InterProcessLock(str(path))
+    return _start_locks[path]
 
 
 def _pgserver() -> Any:
@@ -98,7 +112,8 @@ class EmbeddedPostgres:
         pgdata = self.pgdata.expanduser().resolve()
         try:
             pgdata.mkdir(exist_ok=True)
-            with server_class._lock:  # pgserver's inter-process lock around start-up
+            server_class._lock = _start_lock(pgdata.parent)  # pgserver's methods take it too
+            with server_class._lock:  # the inter-process lock around start-up
                 was_running = _postmaster_alive(pgdata)
                 if not was_running:
                     _remove_stale_pid_file(pgdata)
