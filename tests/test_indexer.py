@@ -508,7 +508,8 @@ async def test_a_file_that_cannot_be_read_fails_index_instead_of_reporting_it_do
         return real_read(path, max_bytes)
 
     monkeypatch.setattr(indexer, "read_text_file", read)
-    with pytest.raises(CodequarryError, match=r"^1 changed files could not be read \(pkg/util.py: see"):
+    with pytest.raises(CodequarryError,
+                       match=r"^1 changed files could not be read \(pkg/util.py: Input/output error\)"):
         await oneshot_index(settings, settings.config.project("demo"), HashEmbedder())
 
 
@@ -543,7 +544,8 @@ async def test_a_directory_that_cannot_be_listed_keeps_its_files_and_fails_index
     embedded = len(embedder.embedded_texts)
     monkeypatch.setattr(scan.os, "scandir", scandir)
     monkeypatch.setattr(scan.os, "lstat", lstat)
-    with pytest.raises(CodequarryError, match=r"^2 changed files could not be read \(pkg/geometry.py"):
+    with pytest.raises(CodequarryError, match=r"^2 changed files could not be read \(pkg/geometry.py: "
+                                              r"Permission denied; pkg/util.py: Permission denied\)"):
         await oneshot_index(settings, settings.config.project("demo"), embedder)
     async with open_runtime(settings, embedder) as runtime:
         project = await runtime.store.project("demo")

@@ -65,6 +65,7 @@ async def _index(settings: Settings, config: ProjectConfig, embedder: Embedder |
         counts = await project.store.counts()
         # left pending once settled: files whose read failed (the daemon retries them)
         unread = sorted(await project.store.pending_event_paths()) if counts.pending_files else []
+        errors = indexer.unreadable(config.id)  # path -> e.g. "Permission denied"
         failed = dict(indexer.failed_files.get(config.id, {}))  # writing them failed (a bug path)
     seconds = time.monotonic() - started
     print(f"{config.id}: {counts.files} files ({counts.skipped_files} skipped), {chunks} chunks, "
@@ -75,8 +76,9 @@ async def _index(settings: Settings, config: ProjectConfig, embedder: Embedder |
                                   "missing (run index again when the embedder is back)")
     reasons = []
     if unread:
-        reasons.append(f"{len(unread)} changed files could not be read ({', '.join(unread[:3])}"
-                       f"{', ...' if len(unread) > 3 else ''}: see the log)")
+        named = [f"{path}: {errors.get(path, 'see the log')}" for path in unread[:3]]
+        reasons.append(f"{len(unread)} changed files could not be read ({'; '.join(named)}"
+                       f"{'; ...' if len(unread) > 3 else ''})")
     if failed:
         named = [f"{path}: {why}" for path, why in sorted(failed.items())[:3]]
         reasons.append(f"{len(failed)} files could not be indexed ({'; '.join(named)}"
