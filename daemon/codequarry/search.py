@@ -16,7 +16,6 @@ import dataclasses
 import math
 import posixpath
 import re
-import time
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
@@ -49,6 +48,7 @@ from codequarry.store.project import (
     Filters,
     HitSpan,
     ProjectStore,
+    Remembered,
     SearchContext,
     VectorSpace,
 )
@@ -186,7 +186,7 @@ class Searcher:
         # (the reference path)
         self.combine = combine
         self._realpaths = RealPaths()
-        self._roots: tuple[float, dict[str, str]] | None = None
+        self._roots = Remembered[dict[str, str]](ROOTS_SECONDS)  # project id -> root
         # embedders of previous models, for projects still searched with their vectors
         # while the new model's fill in (blue/green); built from Store.model_config
         self._previous: dict[str, Embedder | None] = {}
@@ -422,11 +422,10 @@ class Searcher:
         """Project id -> root for unit_key, read again once ROOTS_SECONDS old or when one of
         `projects` is missing (issue 13: a statement per search for what rarely changes; a
         moved root merges results of one file for at most that long, as RealPaths does)."""
-        now = time.monotonic()
-        known = self._roots
-        if known is None or now - known[0] >= ROOTS_SECONDS or not projects <= known[1].keys():
-            known = self._roots = (now, await self.store.indexed_projects())
-        return known[1]
+        roots = self._roots.get()
+        if roots is None or not projects <= roots.keys():
+            roots = self._roots.put(await self.store.indexed_projects())
+        return roots
 
     async def _hits(self, ranked: list[_Ranked], stores: list[ProjectStore], need: int,
                     spans: dict[str, dict[int, HitSpan]]) -> list[Unit]:

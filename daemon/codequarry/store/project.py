@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from typing import Any, Generic, NamedTuple, TypeVar
 
 import numpy as np
 from sqlalchemy import text
@@ -55,6 +55,7 @@ BM25_B = 0.15
 # CANDIDATE_POOL), so a search needs no transaction of its own to raise it
 SESSION_EF_SEARCH = 200
 MODEL_CACHE_SECONDS = 5.0
+STATS_CACHE_SECONDS = 60.0  # ANALYZE's common lexemes and the mean chunk length
 # an idle backlog scan trusts the vector counters (exact) and checks the table itself this
 # often, so a vector lost behind their back is embedded again within this long
 FULL_SCAN_SECONDS = 300.0
@@ -167,6 +168,30 @@ class Counts:
         return self.embedded / self.chunks if self.chunks else 1.0
 
 
+_T = TypeVar("_T")
+
+
+class Remembered(Generic[_T]):
+    """A value read from the database, trusted for `seconds` (monotonic clock) after it
+    was put; get() is None once it is older, or after forget()."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._entry: tuple[float, _T] | None = None
+
+    def get(self) -> _T | None:
+        if self._entry is not None and time.monotonic() - self._entry[0] < self.seconds:
+            return self._entry[1]
+        return None
+
+    def put(self, value: _T) -> _T:
+        self._entry = (time.monotonic(), value)
+        return value
+
+    def forget(self) -> None:
+        self._entry = None
+
+
 class ProjectStore:
     def __init__(self, engine: AsyncEngine, installation: str, project_id: str, schema: str,
                  vector_type: Callable[[int], str] = lambda dims: "vector") -> None:
@@ -179,14 +204,14 @@ class ProjectStore:
         self.schema = schema
         self.s = quote_ident(schema)
         self._vector_type = vector_type
-        self._term_stats: tuple[float, dict[str, float]] | None = None
-        self._space: tuple[float, VectorSpace] | None = None
+        self._common = Remembered[dict[str, float]](STATS_CACHE_SECONDS)  # lexeme -> share of chunks
+        self._space = Remembered[VectorSpace](MODEL_CACHE_SECONDS)
         self._unembedded_after = 0  # id cursor of the backlog scan (see unembedded)
         self._full_scan_due = 0.0  # monotonic time of the next backlog scan the counters cannot skip
         self._key = {"i": installation, "id": project_id}
         # the advisory lock of the project's schema changes (Store.ensure_project uses it too)
         self._lock_key = project_lock_key(installation, project_id)
-        self._lengths: tuple[float, float] | None = None
+        self._lengths = Remembered[float](STATS_CACHE_SECONDS)
 
     # ---- reading what is indexed ------------------------------------------------------
 
@@ -381,25 +406,19 @@ class ProjectStore:
 
     async def space(self, fresh: bool = False) -> VectorSpace:
         """The active model and its vector table; cached briefly, it is read per search."""
-        now = time.monotonic()
-        if not fresh and self._space is not None and now - self._space[0] < MODEL_CACHE_SECONDS:
-            return self._space[1]
+        cached = None if fresh else self._space.get()
+        if cached is not None:
+            return cached
         async with self.reader.connect() as conn:
-            space = _space_of((await conn.execute(text(_SPACE_SQL), self._key)).one())
-        self._space = (now, space)
-        return space
+            return self._space.put(_space_of((await conn.execute(text(_SPACE_SQL), self._key)).one()))
 
     def cached_space(self) -> VectorSpace | None:
         """The vector space space() would answer without a read, if any."""
-        if self._space is not None and time.monotonic() - self._space[0] < MODEL_CACHE_SECONDS:
-            return self._space[1]
-        return None
+        return self._space.get()
 
     def remember_space(self, row: Any) -> VectorSpace:
         """Cache (as space() does) the vector space of this project's SPACES_SQL row."""
-        space = _space_of(row)
-        self._space = (time.monotonic(), space)
-        return space
+        return self._space.put(_space_of(row))
 
     async def _locked_space(self, conn: AsyncConnection) -> VectorSpace:
         """Take the project's advisory lock in shared mode for `conn`'s transaction (writers
@@ -440,10 +459,10 @@ class ProjectStore:
                 if following is not None:  # back to the model still serving: stop the switch
                     await self._set_next(conn, None)
                     await conn.execute(text(f"DROP TABLE IF EXISTS {self._table(following)}"))
-                self._space = None
+                self._space.forget()
                 return None
             if following is not None and (following.model_id, following.dims, following.type) == wanted:
-                self._space = None
+                self._space.forget()
                 return space.model_id or ""  # already switching to it
             numbers = [int(t.table.rsplit("_", 1)[1]) for t in (active, following) if t is not None]
             table = VectorTable(model_id, dims, f"vectors_{max(numbers, default=0) + 1}", vector_type)
@@ -458,7 +477,7 @@ class ProjectStore:
                 await self._set_next(conn, table)  # blue/green: the active table keeps serving
             else:
                 await self._activate(conn, table, embedded, active)
-        self._space = None
+        self._space.forget()
         self._unembedded_after, self._full_scan_due = 0, 0.0
         return space.model_id or ""
 
@@ -520,7 +539,7 @@ class ProjectStore:
                 embedded = int((await conn.execute(text(
                     f"SELECT count(*) FROM {self._table(space.next)}"))).scalar() or 0)
                 await self._activate(conn, space.next, embedded, now.active, hnsw_ready=True)
-            self._space = None
+            self._space.forget()
             self._unembedded_after, self._full_scan_due = 0, 0.0
             return "promoted"
         if space.active is None or space.hnsw_ready:
@@ -530,7 +549,7 @@ class ProjectStore:
             await conn.execute(text(
                 "UPDATE codequarry.projects SET hnsw_ready = true WHERE installation = :i AND id = :id "
                 "AND vector_table = :t"), {"t": space.active.table, **self._key})
-        self._space = None
+        self._space.forget()
         return "indexed"
 
     async def ensure_hnsw(self) -> bool:
@@ -744,23 +763,20 @@ class ProjectStore:
 
     def cached_common_lexemes(self) -> dict[str, float] | None:
         """ANALYZE's most common lexemes -> their fraction of chunks, if read < 60 s ago."""
-        if self._term_stats and datetime.now(UTC).timestamp() - self._term_stats[0] < 60:
-            return self._term_stats[1]
-        return None
+        return self._common.get()
 
     def remember_common_lexemes(self, row: Any) -> dict[str, float]:
         """Cache (for 60 s) and return the common lexemes of a COMMON_LEXEMES_SQL row (None: none)."""
         common: dict[str, float] = {}
         if row and row.elems:
             common = dict(zip(row.elems, row.freqs, strict=False))
-        self._term_stats = (datetime.now(UTC).timestamp(), common)
-        return common
+        return self._common.put(common)
 
     async def analyze(self) -> None:
         async with self.engine.connect() as conn:
             await conn.execute(text(f"ANALYZE {self.s}.chunks"))
             await conn.commit()
-        self._term_stats = None
+        self._common.forget()
 
     async def lexical(self, terms: Sequence[tuple[str, float]], match: Sequence[str | tuple[str, ...]],
                       filters: Filters, limit: int, *, cap: int = LEXICAL_CANDIDATES,
@@ -822,13 +838,10 @@ class ProjectStore:
         return f"SELECT avg(length(tsv)) AS avglen FROM (SELECT tsv FROM {self.s}.chunks LIMIT 2000) s"
 
     def cached_average_length(self) -> float | None:
-        if self._lengths and time.monotonic() - self._lengths[0] < 60:
-            return self._lengths[1]
-        return None
+        return self._lengths.get()
 
     def remember_average_length(self, value: Any) -> float:
-        self._lengths = (time.monotonic(), float(value) if value else 1.0)
-        return self._lengths[1]
+        return self._lengths.put(float(value) if value else 1.0)
 
     async def semantic(self, query: Vector, filters: Filters, limit: int, iterative: bool,
                        space: VectorSpace | None = None) -> list[tuple[int, float]]:
