@@ -7,9 +7,11 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
+import anyio
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 
 from codequarry.chunking import Chunker, embedding_text, search_text
 from codequarry.chunking.words import code_words
@@ -173,6 +175,44 @@ async def test_one_statement_over_several_projects_answers_exactly_as_each_proje
                     assert rounded(one) == rounded(other), (query, mode, languages, glob, projects)
                     compared += bool(one.results)
     assert compared > 50  # most requests find something: the comparison is not of empty pages
+
+
+async def test_a_search_reads_where_its_candidates_lie_with_their_rankings(runtime: Runtime) -> None:
+    """The lexical and semantic statements return where each candidate lies (path, unit
+    span, symbol, kind), so with its caches warm a hybrid search of one project reads the
+    project's tables in four statements (its context, the two rankings, the page's units'
+    text) and a one-sided search in three, none of them reading places apart. (The test
+    above compares the answers with the reference path, which reads them apart.)"""
+    searcher = Searcher(runtime.store, runtime.embedder)
+    schema = (await runtime.store.project("alpha")).s
+    statements: list[str] = []
+
+    def driver_statement(record: Any) -> None:  # store/fanout.py's reads, straight on asyncpg
+        statements.append(record.query)
+
+    def checkout(dbapi_connection: Any, *_: Any) -> None:
+        dbapi_connection.driver_connection.add_query_logger(driver_statement)
+
+    def sqlalchemy_statement(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        statements.append(statement)
+
+    engine = runtime.store.engine.sync_engine
+    event.listen(engine, "checkout", checkout)
+    event.listen(engine, "before_cursor_execute", sqlalchemy_statement)
+    try:
+        for mode, expected in (("hybrid", 4), ("lexical", 3), ("semantic", 3)):
+            request = SearchRequest("how is the web client's port configured", ("alpha",), mode)  # type: ignore[arg-type]
+            await searcher.search(request, runtime.indexer.model_id)  # warms the caches
+            statements.clear()
+            response = await searcher.search(dataclasses.replace(request, query="read the manifest file"),
+                                             runtime.indexer.model_id)
+            await anyio.sleep(0.01)  # the driver calls its loggers soon after each statement
+            assert response.results
+            reads = [statement for statement in statements if schema in statement]  # not type lookups
+            assert len(reads) == expected, (mode, reads)
+    finally:
+        event.remove(engine, "checkout", checkout)
+        event.remove(engine, "before_cursor_execute", sqlalchemy_statement)
 
 
 async def test_an_unknown_project_raises_unknown_project(runtime: Runtime) -> None:

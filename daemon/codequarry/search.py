@@ -213,13 +213,16 @@ class Searcher:
         semantic: list[_Ranked] = []
         lexical: list[_Ranked] = []
         contexts: dict[str, SearchContext] = {}
+        # where each candidate lies, read with the rankings (project id -> chunk id -> span)
+        spans: dict[str, dict[int, HitSpan]] = {}
         wants_lexical = request.mode in ("hybrid", "lexical") or (
             request.mode == "semantic" and model_id is None)
         # only the fusion weighs symbol hits
         names = _symbol_names(request.query) if request.mode == "hybrid" else []
 
         async def run_semantic() -> None:
-            semantic.extend(await self._semantic(request.query, stores, filters, fetch, model_id, notes))
+            semantic.extend(await self._semantic(request.query, stores, filters, fetch, model_id, notes,
+                                                 spans))
 
         async def run_context_and_lexical() -> None:
             # issue 13: freshness, symbol hits and term statistics in one statement per project
@@ -230,7 +233,7 @@ class Searcher:
                 for store in stores:
                     contexts[store.project_id] = await store.search_context(words, names)
             if wants_lexical:
-                lexical.extend(await self._lexical(request.query, stores, filters, fetch, contexts))
+                lexical.extend(await self._lexical(request.query, stores, filters, fetch, contexts, spans))
 
         # independent queries on separate pooled connections: PostgreSQL runs them in
         # parallel backends while the embedding (if any) runs in its thread
@@ -244,19 +247,19 @@ class Searcher:
         freshness = [context.freshness for context in contexts.values()]
         symbol_hits = set().union(*(context.symbols for context in contexts.values()))
         merged_freshness = _merge_freshness(freshness)
-        spans: dict[str, dict[int, HitSpan]] | None = None
+        if not self._combined(stores):  # the reference path reads them after the rankings
+            spans = await self._spans(lexical + semantic, stores)
         if request.mode == "semantic":
             ranked = semantic or lexical
         elif request.mode == "lexical":
             ranked = lexical
         else:
-            # where every candidate lies: the agreement is counted on units, and the
-            # answer's units are built from the same spans (fused = both lists' chunks)
-            where = spans = await self._spans(lexical + semantic, stores)
-            common = agreement(lexical, semantic, unit_of=lambda r: _unit_of(where, r))
+            # the agreement is counted on units, and the answer's units are built from the
+            # same spans (fused = both lists' chunks)
+            common = agreement(lexical, semantic, unit_of=lambda r: _unit_of(spans, r))
             weight = lexical_weight(request.query, bool(symbol_hits), common)
             fused = fuse_in_depth(lexical, semantic, weight, max(request.limit * 3, FUSION_DEPTH))
-            ranked = favour_named_files(fused, request.query, lambda r: _path_of(where, r))
+            ranked = favour_named_files(fused, request.query, lambda r: _path_of(spans, r))
         if merged_freshness.vector_coverage < 1.0 and request.mode != "lexical":
             notes.append(f"vectors cover {coverage_percent(merged_freshness.vector_coverage)} of chunks; "
                          "semantic results may be missing until embedding finishes")
@@ -264,13 +267,11 @@ class Searcher:
 
     async def _answer(self, request: SearchRequest, ranked: list[_Ranked], stores: list[ProjectStore],
                       filters: Filters, freshness: Freshness, notes: list[str],
-                      spans: dict[str, dict[int, HitSpan]] | None = None) -> SearchResponse:
+                      spans: dict[str, dict[int, HitSpan]]) -> SearchResponse:
         """The page of whole units at `request.offset`, shaped to the detail and budget;
-        `spans`: where the ranked chunks lie, when already read (else read here)."""
+        `spans`: where the ranked chunks lie (_spans() of at least `ranked`)."""
         ranked = sorted(ranked, key=lambda r: (-r.score, r.project, r.chunk_id))  # ties: stable pages
         need = request.offset + request.limit + 1  # one more tells whether a next page exists
-        if spans is None:
-            spans = await self._spans(ranked, stores)
         units = await self._hits(ranked, stores, need, spans)
         page = units[request.offset : request.offset + request.limit]
         shared: dict[str, str] = {}
@@ -307,7 +308,10 @@ class Searcher:
         return [await self.store.project(p) for p in await self.store.indexed_projects()]
 
     async def _semantic(self, query: str, stores: list[ProjectStore], filters: Filters, fetch: int,
-                        model_id: str | None, notes: list[str]) -> list[_Ranked]:
+                        model_id: str | None, notes: list[str],
+                        spans: dict[str, dict[int, HitSpan]]) -> list[_Ranked]:
+        """The nearest chunks by vector, best first; a combined read adds where they lie to
+        `spans`."""
         if self.embedder is None or model_id is None:
             notes.append("the embedder is not available; showing lexical results")
             return []
@@ -333,7 +337,8 @@ class Searcher:
             ranked.extend(_Ranked(store.project_id, i, score) for i, score in hits)
         found = await fanout.semantic(asked, filters, fetch, self.store.iterative_scans) if asked else {}
         for store, _, _ in asked:
-            ranked.extend(_Ranked(store.project_id, i, score) for i, score in found[store.project_id])
+            ranked.extend(_Ranked(store.project_id, i, score) for i, score in found[store.project_id].ranked)
+            spans.setdefault(store.project_id, {}).update(found[store.project_id].spans)
         if set(vectors) <= {model_id} and self._previous:  # every switch is done: free them
             await self.aclose()
         return sorted(ranked, key=lambda r: -r.score)[:fetch]
@@ -376,13 +381,15 @@ class Searcher:
                     log.warning("previous_embedder_unavailable", model=model_id, error=str(exc))
         return self._previous[model_id]
 
-    async def _lexical(self, query: str, stores: list[ProjectStore], filters: Filters,
-                       fetch: int, contexts: dict[str, SearchContext] | None = None) -> list[_Ranked]:
+    async def _lexical(self, query: str, stores: list[ProjectStore], filters: Filters, fetch: int,
+                       contexts: dict[str, SearchContext],
+                       spans: dict[str, dict[int, HitSpan]]) -> list[_Ranked]:
+        """The best chunks by words, best first; a combined read adds where they lie to `spans`."""
         words = code_words(query)
         ranked: list[_Ranked] = []
         asked: list[tuple[ProjectStore, list[tuple[str, float]], list[str | tuple[str, ...]]]] = []
         for store in stores:
-            context = (contexts or {}).get(store.project_id)
+            context = contexts.get(store.project_id)
             lexemes, total, freqs = ((context.lexemes, context.total, context.freqs) if context
                                      else await store.query_terms(words))
             if not lexemes:
@@ -396,7 +403,8 @@ class Searcher:
             ranked.extend(_Ranked(store.project_id, i, score) for i, score in hits)
         found = await fanout.lexical(asked, filters, fetch) if asked else {}
         for store, _, _ in asked:
-            ranked.extend(_Ranked(store.project_id, i, score) for i, score in found[store.project_id])
+            ranked.extend(_Ranked(store.project_id, i, score) for i, score in found[store.project_id].ranked)
+            spans.setdefault(store.project_id, {}).update(found[store.project_id].spans)
         return sorted(ranked, key=lambda r: -r.score)[:fetch]
 
     async def _symbol_hits(self, query: str, stores: list[ProjectStore]) -> set[str]:
@@ -410,13 +418,12 @@ class Searcher:
     async def _spans(self, ranked: Sequence[_Ranked],
                      stores: list[ProjectStore]) -> dict[str, dict[int, HitSpan]]:
         """Project id -> chunk id -> where that ranked chunk lies (a chunk replaced
-        meanwhile is missing), in one read."""
+        meanwhile is missing), a read per project: the reference path's (combined reads
+        return them with the rankings)."""
         by_id = {store.project_id: store for store in stores}
-        wanted = [(by_id[project], list(dict.fromkeys(r.chunk_id for r in ranked if r.project == project)))
-                  for project in dict.fromkeys(r.project for r in ranked)]
-        if self._combined(stores):
-            return await fanout.hit_spans(wanted)
-        return {store.project_id: await store.hit_spans(ids) for store, ids in wanted}
+        return {project: await by_id[project].hit_spans(list(dict.fromkeys(
+            r.chunk_id for r in ranked if r.project == project))) for project in dict.fromkeys(
+            r.project for r in ranked)}
 
     async def _project_roots(self, projects: set[str]) -> dict[str, str]:
         """Project id -> root for unit_key, read again once ROOTS_SECONDS old or when one of
