@@ -25,11 +25,11 @@ from codequarry.faults import is_transient
 from codequarry.store.project import (
     COMMON_LEXEMES_SQL,
     SPACES_SQL,
-    ChunkRow,
     Filters,
     Hits,
     ProjectStore,
     SearchContext,
+    UnitPiece,
     Vector,
     VectorSpace,
     ef_search_sql,
@@ -195,7 +195,7 @@ async def semantic(queries: Sequence[tuple[ProjectStore, Vector, VectorSpace]], 
 
 
 async def unit_chunks(queries: Sequence[tuple[ProjectStore, Sequence[int]]]
-                      ) -> dict[str, dict[int, tuple[int, int, list[ChunkRow]]]]:
+                      ) -> dict[str, dict[int, tuple[int, int, list[UnitPiece]]]]:
     """ProjectStore.unit_chunks(ids) of each (store, ids), by project id."""
     return await _by_ids(queries, ProjectStore.unit_chunks_statement, unit_chunks_of)
 

@@ -905,7 +905,7 @@ class ProjectStore:
 
     # ---- units, definitions and references (answers for agents) -----------------------
 
-    async def unit_chunks(self, ids: Sequence[int]) -> dict[int, tuple[int, int, list[ChunkRow]]]:
+    async def unit_chunks(self, ids: Sequence[int]) -> dict[int, tuple[int, int, list[UnitPiece]]]:
         """Chunk id -> (unit start, unit end, the unit's chunks in order) for each of `ids`.
 
         A chunk's unit is the definition or top-level block it belongs to (chunks.unit_start
@@ -959,8 +959,7 @@ class ProjectStore:
                 f"coalesce(unit_end, end_line) AS ue FROM {self.s}.chunks WHERE id = ANY(:ids)), "
                 "unit AS (SELECT path, us, ue, array_agg(id) AS hits FROM hit GROUP BY path, us, ue) "
                 "SELECT u.hits, u.us, u.ue, (c.start_line >= u.us AND c.end_line <= u.ue) AS inside, "
-                "c.id, c.path, c.start_line, c.end_line, c.language, c.symbol, c.kind, c.content, "
-                f"c.content_hash, c.unit_start, c.unit_end FROM unit u JOIN {self.s}.chunks c "
+                f"c.id, c.path, c.start_line, c.content FROM unit u JOIN {self.s}.chunks c "
                 "ON c.path = u.path "
                 "AND ((c.start_line >= u.us AND c.end_line <= u.ue) OR c.id = ANY(u.hits)) "
                 "ORDER BY u.path, u.us, u.ue, c.ordinal"), {"ids": list(ids)})
@@ -1133,11 +1132,21 @@ class Hits(NamedTuple):
     spans: dict[int, HitSpan]  # where each lies; a chunk gone meanwhile has none
 
 
-def unit_chunks_of(rows: Sequence[Any]) -> dict[int, tuple[int, int, list[ChunkRow]]]:
+class UnitPiece(NamedTuple):
+    """A chunk of a unit, as much as an answer shows of it: its text from its first line
+    (1-based). A named tuple: an answer reads up to thousands (a frozen dataclass is built
+    in Python)."""
+
+    id: int
+    start_line: int
+    content: str
+
+
+def unit_chunks_of(rows: Sequence[Any]) -> dict[int, tuple[int, int, list[UnitPiece]]]:
     """ProjectStore.unit_chunks' answer from the rows of its statement (in their order):
     per hit, its unit's chunks, and itself should it lie outside its unit's span. Hits of
     one unit share one list."""
-    units: dict[int, tuple[int, int, list[ChunkRow]]] = {}
+    units: dict[int, tuple[int, int, list[UnitPiece]]] = {}
     start = 0
     while start < len(rows):
         first = rows[start]
@@ -1146,9 +1155,7 @@ def unit_chunks_of(rows: Sequence[Any]) -> dict[int, tuple[int, int, list[ChunkR
         while end < len(rows) and (rows[end].path, rows[end].us, rows[end].ue) == key:
             end += 1
         group = rows[start:end]
-        members = [ChunkRow(row.id, row.path, Chunk(
-            row.start_line, row.end_line, row.content, row.language, row.symbol, row.kind,
-            row.content_hash, row.unit_start, row.unit_end)) for row in group]
+        members = [UnitPiece(row.id, row.start_line, row.content) for row in group]
         every = all(row.inside for row in group)
         for hit in first.hits:
             own = members if every else [m for m, row in zip(members, group, strict=True)
