@@ -21,6 +21,7 @@ from codequarry.models import ChangeKind, FileUpdate, SearchResponse
 from codequarry.runtime import Runtime, open_runtime
 from codequarry.scan import content_hash
 from codequarry.search import MAX_LIMIT, Mode, Searcher, SearchRequest, _match_terms
+from codequarry.store import project as project_store
 from codequarry.store.db import Store
 from codequarry.store.project import Filters, match_tsquery
 
@@ -319,11 +320,12 @@ async def test_without_a_ready_embedder_hybrid_search_answers_lexically_and_says
 
 
 async def test_path_filters_never_starve_semantic_search(
-        make_settings: Callable[..., Settings], hash_embedder: HashEmbedder) -> None:
-    """2,000 chunks close to the query, 200 far ones under far/ and one under only/. A broad
-    filter walks the HNSW index (pgvector's iterative scan keeps going past filtered-out
-    candidates); a narrow one lets PostgreSQL rank the few matching chunks exactly. Either
-    way the filtered search is full."""
+        make_settings: Callable[..., Settings], hash_embedder: HashEmbedder,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """2,000 chunks close to the query, 200 far ones under far/ and one under only/. A
+    filter matching more than EXACT_FILTERED_CHUNKS walks the HNSW index (pgvector's
+    iterative scan keeps going past filtered-out candidates); one matching fewer ranks its
+    chunks exactly. Either way the filtered search is full."""
     store = await Store.open(make_settings())
     try:
         assert store.iterative_scans
@@ -357,11 +359,21 @@ async def test_path_filters_never_starve_semantic_search(
                 {"q": hash_embedder.vectors([query])[0]})).scalars())
         assert "hnsw" in plan
 
+        async with store.engine.begin() as conn:  # the 10 nearest of far/, by an exact scan
+            await conn.execute(text("SET LOCAL enable_indexscan = off"))
+            nearest = set((await conn.execute(text(
+                f"SELECT c.path FROM {table} v JOIN {project.s}.chunks c ON c.id = v.chunk_id "
+                "WHERE c.path ~ '^far/' ORDER BY v.embedding <=> CAST(:q AS halfvec) LIMIT 10"),
+                {"q": hash_embedder.vectors([query])[0]})).scalars())
         searcher = Searcher(store, hash_embedder)
-        far = await searcher.search(SearchRequest(query, ("many",), "semantic", path_glob="far/**", limit=10),
-                                    hash_embedder.model_id)
-        assert len(far.results) == 10
-        assert all(hit.path.startswith("far/") for hit in far.results)
+        for exact_up_to in (project_store.EXACT_FILTERED_CHUNKS, 100):  # far/ ranked exactly, then by HNSW
+            monkeypatch.setattr(project_store, "EXACT_FILTERED_CHUNKS", exact_up_to)
+            far = await searcher.search(SearchRequest(query, ("many",), "semantic", path_glob="far/**",
+                                                      limit=10), hash_embedder.model_id)
+            assert len(far.results) == 10
+            assert all(hit.path.startswith("far/") for hit in far.results)
+            if exact_up_to >= 200:
+                assert {hit.path for hit in far.results} == nearest
         only = await searcher.search(SearchRequest(query, ("many",), "semantic", path_glob="only/**"),
                                      hash_embedder.model_id)
         assert [hit.path for hit in only.results] == ["only/target.py"]
