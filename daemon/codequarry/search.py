@@ -13,6 +13,7 @@ fused score.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import posixpath
 import re
@@ -590,6 +591,7 @@ def favour_named_files(ranked: Sequence[_Ranked], query: str,
     return sorted(boosted, key=lambda r: -r.score)
 
 
+@functools.lru_cache(maxsize=16384)  # a search asks for ~150 ranked chunks' paths, mostly the same few
 def file_stem(path: str) -> str:
     """A path's file name without its extension, lowercased: lib/commands/ls.js -> ls."""
     return posixpath.splitext(posixpath.basename(path))[0].lower()
