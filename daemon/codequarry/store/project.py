@@ -69,8 +69,8 @@ _SPAN_COLUMNS = ("c.path, coalesce(c.unit_start, c.start_line) AS us, "
                  "coalesce(c.unit_end, c.end_line) AS ue, c.start_line, c.end_line, c.language, "
                  "coalesce(h.symbol, c.symbol) AS symbol, coalesce(h.kind, c.kind) AS kind")
 # A filtered vector search ranks the matching chunks exactly up to this many (else it walks
-# the HNSW index): at 104k chunks, 7,074 matching chunks ranked exactly in 43 ms p50 against
-# 92 ms for pgvector's iterative scan; 12,775 in 76 against 50 (bench/README.md, lat5)
+# the HNSW index): at 104k chunks and load ~4, 7,074 matching chunks ranked exactly in 43 ms
+# p50 against 92 ms for pgvector's iterative scan; 12,775 in 76 against 50 (bench/README.md)
 EXACT_FILTERED_CHUNKS = 10_000
 HNSW_BUILD_MEMORY = "256MB"  # maintenance_work_mem for an HNSW build: 100k 384-d halfvecs fit
 
