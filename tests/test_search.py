@@ -13,6 +13,7 @@ import anyio
 import pytest
 from sqlalchemy import event, text
 
+from codequarry import search as search_module
 from codequarry.chunking import Chunker, embedding_text, search_text
 from codequarry.chunking.words import code_words
 from codequarry.config import Settings
@@ -157,16 +158,19 @@ def rounded(response: SearchResponse) -> SearchResponse:
 
 
 async def test_one_statement_over_several_projects_answers_exactly_as_each_project_in_turn(
-        runtime: Runtime) -> None:
+        runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
     """store/fanout.py: the combined reads (UNION ALL over the projects' schemas) give the
-    same results, scores, freshness and notes as the per-project statements."""
+    same results, scores, freshness and notes as the per-project statements, whether the
+    rankings say where their candidates lie (up to SPANS_WITH_RANKINGS_UP_TO projects) or a
+    statement after them does."""
     combined = Searcher(runtime.store, runtime.embedder)
     in_turn = Searcher(runtime.store, runtime.embedder, combine=False)
     queries = ["config", "read_manifest_file", "how is the web client's port configured",
                "zanzibarQuokkaHandler event", "load config path", "bump the patch version"]
     filters = (((), None), (("python",), None), ((), "handlers/**"), (("python",), "src/**"))
     compared = 0
-    for query in queries:
+    for number, query in enumerate(queries):
+        monkeypatch.setattr(search_module, "SPANS_WITH_RANKINGS_UP_TO", 1 if number % 2 else 4)
         for mode in ("hybrid", "lexical", "semantic"):
             for languages, glob in filters:
                 for projects in (("alpha", "beta"), ()):

@@ -67,6 +67,9 @@ CANDIDATE_POOL = 100
 # depth 30 beat the whole pool on the tuning sets: pooled MRR@10 0.524 vs 0.518, worst
 # margin over the better half +0.039 vs +0.023 (bench/tune_fusion.py; bench/README.md).
 FUSION_DEPTH = 30
+# Up to this many projects, the rankings' statements also say where each candidate lies
+# (Searcher._spans_with_rankings)
+SPANS_WITH_RANKINGS_UP_TO = 4
 
 # What people type for a language -> its canonical name (detect_language's labels)
 LANGUAGE_ALIASES = {
@@ -248,7 +251,7 @@ class Searcher:
         freshness = [context.freshness for context in contexts.values()]
         symbol_hits = set().union(*(context.symbols for context in contexts.values()))
         merged_freshness = _merge_freshness(freshness)
-        if not self._combined(stores):  # the reference path reads them after the rankings
+        if not self._spans_with_rankings(stores):  # read after the rankings, as few as they keep
             spans = await self._spans(lexical + semantic, stores)
         if request.mode == "semantic":
             ranked = semantic or lexical
@@ -303,6 +306,13 @@ class Searcher:
     def _combined(self, stores: Sequence[ProjectStore]) -> bool:
         return self.combine and len(stores) > 0
 
+    def _spans_with_rankings(self, stores: Sequence[ProjectStore]) -> bool:
+        """Whether the rankings' statements return where their candidates lie (a round trip
+        fewer): each project's statement ranks `fetch` rows and the search keeps `fetch` of
+        them all, so over many projects most places read would be dropped (at 100 projects,
+        20,000 for 200 kept); then they are read after the rankings, for the kept ones."""
+        return self._combined(stores) and len(stores) <= SPANS_WITH_RANKINGS_UP_TO
+
     async def _stores(self, projects: Sequence[str]) -> list[ProjectStore]:
         if projects:
             return [await self.store.project(project) for project in dict.fromkeys(projects)]
@@ -336,7 +346,8 @@ class Searcher:
                 continue
             hits = await store.semantic(vectors[active], filters, fetch, self.store.iterative_scans, space)
             ranked.extend(_Ranked(store.project_id, i, score) for i, score in hits)
-        found = await fanout.semantic(asked, filters, fetch, self.store.iterative_scans) if asked else {}
+        found = await fanout.semantic(asked, filters, fetch, self.store.iterative_scans,
+                                      self._spans_with_rankings(stores)) if asked else {}
         for store, _, _ in asked:
             ranked.extend(_Ranked(store.project_id, i, score) for i, score in found[store.project_id].ranked)
             spans.setdefault(store.project_id, {}).update(found[store.project_id].spans)
@@ -402,7 +413,8 @@ class Searcher:
                 continue
             hits = await store.lexical(terms, match, filters, fetch)
             ranked.extend(_Ranked(store.project_id, i, score) for i, score in hits)
-        found = await fanout.lexical(asked, filters, fetch) if asked else {}
+        found = (await fanout.lexical(asked, filters, fetch, self._spans_with_rankings(stores))
+                 if asked else {})
         for store, _, _ in asked:
             ranked.extend(_Ranked(store.project_id, i, score) for i, score in found[store.project_id].ranked)
             spans.setdefault(store.project_id, {}).update(found[store.project_id].spans)
@@ -419,12 +431,13 @@ class Searcher:
     async def _spans(self, ranked: Sequence[_Ranked],
                      stores: list[ProjectStore]) -> dict[str, dict[int, HitSpan]]:
         """Project id -> chunk id -> where that ranked chunk lies (a chunk replaced
-        meanwhile is missing), a read per project: the reference path's (combined reads
-        return them with the rankings)."""
+        meanwhile is missing), in one read (a read per project on the reference path)."""
         by_id = {store.project_id: store for store in stores}
-        return {project: await by_id[project].hit_spans(list(dict.fromkeys(
-            r.chunk_id for r in ranked if r.project == project))) for project in dict.fromkeys(
-            r.project for r in ranked)}
+        wanted = [(by_id[project], list(dict.fromkeys(r.chunk_id for r in ranked if r.project == project)))
+                  for project in dict.fromkeys(r.project for r in ranked)]
+        if self._combined(stores):
+            return await fanout.hit_spans(wanted)
+        return {store.project_id: await store.hit_spans(ids) for store, ids in wanted}
 
     async def _project_roots(self, projects: set[str]) -> dict[str, str]:
         """Project id -> root for unit_key, read again once ROOTS_SECONDS old or when one of
