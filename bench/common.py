@@ -8,6 +8,7 @@ so `git status` can be timed on the same tree. Nothing is generated.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -149,3 +150,20 @@ def rss_mb(pid: int) -> float:
     import psutil
 
     return float(psutil.Process(pid).memory_info().rss) / 2**20
+
+
+def postgres_cpu_seconds(pgdata: Path) -> float:
+    """User + system CPU of the PostgreSQL server: its live processes and those reaped."""
+    import psutil
+
+    try:
+        postmaster = psutil.Process(int((pgdata / "postmaster.pid").read_text().split()[0]))
+        reaped = postmaster.cpu_times()
+        total = reaped.user + reaped.system + reaped.children_user + reaped.children_system
+        for member in postmaster.children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                times = member.cpu_times()
+                total += times.user + times.system
+        return float(total)
+    except (OSError, ValueError, psutil.Error):
+        return float("nan")

@@ -39,7 +39,6 @@ searches. Each layout uses its own home (`$CQ_BENCH_DIR/homes/million-<layout>`,
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import hashlib
 import os
@@ -61,7 +60,7 @@ from codequarry.runtime import open_runtime
 from codequarry.search import Searcher, SearchRequest
 from codequarry.store.db import Store
 from codequarry.store.project import ProjectStore
-from common import CORPORA, codequarry_home, corpus, emit, summary
+from common import CORPORA, codequarry_home, corpus, emit, postgres_cpu_seconds, summary
 from search_bench import QUERIES, PrecomputedQueries, embed_queries
 
 TARGET_P95_MS = 50.0
@@ -172,23 +171,6 @@ async def database_figures(store: Store, pgdata: Path) -> dict[str, float]:
     except (OSError, ValueError, psutil.Error):
         uss = float("nan")
     return {"database_mb": round(int(size or 0) / 2**20, 1), "postgres_uss_mb": round(uss / 2**20, 1)}
-
-
-def postgres_cpu_seconds(pgdata: Path) -> float:
-    """User + system CPU of the PostgreSQL server: its live processes and those reaped."""
-    import psutil
-
-    try:
-        postmaster = psutil.Process(int((pgdata / "postmaster.pid").read_text().split()[0]))
-        reaped = postmaster.cpu_times()
-        total = reaped.user + reaped.system + reaped.children_user + reaped.children_system
-        for member in postmaster.children(recursive=True):
-            with contextlib.suppress(psutil.Error):
-                times = member.cpu_times()
-                total += times.user + times.system
-        return float(total)
-    except (OSError, ValueError, psutil.Error):
-        return float("nan")
 
 
 async def time_searches(searcher: Searcher, model_id: str, queries: Sequence[str], repeat: int,

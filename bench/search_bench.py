@@ -1,7 +1,7 @@
 """Hybrid search latency at ~100k chunks, excluding the query embedding (issue 6 target:
 p50 <= 15 ms, p95 <= 50 ms), per mode, with and without a filter.
 
-    python bench/search_bench.py [--corpus huge] [--home search] [--repeat 5] [--queries 42]
+    python bench/search_bench.py [--corpus huge] [--home search] [--repeat 5] [--queries 42] [--results NAME]
 
 Index: the corpus is a project of a shared, reused home (`codequarry_home(home,
 fresh=False)`, also used by mcp_bench.py), indexed in this process with the product
@@ -17,11 +17,18 @@ rows and snippets) runs and is timed exactly as in the daemon. One warm-up pass 
 queries and modes, then `--repeat` timed passes (queries and modes interleaved). For
 reference, `hybrid_end_to_end_ms` is the product's Searcher with the real embedder (the
 embedding included; without the daemon's result cache, which would answer repeats).
+
+Beside the wall times, CPU ms per search of this process (the searcher's Python) and of
+PostgreSQL (its processes' CPU over the search), per variant, and the load average before
+and after: on a shared machine CPU time moves much less with the load than wall time. To
+compare two versions of the code under the same conditions, run this script back to back
+with `PYTHONPATH=<other checkout>/daemon` and `--results` of its own.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -37,7 +44,7 @@ from codequarry.logs import configure_logging
 from codequarry.runtime import Runtime, open_runtime
 from codequarry.search import Mode, Searcher, SearchRequest, glob_to_regex
 from codequarry.store.project import Filters
-from common import CORPORA, codequarry_home, corpus, emit, summary
+from common import CORPORA, codequarry_home, corpus, emit, postgres_cpu_seconds, summary
 
 TARGET_P50_MS, TARGET_P95_MS = 15.0, 50.0
 MODES: tuple[Mode, ...] = ("hybrid", "semantic", "lexical")
@@ -220,16 +227,23 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             }
             times: dict[str, list[float]] = {variant: [] for variant in variants}
             empty: dict[str, int] = {variant: 0 for variant in variants}
+            cpu: dict[str, list[float]] = {variant: [0.0, 0.0] for variant in variants}  # python, postgres
+            load_before = os.getloadavg()
             for rep in range(args.repeat + 1):  # pass 0 is the warm-up
                 for query in queries:
                     for variant, (engine, mode, extra) in variants.items():
                         request = SearchRequest(query, (name,), mode, **extra)
+                        pg_before = postgres_cpu_seconds(settings.pgdata) if rep else 0.0
+                        own_before = time.process_time()
                         started = time.perf_counter()
                         response = await engine.search(request, model_id)
                         elapsed = time.perf_counter() - started
                         if rep:
+                            cpu[variant][0] += time.process_time() - own_before
+                            cpu[variant][1] += postgres_cpu_seconds(settings.pgdata) - pg_before
                             times[variant].append(elapsed)
                             empty[variant] += not response.results
+            load_after = os.getloadavg()
             matching, chunks = await filter_share(
                 runtime, name, Filters((args.language,), glob_to_regex(glob)))
     search = {variant: summary(values) for variant, values in times.items()}
@@ -241,6 +255,11 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         "hybrid_end_to_end_ms": search["hybrid_end_to_end"],
         "query_embedding_ms": summary(embedding_times),
         "empty_results": empty,
+        # the embedder's threads count in hybrid_end_to_end's python
+        "cpu_ms_per_search": {v: {"python": round(1000 * c[0] / len(times[v]), 2),
+                                  "postgres": round(1000 * c[1] / len(times[v]), 2)} for v, c in cpu.items()},
+        "load_average_before": [round(x, 2) for x in load_before],
+        "load_average_after": [round(x, 2) for x in load_after],
         "filter": {"languages": [args.language], "path_glob": glob, "matching_chunks": matching,
                    "share": round(matching / chunks, 3) if chunks else 0.0},
         "target_ms": {"p50": TARGET_P50_MS, "p95": TARGET_P95_MS},
@@ -258,6 +277,8 @@ def main() -> None:
     parser.add_argument("--queries", type=positive, default=len(QUERIES),
                         help=f"use the first N queries (default all {len(QUERIES)})")
     parser.add_argument("--language", default="python", help="language of the filtered run")
+    parser.add_argument("--results", default="search",
+                        help="write bench/results/NAME.json (default: search)")
     parser.add_argument("--path-glob", help="path glob of the filtered run (default: the corpus's "
                         "last source tree, e.g. pydantic/** for huge)")
     args = parser.parse_args()
@@ -273,8 +294,10 @@ def main() -> None:
             f"semantic {pair(s['semantic'])} lexical {pair(s['lexical'])} "
             f"hybrid+filter {pair(s['hybrid_filtered'])} | query embedding "
             f"{pair(figures['query_embedding_ms'])} | hybrid end to end "
-            f"{pair(figures['hybrid_end_to_end_ms'])}")
-    emit("search", figures, line)
+            f"{pair(figures['hybrid_end_to_end_ms'])} | CPU ms python+postgres: "
+            + " ".join(f"{v} {c['python']}+{c['postgres']}" for v, c in figures["cpu_ms_per_search"].items())
+            + f" | load {figures['load_average_before'][0]} -> {figures['load_average_after'][0]}")
+    emit(args.results, figures, line)
 
 
 if __name__ == "__main__":

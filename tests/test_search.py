@@ -7,10 +7,13 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
+import anyio
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 
+from codequarry import search as search_module
 from codequarry.chunking import Chunker, embedding_text, search_text
 from codequarry.chunking.words import code_words
 from codequarry.config import Settings
@@ -19,6 +22,7 @@ from codequarry.models import ChangeKind, FileUpdate, SearchResponse
 from codequarry.runtime import Runtime, open_runtime
 from codequarry.scan import content_hash
 from codequarry.search import MAX_LIMIT, Mode, Searcher, SearchRequest, _match_terms
+from codequarry.store import project as project_store
 from codequarry.store.db import Store
 from codequarry.store.project import Filters, match_tsquery
 
@@ -154,16 +158,19 @@ def rounded(response: SearchResponse) -> SearchResponse:
 
 
 async def test_one_statement_over_several_projects_answers_exactly_as_each_project_in_turn(
-        runtime: Runtime) -> None:
+        runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
     """store/fanout.py: the combined reads (UNION ALL over the projects' schemas) give the
-    same results, scores, freshness and notes as the per-project statements."""
+    same results, scores, freshness and notes as the per-project statements, whether the
+    rankings say where their candidates lie (up to SPANS_WITH_RANKINGS_UP_TO projects) or a
+    statement after them does."""
     combined = Searcher(runtime.store, runtime.embedder)
     in_turn = Searcher(runtime.store, runtime.embedder, combine=False)
     queries = ["config", "read_manifest_file", "how is the web client's port configured",
                "zanzibarQuokkaHandler event", "load config path", "bump the patch version"]
     filters = (((), None), (("python",), None), ((), "handlers/**"), (("python",), "src/**"))
     compared = 0
-    for query in queries:
+    for number, query in enumerate(queries):
+        monkeypatch.setattr(search_module, "SPANS_WITH_RANKINGS_UP_TO", 1 if number % 2 else 4)
         for mode in ("hybrid", "lexical", "semantic"):
             for languages, glob in filters:
                 for projects in (("alpha", "beta"), ()):
@@ -173,6 +180,44 @@ async def test_one_statement_over_several_projects_answers_exactly_as_each_proje
                     assert rounded(one) == rounded(other), (query, mode, languages, glob, projects)
                     compared += bool(one.results)
     assert compared > 50  # most requests find something: the comparison is not of empty pages
+
+
+async def test_a_search_reads_where_its_candidates_lie_with_their_rankings(runtime: Runtime) -> None:
+    """The lexical and semantic statements return where each candidate lies (path, unit
+    span, symbol, kind), so with its caches warm a hybrid search of one project reads the
+    project's tables in four statements (its context, the two rankings, the page's units'
+    text) and a one-sided search in three, none of them reading places apart. (The test
+    above compares the answers with the reference path, which reads them apart.)"""
+    searcher = Searcher(runtime.store, runtime.embedder)
+    schema = (await runtime.store.project("alpha")).s
+    statements: list[str] = []
+
+    def driver_statement(record: Any) -> None:  # store/fanout.py's reads, straight on asyncpg
+        statements.append(record.query)
+
+    def checkout(dbapi_connection: Any, *_: Any) -> None:
+        dbapi_connection.driver_connection.add_query_logger(driver_statement)
+
+    def sqlalchemy_statement(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        statements.append(statement)
+
+    engine = runtime.store.engine.sync_engine
+    event.listen(engine, "checkout", checkout)
+    event.listen(engine, "before_cursor_execute", sqlalchemy_statement)
+    try:
+        for mode, expected in (("hybrid", 4), ("lexical", 3), ("semantic", 3)):
+            request = SearchRequest("how is the web client's port configured", ("alpha",), mode)  # type: ignore[arg-type]
+            await searcher.search(request, runtime.indexer.model_id)  # warms the caches
+            statements.clear()
+            response = await searcher.search(dataclasses.replace(request, query="read the manifest file"),
+                                             runtime.indexer.model_id)
+            await anyio.sleep(0.01)  # the driver calls its loggers soon after each statement
+            assert response.results
+            reads = [statement for statement in statements if schema in statement]  # not type lookups
+            assert len(reads) == expected, (mode, reads)
+    finally:
+        event.remove(engine, "checkout", checkout)
+        event.remove(engine, "before_cursor_execute", sqlalchemy_statement)
 
 
 async def test_an_unknown_project_raises_unknown_project(runtime: Runtime) -> None:
@@ -279,11 +324,12 @@ async def test_without_a_ready_embedder_hybrid_search_answers_lexically_and_says
 
 
 async def test_path_filters_never_starve_semantic_search(
-        make_settings: Callable[..., Settings], hash_embedder: HashEmbedder) -> None:
-    """2,000 chunks close to the query, 200 far ones under far/ and one under only/. A broad
-    filter walks the HNSW index (pgvector's iterative scan keeps going past filtered-out
-    candidates); a narrow one lets PostgreSQL rank the few matching chunks exactly. Either
-    way the filtered search is full."""
+        make_settings: Callable[..., Settings], hash_embedder: HashEmbedder,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """2,000 chunks close to the query, 200 far ones under far/ and one under only/. A
+    filter matching more than EXACT_FILTERED_CHUNKS walks the HNSW index (pgvector's
+    iterative scan keeps going past filtered-out candidates); one matching fewer ranks its
+    chunks exactly. Either way the filtered search is full."""
     store = await Store.open(make_settings())
     try:
         assert store.iterative_scans
@@ -317,11 +363,21 @@ async def test_path_filters_never_starve_semantic_search(
                 {"q": hash_embedder.vectors([query])[0]})).scalars())
         assert "hnsw" in plan
 
+        async with store.engine.begin() as conn:  # the 10 nearest of far/, by an exact scan
+            await conn.execute(text("SET LOCAL enable_indexscan = off"))
+            nearest = set((await conn.execute(text(
+                f"SELECT c.path FROM {table} v JOIN {project.s}.chunks c ON c.id = v.chunk_id "
+                "WHERE c.path ~ '^far/' ORDER BY v.embedding <=> CAST(:q AS halfvec) LIMIT 10"),
+                {"q": hash_embedder.vectors([query])[0]})).scalars())
         searcher = Searcher(store, hash_embedder)
-        far = await searcher.search(SearchRequest(query, ("many",), "semantic", path_glob="far/**", limit=10),
-                                    hash_embedder.model_id)
-        assert len(far.results) == 10
-        assert all(hit.path.startswith("far/") for hit in far.results)
+        for exact_up_to in (project_store.EXACT_FILTERED_CHUNKS, 100):  # far/ ranked exactly, then by HNSW
+            monkeypatch.setattr(project_store, "EXACT_FILTERED_CHUNKS", exact_up_to)
+            far = await searcher.search(SearchRequest(query, ("many",), "semantic", path_glob="far/**",
+                                                      limit=10), hash_embedder.model_id)
+            assert len(far.results) == 10
+            assert all(hit.path.startswith("far/") for hit in far.results)
+            if exact_up_to >= 200:
+                assert {hit.path for hit in far.results} == nearest
         only = await searcher.search(SearchRequest(query, ("many",), "semantic", path_glob="only/**"),
                                      hash_embedder.model_id)
         assert [hit.path for hit in only.results] == ["only/target.py"]

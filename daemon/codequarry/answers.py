@@ -22,7 +22,7 @@ from codequarry.answer_text import FULL_LINE_CHARS, clip, result_text
 from codequarry.chunking.words import split_identifier
 from codequarry.errors import UsageError
 from codequarry.models import SearchHit
-from codequarry.store.project import ChunkRow
+from codequarry.store.project import UnitPiece
 
 Detail = Literal["paths", "snippet", "full"]
 DETAILS: tuple[Detail, ...] = ("paths", "snippet", "full")
@@ -69,9 +69,9 @@ class Unit:
     # `hits` as a set (add_hit fills both): a unit reached by 100 chunks checked each against a list
     _hit_set: set[tuple[int, int]] = field(default_factory=set, repr=False, compare=False)
 
-    def add_chunks(self, rows: Sequence[ChunkRow]) -> None:
+    def add_chunks(self, rows: Sequence[UnitPiece]) -> None:
         for row in rows:
-            for number, line in enumerate(row.chunk.content.split("\n"), row.chunk.start_line):
+            for number, line in enumerate(row.content.split("\n"), row.start_line):
                 self.lines.setdefault(number, line)
 
     def has_hit(self, start: int, end: int) -> bool:
@@ -203,6 +203,13 @@ def _token_forms(token: str) -> frozenset[str]:
 
 def _line_score(line: str, words: set[str]) -> int:
     if not words:
+        return 0
+    # a token's forms are its lowercase self, its parts and their join, so a word can only
+    # match one if it occurs in the lowercased line with or without underscores: most lines
+    # hold no query word, and skip the tokenising (a search scores thousands of lines)
+    lowered = line.lower()
+    bare = lowered.replace("_", "")
+    if not any(word in lowered or word in bare for word in words):
         return 0
     found: set[str] = set()
     for token in _IDENTIFIER.findall(line):

@@ -13,6 +13,7 @@ fused score.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import posixpath
 import re
@@ -66,6 +67,9 @@ CANDIDATE_POOL = 100
 # depth 30 beat the whole pool on the tuning sets: pooled MRR@10 0.524 vs 0.518, worst
 # margin over the better half +0.039 vs +0.023 (bench/tune_fusion.py; bench/README.md).
 FUSION_DEPTH = 30
+# Up to this many projects, the rankings' statements also say where each candidate lies
+# (Searcher._spans_with_rankings)
+SPANS_WITH_RANKINGS_UP_TO = 4
 
 # What people type for a language -> its canonical name (detect_language's labels)
 LANGUAGE_ALIASES = {
@@ -213,13 +217,16 @@ class Searcher:
         semantic: list[_Ranked] = []
         lexical: list[_Ranked] = []
         contexts: dict[str, SearchContext] = {}
+        # where each candidate lies, read with the rankings (project id -> chunk id -> span)
+        spans: dict[str, dict[int, HitSpan]] = {}
         wants_lexical = request.mode in ("hybrid", "lexical") or (
             request.mode == "semantic" and model_id is None)
         # only the fusion weighs symbol hits
         names = _symbol_names(request.query) if request.mode == "hybrid" else []
 
         async def run_semantic() -> None:
-            semantic.extend(await self._semantic(request.query, stores, filters, fetch, model_id, notes))
+            semantic.extend(await self._semantic(request.query, stores, filters, fetch, model_id, notes,
+                                                 spans))
 
         async def run_context_and_lexical() -> None:
             # issue 13: freshness, symbol hits and term statistics in one statement per project
@@ -230,7 +237,7 @@ class Searcher:
                 for store in stores:
                     contexts[store.project_id] = await store.search_context(words, names)
             if wants_lexical:
-                lexical.extend(await self._lexical(request.query, stores, filters, fetch, contexts))
+                lexical.extend(await self._lexical(request.query, stores, filters, fetch, contexts, spans))
 
         # independent queries on separate pooled connections: PostgreSQL runs them in
         # parallel backends while the embedding (if any) runs in its thread
@@ -244,19 +251,19 @@ class Searcher:
         freshness = [context.freshness for context in contexts.values()]
         symbol_hits = set().union(*(context.symbols for context in contexts.values()))
         merged_freshness = _merge_freshness(freshness)
-        spans: dict[str, dict[int, HitSpan]] | None = None
+        if not self._spans_with_rankings(stores):  # read after the rankings, as few as they keep
+            spans = await self._spans(lexical + semantic, stores)
         if request.mode == "semantic":
             ranked = semantic or lexical
         elif request.mode == "lexical":
             ranked = lexical
         else:
-            # where every candidate lies: the agreement is counted on units, and the
-            # answer's units are built from the same spans (fused = both lists' chunks)
-            where = spans = await self._spans(lexical + semantic, stores)
-            common = agreement(lexical, semantic, unit_of=lambda r: _unit_of(where, r))
+            # the agreement is counted on units, and the answer's units are built from the
+            # same spans (fused = both lists' chunks)
+            common = agreement(lexical, semantic, unit_of=lambda r: _unit_of(spans, r))
             weight = lexical_weight(request.query, bool(symbol_hits), common)
             fused = fuse_in_depth(lexical, semantic, weight, max(request.limit * 3, FUSION_DEPTH))
-            ranked = favour_named_files(fused, request.query, lambda r: _path_of(where, r))
+            ranked = favour_named_files(fused, request.query, lambda r: _path_of(spans, r))
         if merged_freshness.vector_coverage < 1.0 and request.mode != "lexical":
             notes.append(f"vectors cover {coverage_percent(merged_freshness.vector_coverage)} of chunks; "
                          "semantic results may be missing until embedding finishes")
@@ -264,13 +271,11 @@ class Searcher:
 
     async def _answer(self, request: SearchRequest, ranked: list[_Ranked], stores: list[ProjectStore],
                       filters: Filters, freshness: Freshness, notes: list[str],
-                      spans: dict[str, dict[int, HitSpan]] | None = None) -> SearchResponse:
+                      spans: dict[str, dict[int, HitSpan]]) -> SearchResponse:
         """The page of whole units at `request.offset`, shaped to the detail and budget;
-        `spans`: where the ranked chunks lie, when already read (else read here)."""
+        `spans`: where the ranked chunks lie (_spans() of at least `ranked`)."""
         ranked = sorted(ranked, key=lambda r: (-r.score, r.project, r.chunk_id))  # ties: stable pages
         need = request.offset + request.limit + 1  # one more tells whether a next page exists
-        if spans is None:
-            spans = await self._spans(ranked, stores)
         units = await self._hits(ranked, stores, need, spans)
         page = units[request.offset : request.offset + request.limit]
         shared: dict[str, str] = {}
@@ -301,13 +306,23 @@ class Searcher:
     def _combined(self, stores: Sequence[ProjectStore]) -> bool:
         return self.combine and len(stores) > 0
 
+    def _spans_with_rankings(self, stores: Sequence[ProjectStore]) -> bool:
+        """Whether the rankings' statements return where their candidates lie (a round trip
+        fewer): each project's statement ranks `fetch` rows and the search keeps `fetch` of
+        them all, so over many projects most places read would be dropped (at 100 projects,
+        20,000 for 200 kept); then they are read after the rankings, for the kept ones."""
+        return self._combined(stores) and len(stores) <= SPANS_WITH_RANKINGS_UP_TO
+
     async def _stores(self, projects: Sequence[str]) -> list[ProjectStore]:
         if projects:
             return [await self.store.project(project) for project in dict.fromkeys(projects)]
         return [await self.store.project(p) for p in await self.store.indexed_projects()]
 
     async def _semantic(self, query: str, stores: list[ProjectStore], filters: Filters, fetch: int,
-                        model_id: str | None, notes: list[str]) -> list[_Ranked]:
+                        model_id: str | None, notes: list[str],
+                        spans: dict[str, dict[int, HitSpan]]) -> list[_Ranked]:
+        """The nearest chunks by vector, best first; a combined read adds where they lie to
+        `spans`."""
         if self.embedder is None or model_id is None:
             notes.append("the embedder is not available; showing lexical results")
             return []
@@ -331,9 +346,11 @@ class Searcher:
                 continue
             hits = await store.semantic(vectors[active], filters, fetch, self.store.iterative_scans, space)
             ranked.extend(_Ranked(store.project_id, i, score) for i, score in hits)
-        found = await fanout.semantic(asked, filters, fetch, self.store.iterative_scans) if asked else {}
+        found = await fanout.semantic(asked, filters, fetch, self.store.iterative_scans,
+                                      self._spans_with_rankings(stores)) if asked else {}
         for store, _, _ in asked:
-            ranked.extend(_Ranked(store.project_id, i, score) for i, score in found[store.project_id])
+            ranked.extend(_Ranked(store.project_id, i, score) for i, score in found[store.project_id].ranked)
+            spans.setdefault(store.project_id, {}).update(found[store.project_id].spans)
         if set(vectors) <= {model_id} and self._previous:  # every switch is done: free them
             await self.aclose()
         return sorted(ranked, key=lambda r: -r.score)[:fetch]
@@ -376,13 +393,15 @@ class Searcher:
                     log.warning("previous_embedder_unavailable", model=model_id, error=str(exc))
         return self._previous[model_id]
 
-    async def _lexical(self, query: str, stores: list[ProjectStore], filters: Filters,
-                       fetch: int, contexts: dict[str, SearchContext] | None = None) -> list[_Ranked]:
+    async def _lexical(self, query: str, stores: list[ProjectStore], filters: Filters, fetch: int,
+                       contexts: dict[str, SearchContext],
+                       spans: dict[str, dict[int, HitSpan]]) -> list[_Ranked]:
+        """The best chunks by words, best first; a combined read adds where they lie to `spans`."""
         words = code_words(query)
         ranked: list[_Ranked] = []
         asked: list[tuple[ProjectStore, list[tuple[str, float]], list[str | tuple[str, ...]]]] = []
         for store in stores:
-            context = (contexts or {}).get(store.project_id)
+            context = contexts.get(store.project_id)
             lexemes, total, freqs = ((context.lexemes, context.total, context.freqs) if context
                                      else await store.query_terms(words))
             if not lexemes:
@@ -394,9 +413,11 @@ class Searcher:
                 continue
             hits = await store.lexical(terms, match, filters, fetch)
             ranked.extend(_Ranked(store.project_id, i, score) for i, score in hits)
-        found = await fanout.lexical(asked, filters, fetch) if asked else {}
+        found = (await fanout.lexical(asked, filters, fetch, self._spans_with_rankings(stores))
+                 if asked else {})
         for store, _, _ in asked:
-            ranked.extend(_Ranked(store.project_id, i, score) for i, score in found[store.project_id])
+            ranked.extend(_Ranked(store.project_id, i, score) for i, score in found[store.project_id].ranked)
+            spans.setdefault(store.project_id, {}).update(found[store.project_id].spans)
         return sorted(ranked, key=lambda r: -r.score)[:fetch]
 
     async def _symbol_hits(self, query: str, stores: list[ProjectStore]) -> set[str]:
@@ -410,7 +431,7 @@ class Searcher:
     async def _spans(self, ranked: Sequence[_Ranked],
                      stores: list[ProjectStore]) -> dict[str, dict[int, HitSpan]]:
         """Project id -> chunk id -> where that ranked chunk lies (a chunk replaced
-        meanwhile is missing), in one read."""
+        meanwhile is missing), in one read (a read per project on the reference path)."""
         by_id = {store.project_id: store for store in stores}
         wanted = [(by_id[project], list(dict.fromkeys(r.chunk_id for r in ranked if r.project == project)))
                   for project in dict.fromkeys(r.project for r in ranked)]
@@ -583,6 +604,7 @@ def favour_named_files(ranked: Sequence[_Ranked], query: str,
     return sorted(boosted, key=lambda r: -r.score)
 
 
+@functools.lru_cache(maxsize=16384)  # a search asks for ~150 ranked chunks' paths, mostly the same few
 def file_stem(path: str) -> str:
     """A path's file name without its extension, lowercased: lib/commands/ls.js -> ls."""
     return posixpath.splitext(posixpath.basename(path))[0].lower()

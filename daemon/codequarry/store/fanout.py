@@ -25,11 +25,12 @@ from codequarry.faults import is_transient
 from codequarry.store.project import (
     COMMON_LEXEMES_SQL,
     SPACES_SQL,
-    ChunkRow,
     Filters,
+    Hits,
     HitSpan,
     ProjectStore,
     SearchContext,
+    UnitPiece,
     Vector,
     VectorSpace,
     ef_search_sql,
@@ -158,39 +159,45 @@ async def search_contexts(stores: Sequence[ProjectStore], words: str,
 
 async def lexical(queries: Sequence[tuple[ProjectStore, Sequence[tuple[str, float]],
                                          Sequence[str | tuple[str, ...]]]],
-                  filters: Filters, limit: int) -> dict[str, list[tuple[int, float]]]:
+                  filters: Filters, limit: int, spans: bool = True) -> dict[str, Hits]:
     """ProjectStore.lexical(terms, match, filters, limit) of each (store, terms, match), by
-    project id (a store whose `match` is empty gets [] without a read, as there)."""
+    project id, with where each hit lies if `spans` (a store whose `match` is empty gets no
+    hits without a read, as there)."""
     asked = [(store, terms, match) for store, terms, match in queries if match]
     lengths = await _average_lengths([store for store, _, _ in asked])
-    parts = [store.lexical_statement(terms, match, filters, limit, avglen)
-             for (store, terms, match), avglen in zip(asked, lengths, strict=True)]
+    parts = []
+    for (store, terms, match), avglen in zip(asked, lengths, strict=True):
+        sql, params = store.lexical_statement(terms, match, filters, limit, avglen)
+        parts.append((store.with_spans(sql) if spans else sql, params))
     rows = await union_rows(asked[0][0], parts) if asked else []
-    out: dict[str, list[tuple[int, float]]] = {store.project_id: [] for store, _, _ in queries}
+    out = {store.project_id: Hits([], {}) for store, _, _ in queries}
     for (store, _, _), found in zip(asked, rows, strict=True):
-        out[store.project_id] = [(row.id, float(row.score)) for row in found]
+        out[store.project_id] = Hits([(row.id, float(row.score)) for row in found],
+                                     hit_spans_of(found) if spans else {})
     return out
 
 
 async def semantic(queries: Sequence[tuple[ProjectStore, Vector, VectorSpace]], filters: Filters, limit: int,
-                   iterative: bool) -> dict[str, list[tuple[int, float]]]:
+                   iterative: bool, spans: bool = True) -> dict[str, Hits]:
     """ProjectStore.semantic(vector, filters, limit, iterative, space) of each (store,
-    vector, space), by project id. Where one of them needs a larger hnsw.ef_search than
-    the session's, all run with it (the setting only widens an HNSW scan's candidates)."""
+    vector, space), by project id, with where each hit lies if `spans`. Where one of them needs a
+    larger hnsw.ef_search than the session's, all run with it (the setting only widens an
+    HNSW scan's candidates)."""
     asked = [(store, vector, space) for store, vector, space in queries if space.table is not None]
     statements = [store.semantic_statement(vector, filters, limit, iterative, space)
                   for store, vector, space in asked]
     ef_search = max((ef for _, _, ef in statements if ef is not None), default=None)
-    rows = (await union_rows(asked[0][0], [(sql, params) for sql, params, _ in statements], ef_search,
-                             iterative)) if asked else []
-    out: dict[str, list[tuple[int, float]]] = {store.project_id: [] for store, _, _ in queries}
+    parts = [(store.with_spans(sql) if spans else sql, params)
+             for (store, _, _), (sql, params, _) in zip(asked, statements, strict=True)]
+    rows = (await union_rows(asked[0][0], parts, ef_search, iterative)) if asked else []
+    out = {store.project_id: Hits([], {}) for store, _, _ in queries}
     for (store, _, _), found in zip(asked, rows, strict=True):
-        out[store.project_id] = semantic_hits(found, limit)
+        out[store.project_id] = Hits(semantic_hits(found, limit), hit_spans_of(found) if spans else {})
     return out
 
 
 async def unit_chunks(queries: Sequence[tuple[ProjectStore, Sequence[int]]]
-                      ) -> dict[str, dict[int, tuple[int, int, list[ChunkRow]]]]:
+                      ) -> dict[str, dict[int, tuple[int, int, list[UnitPiece]]]]:
     """ProjectStore.unit_chunks(ids) of each (store, ids), by project id."""
     return await _by_ids(queries, ProjectStore.unit_chunks_statement, unit_chunks_of)
 

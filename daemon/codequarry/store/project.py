@@ -63,6 +63,15 @@ FULL_SCAN_SECONDS = 300.0
 COMMON_LEXEMES_SQL = ("SELECT schemaname, most_common_elems::text::text[] AS elems, "
                       "most_common_elem_freqs AS freqs FROM pg_stats "
                       "WHERE tablename = 'chunks' AND attname = 'tsv'")
+# where a ranked chunk `c` lies, as HitSpan's fields: its unit's span (its own without one)
+# and the symbol and kind of its unit's head `h` (ProjectStore._unit_head)
+_SPAN_COLUMNS = ("c.path, coalesce(c.unit_start, c.start_line) AS us, "
+                 "coalesce(c.unit_end, c.end_line) AS ue, c.start_line, c.end_line, c.language, "
+                 "coalesce(h.symbol, c.symbol) AS symbol, coalesce(h.kind, c.kind) AS kind")
+# A filtered vector search ranks the matching chunks exactly up to this many (else it walks
+# the HNSW index): at 104k chunks and load ~4, 7,074 matching chunks ranked exactly in 43 ms
+# p50 against 92 ms for pgvector's iterative scan; 12,775 in 76 against 50 (bench/README.md)
+EXACT_FILTERED_CHUNKS = 10_000
 HNSW_BUILD_MEMORY = "256MB"  # maintenance_work_mem for an HNSW build: 100k 384-d halfvecs fit
 
 
@@ -871,10 +880,27 @@ class ProjectStore:
         where = filters.sql(params, "c.")
         fetch = limit if iterative or not where else limit * 10  # older pgvector: over-fetch
         params["fetch"] = fetch
-        join = f" JOIN {self.s}.chunks c ON c.id = v.chunk_id WHERE true{where}" if where else ""
         distance = f"v.embedding <=> CAST(:q AS {space.type})"
-        sql = (f"SELECT v.chunk_id AS id, {distance} AS distance FROM {self._table(space)} v"
-               f"{join} ORDER BY {distance} LIMIT :fetch")
+        table = self._table(space)
+        sql = (f"SELECT v.chunk_id AS id, {distance} AS distance FROM {table} v "
+               f"ORDER BY {distance} LIMIT :fetch")
+        if where:
+            # a filter matching few chunks ranks them exactly, file by file (chunks_path):
+            # walking the HNSW graph for them visits chunks outside the filter until enough
+            # pass or pgvector gives up (hnsw.max_scan_tuples, 20,000 tuples: ~90 ms, short
+            # of `limit`, when they lie far from the query). The files' chunk counts decide,
+            # in the statement; only one branch runs.
+            files = f"{self.s}.files f WHERE f.skip_reason IS NULL{filters.sql(params, 'f.')}"
+            languages = Filters(filters.languages).sql(params, "c.")  # a file's path is its chunks'
+            params["exact"] = EXACT_FILTERED_CHUNKS
+            sql = (f"WITH n AS MATERIALIZED (SELECT coalesce(sum(f.chunk_count), 0) AS chunks FROM {files}) "
+                   f"(SELECT v.chunk_id AS id, {distance} AS distance FROM (SELECT f.path FROM {files} "
+                   f"OFFSET 0) f CROSS JOIN LATERAL (SELECT c.id FROM {self.s}.chunks c "
+                   f"WHERE c.path = f.path{languages} OFFSET 0) c JOIN {table} v ON v.chunk_id = c.id "
+                   f"WHERE (SELECT chunks FROM n) <= :exact ORDER BY {distance} LIMIT :k) UNION ALL "
+                   f"(SELECT v.chunk_id AS id, {distance} AS distance FROM {table} v JOIN {self.s}.chunks c "
+                   f"ON c.id = v.chunk_id WHERE (SELECT chunks FROM n) > :exact{where} "
+                   f"ORDER BY {distance} LIMIT :fetch)")
         ef_search = max(40, min(1000, fetch * 2))
         return sql, params, None if ef_search <= SESSION_EF_SEARCH or not space.hnsw_ready else ef_search
 
@@ -900,7 +926,7 @@ class ProjectStore:
 
     # ---- units, definitions and references (answers for agents) -----------------------
 
-    async def unit_chunks(self, ids: Sequence[int]) -> dict[int, tuple[int, int, list[ChunkRow]]]:
+    async def unit_chunks(self, ids: Sequence[int]) -> dict[int, tuple[int, int, list[UnitPiece]]]:
         """Chunk id -> (unit start, unit end, the unit's chunks in order) for each of `ids`.
 
         A chunk's unit is the definition or top-level block it belongs to (chunks.unit_start
@@ -923,18 +949,27 @@ class ProjectStore:
             return hit_spans_of((await conn.execute(text(sql), params)).all())
 
     def hit_spans_statement(self, ids: Sequence[int]) -> tuple[str, dict[str, Any]]:
-        """(SQL, parameters) of hit_spans(); its rows go to hit_spans_of(). The symbol and
-        kind are the unit's, from its first chunk: a hit inside a nested function names the
-        method that encloses it, whichever of the unit's chunks ranked first. The unit's
-        head comes from the chunks_unit index (schema version 3)."""
-        return ((
-                "SELECT c.id, c.path, coalesce(c.unit_start, c.start_line) AS us, "
-                "coalesce(c.unit_end, c.end_line) AS ue, c.start_line, c.end_line, c.language, "
-                "coalesce(h.symbol, c.symbol) AS symbol, coalesce(h.kind, c.kind) AS kind "
-                f"FROM {self.s}.chunks c LEFT JOIN LATERAL (SELECT u.symbol, u.kind FROM {self.s}.chunks u "
+        """(SQL, parameters) of hit_spans(); its rows go to hit_spans_of()."""
+        return (f"SELECT c.id, {_SPAN_COLUMNS} FROM {self.s}.chunks c {self._unit_head()} "
+                "WHERE c.id = ANY(:ids)"), {"ids": list(ids)}
+
+    def with_spans(self, sql: str) -> str:
+        """A ranking statement `sql` (rows with an `id` column) whose rows also say where
+        each chunk lies (hit_spans_of() reads them; NULL for a chunk gone), in `sql`'s
+        order: a search reads its candidates' places with the ranking, not in a statement
+        of its own after it (one round trip fewer in every mode)."""
+        # row_number() over a subquery's own output numbers its rows in its ORDER BY
+        return (f"SELECT q.*, {_SPAN_COLUMNS} FROM (SELECT row_number() OVER () AS hit_seq, r.* "
+                f"FROM ({sql}) r) q LEFT JOIN {self.s}.chunks c ON c.id = q.id {self._unit_head()} "
+                "ORDER BY q.hit_seq")
+
+    def _unit_head(self) -> str:
+        """The join of `h`, the first named chunk of chunk `c`'s unit: a hit inside a
+        nested function names the method that encloses it, whichever of the unit's chunks
+        ranked first. Found through the chunks_unit index (schema version 3)."""
+        return (f"LEFT JOIN LATERAL (SELECT u.symbol, u.kind FROM {self.s}.chunks u "
                 "WHERE u.path = c.path AND u.unit_start = c.unit_start AND u.unit_end = c.unit_end "
-                "AND u.symbol IS NOT NULL ORDER BY u.ordinal LIMIT 1) h ON true "
-                "WHERE c.id = ANY(:ids)"), {"ids": list(ids)})
+                "AND u.symbol IS NOT NULL ORDER BY u.ordinal LIMIT 1) h ON true")
 
     def unit_chunks_statement(self, ids: Sequence[int]) -> tuple[str, dict[str, Any]]:
         """(SQL, parameters) of unit_chunks(); its rows go to unit_chunks_of(). Each unit's
@@ -945,8 +980,7 @@ class ProjectStore:
                 f"coalesce(unit_end, end_line) AS ue FROM {self.s}.chunks WHERE id = ANY(:ids)), "
                 "unit AS (SELECT path, us, ue, array_agg(id) AS hits FROM hit GROUP BY path, us, ue) "
                 "SELECT u.hits, u.us, u.ue, (c.start_line >= u.us AND c.end_line <= u.ue) AS inside, "
-                "c.id, c.path, c.start_line, c.end_line, c.language, c.symbol, c.kind, c.content, "
-                f"c.content_hash, c.unit_start, c.unit_end FROM unit u JOIN {self.s}.chunks c "
+                f"c.id, c.path, c.start_line, c.content FROM unit u JOIN {self.s}.chunks c "
                 "ON c.path = u.path "
                 "AND ((c.start_line >= u.us AND c.end_line <= u.ue) OR c.id = ANY(u.hits)) "
                 "ORDER BY u.path, u.us, u.ue, c.ordinal"), {"ids": list(ids)})
@@ -1036,7 +1070,8 @@ class ProjectStore:
                 "WHERE processed_at IS NULL) AS pending, "
                 "(SELECT coalesce(array_agg(t.lexeme ORDER BY t.positions[1]), '{}') "
                 "FROM unnest(to_tsvector('english', :q)) AS t) AS lexemes, "
-                "(SELECT coalesce(array_agg(CASE WHEN t.lexeme = ANY(:common) THEN NULL ELSE "
+                "(SELECT coalesce(array_agg(CASE WHEN t.lexeme = ANY(string_to_array(:common, ' ')) "
+                "THEN NULL ELSE "
                 f"(SELECT count(*) FROM (SELECT 1 FROM {self.s}.chunks "
                 "WHERE tsv @@ quote_literal(t.lexeme)::tsquery LIMIT 5000) hits) END "
                 "ORDER BY t.positions[1]), '{}') FROM unnest(to_tsvector('english', :q)) AS t) AS counts, "
@@ -1045,7 +1080,9 @@ class ProjectStore:
                 f"UNION SELECT lower(symbol) FROM {self.s}.chunks WHERE lower(symbol) = ANY(:names)) hits "
                 "WHERE cardinality(CAST(:names AS text[])) > 0) AS symbols "
                 f"FROM {self.s}.stats s"),
-                {"q": words, "common": list(common), "names": list(names)})
+                # the common lexemes (up to ~1,000) as one text: the driver checks each element
+                # of an array parameter in Python (~0.5 ms a search); a lexeme has no space
+                {"q": words, "common": " ".join(common), "names": list(names)})
 
     @staticmethod
     def search_context_of(row: Any, common: dict[str, float]) -> SearchContext:
@@ -1106,16 +1143,34 @@ class HitSpan(NamedTuple):
 
 
 def hit_spans_of(rows: Sequence[Any]) -> dict[int, HitSpan]:
-    """ProjectStore.hit_spans' answer from the rows of its statement."""
+    """Chunk id -> HitSpan from rows of hit_spans_statement or of a with_spans() statement
+    (a row without a path: its chunk is gone, it has none)."""
     return {row.id: HitSpan(row.path, row.us, row.ue, row.start_line, row.end_line, row.language,
-                            row.symbol, row.kind) for row in rows}
+                            row.symbol, row.kind) for row in rows if row.path is not None}
 
 
-def unit_chunks_of(rows: Sequence[Any]) -> dict[int, tuple[int, int, list[ChunkRow]]]:
+class Hits(NamedTuple):
+    """One project's candidates from a ranking statement read with_spans()."""
+
+    ranked: list[tuple[int, float]]  # (chunk id, score), best first
+    spans: dict[int, HitSpan]  # where each lies; a chunk gone meanwhile has none
+
+
+class UnitPiece(NamedTuple):
+    """A chunk of a unit, as much as an answer shows of it: its text from its first line
+    (1-based). A named tuple: an answer reads up to thousands (a frozen dataclass is built
+    in Python)."""
+
+    id: int
+    start_line: int
+    content: str
+
+
+def unit_chunks_of(rows: Sequence[Any]) -> dict[int, tuple[int, int, list[UnitPiece]]]:
     """ProjectStore.unit_chunks' answer from the rows of its statement (in their order):
     per hit, its unit's chunks, and itself should it lie outside its unit's span. Hits of
     one unit share one list."""
-    units: dict[int, tuple[int, int, list[ChunkRow]]] = {}
+    units: dict[int, tuple[int, int, list[UnitPiece]]] = {}
     start = 0
     while start < len(rows):
         first = rows[start]
@@ -1124,9 +1179,7 @@ def unit_chunks_of(rows: Sequence[Any]) -> dict[int, tuple[int, int, list[ChunkR
         while end < len(rows) and (rows[end].path, rows[end].us, rows[end].ue) == key:
             end += 1
         group = rows[start:end]
-        members = [ChunkRow(row.id, row.path, Chunk(
-            row.start_line, row.end_line, row.content, row.language, row.symbol, row.kind,
-            row.content_hash, row.unit_start, row.unit_end)) for row in group]
+        members = [UnitPiece(row.id, row.start_line, row.content) for row in group]
         every = all(row.inside for row in group)
         for hit in first.hits:
             own = members if every else [m for m, row in zip(members, group, strict=True)
