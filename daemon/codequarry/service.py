@@ -34,6 +34,11 @@ from codequarry.runtime import Runtime, open_runtime
 from codequarry.supervisor import Supervisor
 
 log = get_logger(__name__)
+# what FastMCP imports lazily at the first tool call: its session-state store (key_value,
+# beartype-decorated) and the result post-processing (prefab_*, jsonschema): ~0.2 s
+FASTMCP_FIRST_CALL_IMPORTS = ("key_value.aio.adapters.pydantic", "key_value.aio.stores.memory",
+                              "fastmcp.server.providers.prefab_payload",
+                              "fastmcp.server.providers.prefab_synthesis")
 
 
 class _UnixServer(uvicorn.Server):
@@ -161,7 +166,7 @@ class Daemon:
         quiet_fastmcp_logging()
         server = _UnixServer(uvicorn.Config(mcp.http_app(path="/mcp"), uds=str(path), log_config=None,
                                             log_level="warning", timeout_graceful_shutdown=2,
-                                            lifespan="on"))
+                                            lifespan="on", http="httptools"))
         self._servers.append(server)
         tasks.start_soon(server.serve)
         while not server.started:
@@ -224,7 +229,8 @@ def run_daemon(settings: Settings) -> int:
     """Run until SIGTERM/SIGINT; 0 after a clean stop."""
     from codequarry.warmup import import_in_background
 
-    import_in_background("codequarry.mcp_server")  # issue 13: overlaps the PostgreSQL start
+    # issue 13: overlaps the PostgreSQL start; then what the first tool call would import
+    import_in_background("codequarry.mcp_server", *FASTMCP_FIRST_CALL_IMPORTS)
     lock = IndexLock(settings.lock_path, "daemon", wait=False)
     try:
         lock.__enter__()
@@ -236,7 +242,7 @@ def run_daemon(settings: Settings) -> int:
     try:
         daemon = Daemon(settings)
         try:
-            anyio.run(_serve_until_signal, daemon)
+            anyio.run(_serve_until_signal, daemon, backend_options={"use_uvloop": True})
         except ExceptionGroup as group:
             raise _user_error(group) or group from None
     finally:
