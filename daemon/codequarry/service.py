@@ -166,7 +166,7 @@ class Daemon:
         quiet_fastmcp_logging()
         server = _UnixServer(uvicorn.Config(mcp.http_app(path="/mcp"), uds=str(path), log_config=None,
                                             log_level="warning", timeout_graceful_shutdown=2,
-                                            lifespan="on", http="httptools"))
+                                            lifespan="on"))
         self._servers.append(server)
         tasks.start_soon(server.serve)
         while not server.started:
@@ -242,7 +242,7 @@ def run_daemon(settings: Settings) -> int:
     try:
         daemon = Daemon(settings)
         try:
-            anyio.run(_serve_until_signal, daemon, backend_options={"use_uvloop": True})
+            anyio.run(_serve_until_signal, daemon)
         except ExceptionGroup as group:
             raise _user_error(group) or group from None
     finally:
