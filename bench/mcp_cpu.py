@@ -134,6 +134,8 @@ def main() -> None:
         "arguments": json.loads(args.arguments), "clients": args.clients, "searches": n,
         "daemon_code": args.daemon_code or "this checkout", "ms": summary(result["times"]),
         "searches_per_second": round(n / result["wall_seconds"], 1),
+        # the daemon's first tool call since its start (wait_idle asks only the JSON routes)
+        "first_call_ms": round(1000 * result["first_call_seconds"], 1),
         "cpu_ms_per_search": {k: round(1000 * v, 2) for k, v in per.items()},
         # two cores' worth of CPU over what the daemon and PostgreSQL spend per search
         "implied_capacity_per_second": round(2.0 / (per["daemon"] + per["postgres"]), 1),
@@ -141,7 +143,8 @@ def main() -> None:
     cpu = figures["cpu_ms_per_search"]
     emit(args.results, figures,
          f"mcp_cpu {name} ({figures['daemon_code']}): {n} {args.tool} calls by {args.clients} clients, "
-         f"p50/p95 {figures['ms']['p50']}/{figures['ms']['p95']} ms, CPU ms per call daemon {cpu['daemon']}, "
+         f"p50/p95 {figures['ms']['p50']}/{figures['ms']['p95']} ms "
+         f"(first call {figures['first_call_ms']} ms), CPU ms per call daemon {cpu['daemon']}, "
          f"postgres {cpu['postgres']}, clients {cpu['clients']}; capacity "
          f"~{figures['implied_capacity_per_second']}/s; load {figures['load_average']}")
 

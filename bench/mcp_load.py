@@ -16,9 +16,11 @@ per call. `--tool ping` sends the MCP `ping` request instead of a tool call (the
 session's floor without any tool machinery). Every session initialises and makes one
 untimed call first (for search_code an extra query from the end of the list); all
 clients then start together. Prints one JSON object: per-call seconds, wall seconds and
-this process's CPU. `--wait-for-go`: once every session is warm, print `warm` on a line
-of its own and wait for SIGUSR1 before the timed calls (so a caller measuring the
-daemon's CPU leaves the sessions' set-up and first calls out of it).
+this process's CPU, and how long the first session's first call took (not timed with the
+others: on a daemon no client has called yet, what its first tool call costs).
+`--wait-for-go`: once every session is warm, print `warm` on a line of its own and wait
+for SIGUSR1 before the timed calls (so a caller measuring the daemon's CPU leaves the
+sessions' set-up and first calls out of it).
 """
 
 from __future__ import annotations
@@ -133,9 +135,12 @@ def main() -> None:
             session.tool(args.tool, args.arguments)
 
     sessions = [Session(args.socket) for _ in range(args.clients)]
+    first_call = 0.0
     for index, session in enumerate(sessions):
         session.initialize()
-        call(session, -1 - index)  # untimed
+        began = time.perf_counter()
+        call(session, -1 - index)  # untimed (the first: a fresh daemon's first tool call)
+        first_call = first_call or time.perf_counter() - began
     if args.wait_for_go:
         print("warm", flush=True)
         signal.sigwait({signal.SIGUSR1})
@@ -165,7 +170,7 @@ def main() -> None:
     after = resource.getrusage(resource.RUSAGE_SELF)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     json.dump({"times": [t for per in times for t in per], "wall_seconds": wall,
-               "client_cpu_seconds": cpu, "errors": errors}, sys.stdout)
+               "client_cpu_seconds": cpu, "first_call_seconds": first_call, "errors": errors}, sys.stdout)
 
 
 if __name__ == "__main__":
