@@ -40,7 +40,7 @@ from codequarry.config import load_settings
 from codequarry.errors import CodequarryError
 from codequarry.logs import configure_logging
 from common import CORPORA, codequarry_home, corpus, emit, summary
-from mcp_bench import cpu_seconds, distinct_queries, postgres_pid
+from mcp_bench import distinct_queries, measured_load, postgres_pid
 from search_bench import register
 
 CODEQUARRY = str(Path(sys.executable).with_name("codequarry"))
@@ -97,37 +97,20 @@ def main() -> None:
                                         str(daemon.pid), "-r", "200", "-f", "raw", "--nonblocking",
                                         "-o", args.profile], stdout=subprocess.DEVNULL)
                 time.sleep(1)  # attached before the load starts
-            asked = home / "mcp_load.queries"
-            asked.write_text("\n".join(reversed(queries[:args.clients])) + "\n"
-                             + "\n".join(queries[args.clients:]) + "\n")
-            with asked.open() as stdin:
-                load = subprocess.Popen(
-                    [sys.executable, str(Path(__file__).with_name("mcp_load.py")), str(settings.socket_path),
-                     name, "--clients", str(args.clients), "--searches", str(args.searches),
-                     "--tool", args.tool, "--arguments", args.arguments, "--wait-for-go"],
-                    stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            assert load.stdout is not None
-            # sessions open and make their first call before the measured interval
-            warm = load.stdout.readline().strip()
-            before = (cpu_seconds(daemon.pid), cpu_seconds(pg, with_children=True) if pg else 0.0)
-            if warm == "warm":
-                load.send_signal(signal.SIGUSR1)
-            out, err = load.communicate(timeout=3600)
-            after = (cpu_seconds(daemon.pid), cpu_seconds(pg, with_children=True) if pg else 0.0)
-            if spy is not None:
-                spy.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
-                spy.wait(60)
-            if load.returncode != 0 or warm != "warm":
-                raise CodequarryError(f"mcp_load.py failed: {err[-500:]}")
-            result = json.loads(out)
-            if result["errors"]:
-                raise CodequarryError(f"{args.tool} failed: {result['errors'][:3]}")
+            try:
+                result, daemon_cpu, pg_cpu = measured_load(
+                    settings.socket_path, name, args.clients, args.searches, queries, daemon.pid, pg,
+                    home, args.tool, args.arguments)
+            finally:
+                if spy is not None:
+                    spy.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+                    spy.wait(60)
             cache = client.get("/api/health").get("search_cache")
         finally:
             daemon.terminate()
             daemon.wait(120)
     n = len(result["times"])
-    per = {"daemon": (after[0] - before[0]) / n, "postgres": (after[1] - before[1]) / n,
+    per = {"daemon": daemon_cpu / n, "postgres": pg_cpu / n,
            "clients": result["client_cpu_seconds"] / n}
     figures: dict[str, Any] = {
         "corpus": name, "description": CORPORA[name][0], "tool": args.tool,
