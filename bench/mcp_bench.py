@@ -256,31 +256,49 @@ def postgres_pid(settings: Settings) -> int | None:
         return None
 
 
+def measured_load(socket_path: Path, name: str, clients: int, searches: int, queries: list[str],
+                  daemon_pid: int, pg: int | None, workdir: Path, tool: str = "search_code",
+                  arguments: str = "{}") -> tuple[dict[str, Any], float, float]:
+    """bench/mcp_load.py in its own process (`queries`: the untimed ones first, reversed);
+    returns its JSON result and the CPU seconds of the daemon and of PostgreSQL (live and
+    reaped backends) over the timed calls only: the sessions open and make their first
+    call before the interval starts (mcp_load --wait-for-go)."""
+    asked = workdir / "mcp_load.queries"
+    asked.write_text("\n".join(reversed(queries[:clients])) + "\n" + "\n".join(queries[clients:]) + "\n")
+    with asked.open() as stdin:
+        load = subprocess.Popen(
+            [sys.executable, str(Path(__file__).with_name("mcp_load.py")), str(socket_path), name,
+             "--clients", str(clients), "--searches", str(searches), "--tool", tool,
+             "--arguments", arguments, "--wait-for-go"],
+            stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert load.stdout is not None
+    warm = load.stdout.readline().strip()
+    before = (cpu_seconds(daemon_pid), cpu_seconds(pg, with_children=True) if pg else 0.0)
+    if warm == "warm":
+        load.send_signal(signal.SIGUSR1)
+    out, err = load.communicate(timeout=3600)
+    after = (cpu_seconds(daemon_pid), cpu_seconds(pg, with_children=True) if pg else 0.0)
+    if load.returncode != 0 or warm != "warm":
+        (workdir / "mcp_load.stderr").write_text(err)
+        raise CodequarryError(f"mcp_load.py failed: {err[-500:]}")
+    result: dict[str, Any] = json.loads(out)
+    if result["errors"]:
+        raise CodequarryError(f"{tool} failed under load: {result['errors'][:3]}")
+    return result, after[0] - before[0], after[1] - before[1]
+
+
 def light_load(settings: Settings, name: str, clients: int, searches: int, daemon_pid: int,
                log_dir: Path) -> dict[str, Any]:
     """bench/mcp_load.py in its own process: `clients` threads x `searches` distinct calls;
     the CPU of the clients, the daemon and PostgreSQL over the same interval."""
     queries = take_queries(clients * searches + clients)
-    pg = postgres_pid(settings)
-    before = (cpu_seconds(daemon_pid), cpu_seconds(pg, with_children=True) if pg else 0.0)
-    done = subprocess.run([sys.executable, str(Path(__file__).with_name("mcp_load.py")),
-                           str(settings.socket_path), name, "--clients", str(clients),
-                           "--searches", str(searches)],
-                          input="\n".join(reversed(queries[:clients])) + "\n" + "\n".join(queries[clients:]),
-                          capture_output=True, text=True, check=False, timeout=1800)
-    if done.returncode != 0:
-        (log_dir / "mcp_load.stderr").write_text(done.stderr)
-        raise CodequarryError(f"mcp_load.py failed: {done.stderr[-500:]}")
-    after = (cpu_seconds(daemon_pid), cpu_seconds(pg, with_children=True) if pg else 0.0)
-    result = json.loads(done.stdout)
-    if result["errors"]:
-        raise CodequarryError(f"search_code failed under load: {result['errors'][:3]}")
+    result, daemon, postgres = measured_load(settings.socket_path, name, clients, searches, queries,
+                                             daemon_pid, postgres_pid(settings), log_dir)
     wall = result["wall_seconds"]
     return {"ms": summary(result["times"]), "wall_seconds": round(wall, 2),
             "searches_per_second": round(len(result["times"]) / wall, 1),
             "cpu_seconds": {"clients": round(result["client_cpu_seconds"], 2),
-                            "daemon": round(after[0] - before[0], 2),
-                            "postgres": round(after[1] - before[1], 2)}}
+                            "daemon": round(daemon, 2), "postgres": round(postgres, 2)}}
 
 
 def cache_stats(settings: Settings) -> Any:

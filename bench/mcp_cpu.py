@@ -2,7 +2,7 @@
 PostgreSQL server's and the clients' own, measured apart, with wall-time p50/p95.
 
     python bench/mcp_cpu.py [--corpus medium] [--home prof] [--clients 10] [--searches 40]
-                            [--daemon-code DIR] [--results NAME]
+                            [--daemon-code DIR] [--results NAME] [--tool NAME --arguments JSON]
 
 A real `codequarry daemon` runs on the home (the corpus registered and indexed there as
 mcp_bench.py does it, `codequarry_home(home, fresh=False)`); once the project is idle and
@@ -13,7 +13,14 @@ the daemon and of PostgreSQL (live and reaped backends) are read before and afte
 per search is robust to a shared machine's load, wall times are not (the load average
 is reported). `--daemon-code DIR`: the daemon imports the `codequarry` package from DIR
 (e.g. `git archive main daemon | tar -x -C /tmp/main`, then DIR=/tmp/main/daemon) to
-compare two versions on the same home, corpus and queries.
+compare two versions on the same home, corpus and queries. `--tool NAME` (e.g.
+list_projects, or ping: no tool at all) makes the same load call that tool instead, with
+`--arguments` (JSON; for search_code added to each query's): the CPU per call of a tool
+that does no search is what the transport, FastMCP and our wrappers cost (the figures
+keep their names, "per search" meaning per call). `--profile FILE`: py-spy (installed
+beside this Python, not a project dependency) samples the daemon during the load and
+writes its collapsed stacks to FILE (its sampling costs the daemon some CPU: take CPU
+figures from runs without it).
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -32,7 +40,7 @@ from codequarry.config import load_settings
 from codequarry.errors import CodequarryError
 from codequarry.logs import configure_logging
 from common import CORPORA, codequarry_home, corpus, emit, summary
-from mcp_bench import cpu_seconds, distinct_queries, postgres_pid
+from mcp_bench import distinct_queries, measured_load, postgres_pid
 from search_bench import register
 
 CODEQUARRY = str(Path(sys.executable).with_name("codequarry"))
@@ -62,10 +70,14 @@ def main() -> None:
     parser.add_argument("--daemon-code", help="directory holding the codequarry package the daemon runs")
     parser.add_argument("--results", default="mcp_cpu")
     parser.add_argument("--start-timeout", type=float, default=1800)
+    parser.add_argument("--tool", default="search_code", help="the tool to call (ping: the MCP ping)")
+    parser.add_argument("--arguments", default="{}", help="the tool's arguments, a JSON object")
+    parser.add_argument("--profile", help="write py-spy's collapsed stacks of the daemon here")
     args = parser.parse_args()
     configure_logging("warning")
     name = args.corpus
-    queries = distinct_queries(corpus(name), args.clients * (args.searches + 1))
+    searching = args.tool == "search_code"
+    queries = distinct_queries(corpus(name), args.clients * (args.searches + 1)) if searching else []
     with codequarry_home(args.home, fresh=False) as home:
         register(home / "config.toml", name)
         settings = load_settings()
@@ -79,37 +91,43 @@ def main() -> None:
             client = DaemonClient(settings.socket_path)
             wait_idle(client, args.start_timeout)
             pg = postgres_pid(settings)
-            before = (cpu_seconds(daemon.pid), cpu_seconds(pg, with_children=True) if pg else 0.0)
-            done = subprocess.run(
-                [sys.executable, str(Path(__file__).with_name("mcp_load.py")), str(settings.socket_path),
-                 name, "--clients", str(args.clients), "--searches", str(args.searches)],
-                input="\n".join(reversed(queries[:args.clients])) + "\n" + "\n".join(queries[args.clients:]),
-                capture_output=True, text=True, check=False, timeout=3600)
-            after = (cpu_seconds(daemon.pid), cpu_seconds(pg, with_children=True) if pg else 0.0)
-            if done.returncode != 0:
-                raise CodequarryError(f"mcp_load.py failed: {done.stderr[-500:]}")
-            result = json.loads(done.stdout)
-            if result["errors"]:
-                raise CodequarryError(f"search_code failed: {result['errors'][:3]}")
+            spy = None
+            if args.profile:
+                spy = subprocess.Popen([str(Path(sys.executable).with_name("py-spy")), "record", "-p",
+                                        str(daemon.pid), "-r", "200", "-f", "raw", "--nonblocking",
+                                        "-o", args.profile], stdout=subprocess.DEVNULL)
+                time.sleep(1)  # attached before the load starts
+            try:
+                result, daemon_cpu, pg_cpu = measured_load(
+                    settings.socket_path, name, args.clients, args.searches, queries, daemon.pid, pg,
+                    home, args.tool, args.arguments)
+            finally:
+                if spy is not None:
+                    spy.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+                    spy.wait(60)
             cache = client.get("/api/health").get("search_cache")
         finally:
             daemon.terminate()
             daemon.wait(120)
     n = len(result["times"])
-    per = {"daemon": (after[0] - before[0]) / n, "postgres": (after[1] - before[1]) / n,
+    per = {"daemon": daemon_cpu / n, "postgres": pg_cpu / n,
            "clients": result["client_cpu_seconds"] / n}
     figures: dict[str, Any] = {
-        "corpus": name, "description": CORPORA[name][0], "clients": args.clients, "searches": n,
+        "corpus": name, "description": CORPORA[name][0], "tool": args.tool,
+        "arguments": json.loads(args.arguments), "clients": args.clients, "searches": n,
         "daemon_code": args.daemon_code or "this checkout", "ms": summary(result["times"]),
         "searches_per_second": round(n / result["wall_seconds"], 1),
+        # the daemon's first tool call since its start (wait_idle asks only the JSON routes)
+        "first_call_ms": round(1000 * result["first_call_seconds"], 1),
         "cpu_ms_per_search": {k: round(1000 * v, 2) for k, v in per.items()},
         # two cores' worth of CPU over what the daemon and PostgreSQL spend per search
         "implied_capacity_per_second": round(2.0 / (per["daemon"] + per["postgres"]), 1),
         "search_cache": cache, "load_average": [round(x, 2) for x in os.getloadavg()]}
     cpu = figures["cpu_ms_per_search"]
     emit(args.results, figures,
-         f"mcp_cpu {name} ({figures['daemon_code']}): {n} searches by {args.clients} clients, p50/p95 "
-         f"{figures['ms']['p50']}/{figures['ms']['p95']} ms, CPU ms per search daemon {cpu['daemon']}, "
+         f"mcp_cpu {name} ({figures['daemon_code']}): {n} {args.tool} calls by {args.clients} clients, "
+         f"p50/p95 {figures['ms']['p50']}/{figures['ms']['p95']} ms "
+         f"(first call {figures['first_call_ms']} ms), CPU ms per call daemon {cpu['daemon']}, "
          f"postgres {cpu['postgres']}, clients {cpu['clients']}; capacity "
          f"~{figures['implied_capacity_per_second']}/s; load {figures['load_average']}")
 

@@ -5,11 +5,22 @@ so the clients' CPU is small, measured (this process's user + system time) and a
 from the daemon's.
 
     python bench/mcp_load.py SOCKET PROJECT --clients 10 --searches 40 < queries.txt
+    python bench/mcp_load.py SOCKET PROJECT --tool list_projects [--arguments '{}'] < /dev/null
 
-Reads one query per line on stdin; client c makes calls c*K .. c*K+K-1 of that list, so
-with at least N*K lines every timed query is distinct. Every session initialises and makes
-one untimed call first (an extra query from the end of the list); all clients then start
-together. Prints one JSON object: per-call seconds, wall seconds and this process's CPU.
+search_code (the default): reads one query per line on stdin; client c makes calls c*K ..
+c*K+K-1 of that list, so with at least N*K lines every timed query is distinct;
+`--arguments` (a JSON object) is added to each call's {"query", "project"}. Any other
+`--tool` is called K times per client with `--arguments` as they are (stdin is not read):
+the same load on a tool that does no search shows what the transport and FastMCP cost
+per call. `--tool ping` sends the MCP `ping` request instead of a tool call (the
+session's floor without any tool machinery). Every session initialises and makes one
+untimed call first (for search_code an extra query from the end of the list); all
+clients then start together. Prints one JSON object: per-call seconds, wall seconds and
+this process's CPU, and how long the first session's first call took (not timed with the
+others: on a daemon no client has called yet, what its first tool call costs).
+`--wait-for-go`: once every session is warm, print `warm` on a line of its own and wait
+for SIGUSR1 before the timed calls (so a caller measuring the daemon's CPU leaves the
+sessions' set-up and first calls out of it).
 """
 
 from __future__ import annotations
@@ -18,6 +29,7 @@ import argparse
 import http.client
 import json
 import resource
+import signal
 import socket
 import sys
 import threading
@@ -81,12 +93,20 @@ class Session:
                                  "clientInfo": {"name": "mcp_load", "version": "1"}})
         self._post({"jsonrpc": "2.0", "method": "notifications/initialized"})
 
-    def search(self, query: str, project: str) -> None:
+    def search(self, query: str, project: str, extra: dict[str, Any]) -> None:
         result = self.call("tools/call", {"name": "search_code",
-                                          "arguments": {"query": query, "project": project}})
+                                          "arguments": {"query": query, "project": project, **extra}})
         content = result.get("structuredContent") or {}
         if result.get("isError") or not content.get("results"):
             raise RuntimeError(f"search_code({query!r}) failed or found nothing: {str(result)[:300]}")
+
+    def tool(self, name: str, arguments: dict[str, Any]) -> None:
+        if name == "ping":
+            self.call("ping", {})
+            return
+        result = self.call("tools/call", {"name": name, "arguments": arguments})
+        if result.get("isError"):
+            raise RuntimeError(f"{name} failed: {str(result)[:300]}")
 
 
 def main() -> None:
@@ -94,16 +114,36 @@ def main() -> None:
     parser.add_argument("socket")
     parser.add_argument("project")
     parser.add_argument("--clients", type=int, default=10)
-    parser.add_argument("--searches", type=int, default=40)
+    parser.add_argument("--searches", type=int, default=40, help="timed calls per client")
+    parser.add_argument("--tool", default="search_code", help="the tool to call, or ping")
+    parser.add_argument("--arguments", type=json.loads, default={}, help="a JSON object")
+    parser.add_argument("--wait-for-go", action="store_true", help="print warm, wait for SIGUSR1")
     args = parser.parse_args()
-    queries = [line.strip() for line in sys.stdin if line.strip()]
+    if args.wait_for_go:  # blocked before any thread starts, so every thread inherits it
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+    searching = args.tool == "search_code"
+    queries = [line.strip() for line in sys.stdin if line.strip()] if searching else []
     needed = args.clients * args.searches + args.clients
-    if len(queries) < needed:
+    if searching and len(queries) < needed:
         raise SystemExit(f"need {needed} distinct queries, got {len(queries)}")
+
+    def call(session: Session, index: int) -> None:
+        """Call number `index` of the list (negative: an untimed one from its end)."""
+        if searching:
+            session.search(queries[index], args.project, args.arguments)
+        else:
+            session.tool(args.tool, args.arguments)
+
     sessions = [Session(args.socket) for _ in range(args.clients)]
+    first_call = 0.0
     for index, session in enumerate(sessions):
         session.initialize()
-        session.search(queries[-1 - index], args.project)  # untimed
+        began = time.perf_counter()
+        call(session, -1 - index)  # untimed (the first: a fresh daemon's first tool call)
+        first_call = first_call or time.perf_counter() - began
+    if args.wait_for_go:
+        print("warm", flush=True)
+        signal.sigwait({signal.SIGUSR1})
     times: list[list[float]] = [[] for _ in sessions]
     errors: list[str] = []
     start = threading.Barrier(args.clients + 1)
@@ -112,9 +152,8 @@ def main() -> None:
         start.wait()
         try:
             for index in range(args.searches):
-                query = queries[client * args.searches + index]
                 began = time.perf_counter()
-                sessions[client].search(query, args.project)
+                call(sessions[client], client * args.searches + index)
                 times[client].append(time.perf_counter() - began)
         except Exception as exc:
             errors.append(f"{type(exc).__name__}: {exc}")
@@ -131,7 +170,7 @@ def main() -> None:
     after = resource.getrusage(resource.RUSAGE_SELF)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     json.dump({"times": [t for per in times for t in per], "wall_seconds": wall,
-               "client_cpu_seconds": cpu, "errors": errors}, sys.stdout)
+               "client_cpu_seconds": cpu, "first_call_seconds": first_call, "errors": errors}, sys.stdout)
 
 
 if __name__ == "__main__":

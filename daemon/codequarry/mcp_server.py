@@ -19,6 +19,9 @@ from urllib.parse import unquote, urlsplit
 
 os.environ.setdefault("FASTMCP_SHOW_SERVER_BANNER", "false")
 os.environ.setdefault("FASTMCP_CHECK_FOR_UPDATES", "off")
+# no OpenTelemetry SDK is ever configured here, yet "native" mode opens a (no-op) span at
+# every request's seam and tool call: CPU per call for nothing
+os.environ.setdefault("FASTMCP_TELEMETRY_MODE", "off")
 
 import anyio
 import mcp_types

@@ -34,6 +34,11 @@ from codequarry.runtime import Runtime, open_runtime
 from codequarry.supervisor import Supervisor
 
 log = get_logger(__name__)
+# what FastMCP imports lazily at the first tool call: its session-state store (key_value,
+# beartype-decorated) and the result post-processing (prefab_*, jsonschema): ~0.2 s
+FASTMCP_FIRST_CALL_IMPORTS = ("key_value.aio.adapters.pydantic", "key_value.aio.stores.memory",
+                              "fastmcp.server.providers.prefab_payload",
+                              "fastmcp.server.providers.prefab_synthesis")
 
 
 class _UnixServer(uvicorn.Server):
@@ -224,7 +229,8 @@ def run_daemon(settings: Settings) -> int:
     """Run until SIGTERM/SIGINT; 0 after a clean stop."""
     from codequarry.warmup import import_in_background
 
-    import_in_background("codequarry.mcp_server")  # issue 13: overlaps the PostgreSQL start
+    # issue 13: overlaps the PostgreSQL start; then what the first tool call would import
+    import_in_background("codequarry.mcp_server", *FASTMCP_FIRST_CALL_IMPORTS)
     lock = IndexLock(settings.lock_path, "daemon", wait=False)
     try:
         lock.__enter__()
