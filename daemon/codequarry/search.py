@@ -420,14 +420,6 @@ class Searcher:
             spans.setdefault(store.project_id, {}).update(found[store.project_id].spans)
         return sorted(ranked, key=lambda r: -r.score)[:fetch]
 
-    async def _symbol_hits(self, query: str, stores: list[ProjectStore]) -> set[str]:
-        """The query's identifiers that name some chunk: evidence for trusting words."""
-        names = _symbol_names(query)
-        hits: set[str] = set()
-        for store in stores if names else ():
-            hits |= await store.symbols_matching(names)
-        return hits
-
     async def _spans(self, ranked: Sequence[_Ranked],
                      stores: list[ProjectStore]) -> dict[str, dict[int, HitSpan]]:
         """Project id -> chunk id -> where that ranked chunk lies (a chunk replaced
