@@ -790,9 +790,7 @@ class Indexer:
                 self._release_rechunks(project.id, (c.content_hash for c in rechunked))
         except Exception as exc:
             if is_transient(exc):
-                log.warning("store_unavailable", project=project.id, error=describe(exc))
-                if rechunked is not None:
-                    self._rechunks.put_back(project.id, rechunked)
+                self._save_lost(project, exc, rechunked)
             else:
                 log.error("saving_vectors_failed", project=project.id, error=describe(exc),
                           action="saving them one at a time")
@@ -808,14 +806,19 @@ class Indexer:
                     model_id, {content_hash: vector}, [] if rechunked is not None else [project.store])
             except Exception as exc:
                 if is_transient(exc):  # the rest is found (or put back) and saved again later
-                    log.warning("store_unavailable", project=project.id, error=describe(exc))
-                    if rechunked is not None:
-                        self._rechunks.put_back(project.id, rechunked)
+                    self._save_lost(project, exc, rechunked)
                     return
                 log.error("saving_vector_failed", project=project.id, error=describe(exc))
                 self._give_up(project.id, [content_hash], f"saving a vector failed: {describe(exc)}")
         if rechunked is not None:  # those that failed too: their files are written without them
             self._release_rechunks(project.id, (c.content_hash for c in rechunked))
+
+    def _save_lost(self, project: Project, exc: Exception, rechunked: list[Chunk] | None) -> None:
+        """A save lost to the connection: its chunks still lack vectors, so the backlog
+        finds them again; held re-chunks (`rechunked`) are put back in line."""
+        log.warning("store_unavailable", project=project.id, error=describe(exc))
+        if rechunked is not None:
+            self._rechunks.put_back(project.id, rechunked)
 
     def _give_up(self, project_id: str, hashes: Iterable[str], reason: str) -> None:
         """Never embed these again in this process; the project's status and `index` say why."""

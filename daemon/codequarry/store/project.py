@@ -697,16 +697,22 @@ class ProjectStore:
             await conn.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"),
                                {"k": self._lock_key})
             space = _space_of((await conn.execute(text(_SPACE_SQL), self._key)).one())
-            chunks = int((await conn.execute(text(f"SELECT count(*) FROM {self.s}.chunks"))).scalar() or 0)
-            embedded = int((await conn.execute(text(
-                f"SELECT count(*) FROM {self._table(space)}"))).scalar() or 0) if space.table else 0
-            row = (await conn.execute(text(f"SELECT chunks, embedded FROM {self.s}.stats"))).one()
-            before = (int(row.chunks), int(row.embedded))
-            if before == (chunks, embedded):
+            held, before = await self._counted(conn, space)
+            if before == held:
                 return None
             await conn.execute(text(f"UPDATE {self.s}.stats SET chunks = :c, embedded = :e"),
-                               {"c": chunks, "e": embedded})
-        return before, (chunks, embedded)
+                               {"c": held[0], "e": held[1]})
+        return before, held
+
+    async def _counted(self, conn: AsyncConnection,
+                       space: VectorSpace) -> tuple[tuple[int, int], tuple[int, int]]:
+        """(chunks, chunks with a vector in `space`'s table) as the tables hold them, and as
+        the counters say."""
+        chunks = int((await conn.execute(text(f"SELECT count(*) FROM {self.s}.chunks"))).scalar() or 0)
+        embedded = int((await conn.execute(text(
+            f"SELECT count(*) FROM {self._table(space)}"))).scalar() or 0) if space.table else 0
+        row = (await conn.execute(text(f"SELECT chunks, embedded FROM {self.s}.stats"))).one()
+        return (chunks, embedded), (int(row.chunks), int(row.embedded))
 
     async def vector_counts(self) -> tuple[int, int]:
         """(chunks, chunks with a vector), from the counters."""
@@ -729,7 +735,6 @@ class ProjectStore:
         problems = []
         space = await self.space(fresh=True)
         async with self.engine.connect() as conn:
-            embedded = 0
             if space.table:
                 wrong = (await conn.execute(text(
                     f"SELECT count(*) FROM {self._table(space)} v JOIN {self.s}.chunks c "
@@ -738,12 +743,9 @@ class ProjectStore:
                     f"WHERE v.embedding <> e.embedding::{space.type}"), {"m": space.model_id})).scalar()
                 if wrong:
                     problems.append(f"{wrong} chunk vectors differ from the embedding cache")
-                embedded = int((await conn.execute(text(
-                    f"SELECT count(*) FROM {self._table(space)}"))).scalar() or 0)
-            chunks = int((await conn.execute(text(f"SELECT count(*) FROM {self.s}.chunks"))).scalar() or 0)
-            counters = (await conn.execute(text(f"SELECT chunks, embedded FROM {self.s}.stats"))).one()
-        if (chunks, embedded) != tuple(counters):
-            problems.append(f"counters say {tuple(counters)} (chunks, with vectors), "
+            (chunks, embedded), counters = await self._counted(conn, space)
+        if (chunks, embedded) != counters:
+            problems.append(f"counters say {counters} (chunks, with vectors), "
                             f"the table holds {(chunks, embedded)}; set right when the project next "
                             "starts (index, or the daemon)")
         if embedded < chunks:
