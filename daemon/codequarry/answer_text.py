@@ -15,9 +15,8 @@ UNNAMED_KINDS = ("block", "text")  # kinds the text does not name (no definition
 def read_hint(path: str, start: int, end: int | None, cli: bool) -> str:
     """How the reader asks for lines `start`-`end` (None: to the end) of `path`: the
     read_code tool for an agent, `codequarry show` for a person at the CLI."""
-    if cli:
-        return f"codequarry show {path}:{start}-{end if end is not None else ''}"
-    return f"read_code {path}:{start}-{end if end is not None else ''}"
+    location = f"{path}:{start}-{'' if end is None else end}"
+    return f"codequarry show {location}" if cli else f"read_code {location}"
 
 
 def clip(line: str, chars: int) -> str:

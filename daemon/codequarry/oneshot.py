@@ -76,13 +76,11 @@ async def _index(settings: Settings, config: ProjectConfig, embedder: Embedder |
                                   "missing (run index again when the embedder is back)")
     reasons = []
     if unread:
-        named = [f"{path}: {errors.get(path, 'see the log')}" for path in unread[:3]]
-        reasons.append(f"{len(unread)} changed files could not be read ({'; '.join(named)}"
-                       f"{'; ...' if len(unread) > 3 else ''})")
+        named = _first_three({path: errors.get(path, "see the log") for path in unread})
+        reasons.append(f"{len(unread)} changed files could not be read ({named})")
     if failed:
-        named = [f"{path}: {why}" for path, why in sorted(failed.items())[:3]]
-        reasons.append(f"{len(failed)} files could not be indexed ({'; '.join(named)}"
-                       f"{'; ...' if len(failed) > 3 else ''}; a bug, please report it)")
+        reasons.append(f"{len(failed)} files could not be indexed ({_first_three(failed)}; a bug, "
+                       "please report it)")
     if reasons:
         raise CodequarryError("; ".join(reasons) + "; run index again")
     if embedded < chunks:  # settled, yet not complete: never report that as done
@@ -101,3 +99,9 @@ def status_here(settings: Settings) -> dict[str, Any]:
             await store.close()
 
     return anyio.run(run)
+
+
+def _first_three(files: dict[str, str]) -> str:
+    """'a.py: why; b.py: why; c.py: why; ...': the first three files by path."""
+    named = [f"{path}: {why}" for path, why in sorted(files.items())[:3]]
+    return "; ".join(named) + ("; ..." if len(files) > 3 else "")
