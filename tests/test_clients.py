@@ -25,7 +25,7 @@ from structlog.testing import capture_logs
 from codequarry.config import Settings, load_settings
 from codequarry.mcp_listing import compact_schema
 
-from .conftest import SlowEmbedder, running_daemon, write_files
+from .conftest import SlowEmbedder, running_daemon, until, write_files
 from .fakes import HashEmbedder
 from .test_mcp import ALPHA, call, call_error, searchable, uds_session
 
@@ -357,9 +357,13 @@ async def test_the_bridge_exits_when_its_client_closes_stdin(
             assert code == 0
 
 
-async def test_a_stopped_daemon_gives_an_error_at_once_and_a_restarted_one_is_reconnected(
+async def test_a_stopped_daemon_gives_an_error_at_once_and_a_starting_one_is_waited_for(
         make_settings: Callable[..., Settings], alpha: Path, tmp_path: Path, runtime_dir: Path,
         hash_embedder: HashEmbedder) -> None:
+    """A restart: while the new daemon holds the data dir's lock but does not serve yet, a
+    bridge started then and a request of a connected bridge wait for it, then are answered."""
+    from codequarry.daemon_lock import IndexLock
+
     settings = make_settings([{"id": "alpha", "path": str(alpha)}])
     with ExitStack() as stack:
         async with running_daemon(settings, hash_embedder) as daemon:
@@ -372,10 +376,25 @@ async def test_a_stopped_daemon_gives_an_error_at_once_and_a_restarted_one_is_re
         assert gone["error"]["code"] == -32000
         assert "did not answer" in gone["error"]["message"]
         assert bridge.process.poll() is None
-        async with running_daemon(settings, hash_embedder):
-            again = await bridge.request(4, "tools/call", {"name": "get_status", "arguments": {}})
-            assert tool_result(again)["daemon"]["running"] is True
-            assert "result" in await bridge.request(5, "tools/list")
+        # the restart: the lock first, as run_daemon takes it, then serving
+        with IndexLock(settings.lock_path, "daemon", wait=False):
+            late = stack.enter_context(raw_bridge(bridge_env(settings), tmp_path, tmp_path / "late.err"))
+            late.send({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+                "protocolVersion": "2025-06-18", "capabilities": {},
+                "clientInfo": {"name": "late", "version": "1"}}})
+            bridge.send({"jsonrpc": "2.0", "id": 4, "method": "tools/call",
+                         "params": {"name": "get_status", "arguments": {}}})
+
+            async def both_wait() -> bool:
+                said = (tmp_path / "late.err").read_text() + (tmp_path / "bridge.err").read_text()
+                return said.count("is starting; waiting") == 2 or late.process.poll() is not None
+            await until(both_wait, what="both bridges to wait for the starting daemon")
+            assert late.process.poll() is None, (tmp_path / "late.err").read_text()
+            async with running_daemon(settings, hash_embedder):
+                assert "result" in await late.expect(lambda m: m.get("id") == 1)
+                again = await bridge.expect(lambda m: m.get("id") == 4)
+                assert tool_result(again)["daemon"]["running"] is True
+                assert "result" in await bridge.request(5, "tools/list")
     assert "reconnected to the daemon" in (tmp_path / "bridge.err").read_text()
 
 
