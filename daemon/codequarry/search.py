@@ -29,6 +29,7 @@ from codequarry.answers import (
     Detail,
     RealPaths,
     Unit,
+    name_by_match,
     query_words,
     rank_units,
     shape,
@@ -278,6 +279,8 @@ class Searcher:
         need = request.offset + request.limit + 1  # one more tells whether a next page exists
         units = await self._hits(ranked, stores, need, spans)
         page = units[request.offset : request.offset + request.limit]
+        for unit in page:
+            name_by_match(unit, request.query)
         shared: dict[str, str] = {}
         if len(request.projects) == 1:
             shared["project"] = request.projects[0]
@@ -483,7 +486,8 @@ class Searcher:
         for key in order[:need]:
             found = runs[best[key].project].get(best[key].chunk_id)
             if found is not None:  # else replaced meanwhile
-                units[key].add_chunks(found[2])
+                units[key].add_chunks(found.pieces)
+                units[key].definitions = found.definitions
                 out.append(units[key])
         return out
 
