@@ -427,12 +427,17 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_daemon(args: argparse.Namespace, settings: Settings) -> int:
+    from codequarry.daemon_lock import lock_for_daemon
     from codequarry.logs import configure_logging
-    from codequarry.service import run_daemon
 
     level = args.log_level if args.log_level != "warning" else "info"
     configure_logging(level, args.log_file)
-    return run_daemon(settings)
+    # the lock before the daemon's imports (~0.7 s): from then on a client that starts
+    # sees a daemon starting and waits for it (bridge.starting_daemon)
+    lock = lock_for_daemon(settings.lock_path)
+    from codequarry.service import run_daemon
+
+    return run_daemon(settings, lock)
 
 
 def cmd_mcp(args: argparse.Namespace, settings: Settings) -> int:

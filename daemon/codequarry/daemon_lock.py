@@ -61,6 +61,18 @@ def daemon_holder(path: Path) -> int | None:
     return None
 
 
+def lock_for_daemon(path: Path) -> IndexLock:
+    """The daemon's hold on the lock at `path` (entered; leave it with __exit__). Raises
+    DaemonRunning while another daemon holds it; a one-shot command holding it is waited for."""
+    lock = IndexLock(path, "daemon", wait=False)
+    try:
+        return lock.__enter__()
+    except DaemonRunning:
+        if "daemon" in labelled_holder(lock):
+            raise
+    return IndexLock(path, "daemon", wait=True).__enter__()  # an index run: wait for it
+
+
 class IndexLock:
     def __init__(self, path: Path, role: str, wait: bool = True) -> None:
         self.path = path
