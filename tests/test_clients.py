@@ -5,6 +5,7 @@ index_repository as an agent needs it, and what MCP may register (issue 10, beha
 from __future__ import annotations
 
 import json
+import logging
 import os
 import queue
 import subprocess
@@ -118,7 +119,8 @@ def tool_result(answer: dict[str, Any]) -> dict[str, Any]:
 
 async def test_server_info_output_schemas_annotations_capabilities_and_one_line_argument_errors(
         make_settings: Callable[..., Settings], alpha: Path, runtime_dir: Path,
-        hash_embedder: HashEmbedder) -> None:
+        hash_embedder: HashEmbedder, caplog: pytest.LogCaptureFixture) -> None:
+    """...and a client's mistakes are logged as warnings with their reason, never as errors."""
     from codequarry import __version__
 
     settings = make_settings([{"id": "alpha", "path": str(alpha)}])
@@ -158,15 +160,24 @@ async def test_server_info_output_schemas_annotations_capabilities_and_one_line_
                     ("find_references", {"name": "ship"})):
                 assert await call(session, tool, **arguments), tool
 
-            assert await call_error(session, "search_code", query="x", limit=0) == \
-                "limit must be between 1 and 50, got 0"
-            text = await call_error(session, "search_code", query="x", mode="fuzzy")
-            assert text.startswith("mode must be one of")
-            assert "\n" not in text
-            text = await call_error(session, "recent_changes", limit=500)
-            assert text == "limit must be between 1 and 200, got 500"
-            assert "pydantic" not in text
-            assert "http" not in text
+            with capture_logs() as logs:
+                assert await call_error(session, "search_code", query="x", limit=0) == \
+                    "limit must be between 1 and 50, got 0"
+                text = await call_error(session, "search_code", query="x", mode="fuzzy")
+                assert text.startswith("mode must be one of")
+                assert "\n" not in text
+                text = await call_error(session, "recent_changes", limit=500)
+                assert text == "limit must be between 1 and 200, got 500"
+                assert "pydantic" not in text
+                assert "http" not in text
+                unknown = await call_error(session, "search_code", query="x", project="nope")
+                outside = await call_error(session, "read_code", path="/etc/passwd")
+            refused = [(e["tool"], e["reason"], e["log_level"]) for e in logs if e["event"] == "tool_refused"]
+            assert refused[0] == ("search_code", "limit must be between 1 and 50, got 0", "warning")
+            assert refused[-2:] == [("search_code", unknown, "warning"), ("read_code", outside, "warning")]
+            assert len(refused) == 5
+            assert not [e for e in logs if e["log_level"] in ("error", "critical")]
+            assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
 
             resources = {str(r.uri) for r in (await session.list_resources()).resources}
             assert "codequarry://projects" in resources
