@@ -59,6 +59,12 @@ def test_the_fast_parser_has_the_full_parsers_options_choices_and_defaults(comma
     assert fastcli.PROJECT_ID.pattern == models._PROJECT_ID.pattern
 
 
+def test_search_takes_the_path_filter_as_path_glob_like_mcp_and_as_path() -> None:
+    for parser in (cli.build_parser(), fastcli.build_fast_parser()):
+        for option in ("--path-glob", "--path"):
+            assert parser.parse_args(["search", "q", option, "src/**"]).path_glob == "src/**"
+
+
 @pytest.mark.parametrize(("argv", "command"), [
     (["search", "q"], "search"), (["--log-level", "debug", "status"], "status"),
     (["--config", "search", "status"], "status"), (["--help"], None), (["-h", "search"], None),

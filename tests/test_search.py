@@ -128,6 +128,7 @@ async def test_path_globs_restrict_results_to_matching_paths(runtime: Runtime, m
     under_src = await search(runtime, "config", "alpha", mode=mode, path_glob="src/**")
     assert under_src.results
     assert all(hit.path.startswith("src/") for hit in under_src.results)
+    assert under_src.to_json()["path_glob"] == "src/**"  # the answer says what it covers
     markdown = await search(runtime, "config", "alpha", mode=mode, path_glob="*.md")
     assert {hit.path for hit in markdown.results} == {"docs/guide.md", "README.md"}
 

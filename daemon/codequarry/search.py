@@ -290,6 +290,8 @@ class Searcher:
         kinds = {unit.kind for unit in page}
         if len(kinds) == 1:  # e.g. ten methods: "kind method" once
             shared["kind"] = kinds.pop()
+        if request.path_glob:  # the filter asked, echoed: an answer says what it covers
+            shared["path_glob"] = request.path_glob
         if not units and (filters.languages or filters.path_regex):
             if sum([await store.count_files(filters) for store in stores]) == 0:
                 asked = [f"language {', '.join(filters.languages)}"] if filters.languages else []
