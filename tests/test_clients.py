@@ -5,6 +5,7 @@ index_repository as an agent needs it, and what MCP may register (issue 10, beha
 from __future__ import annotations
 
 import json
+import logging
 import os
 import queue
 import subprocess
@@ -25,7 +26,7 @@ from structlog.testing import capture_logs
 from codequarry.config import Settings, load_settings
 from codequarry.mcp_listing import compact_schema
 
-from .conftest import SlowEmbedder, running_daemon, write_files
+from .conftest import SlowEmbedder, running_daemon, until, write_files
 from .fakes import HashEmbedder
 from .test_mcp import ALPHA, call, call_error, searchable, uds_session
 
@@ -118,7 +119,8 @@ def tool_result(answer: dict[str, Any]) -> dict[str, Any]:
 
 async def test_server_info_output_schemas_annotations_capabilities_and_one_line_argument_errors(
         make_settings: Callable[..., Settings], alpha: Path, runtime_dir: Path,
-        hash_embedder: HashEmbedder) -> None:
+        hash_embedder: HashEmbedder, caplog: pytest.LogCaptureFixture) -> None:
+    """...and a client's mistakes are logged as warnings with their reason, never as errors."""
     from codequarry import __version__
 
     settings = make_settings([{"id": "alpha", "path": str(alpha)}])
@@ -158,15 +160,24 @@ async def test_server_info_output_schemas_annotations_capabilities_and_one_line_
                     ("find_references", {"name": "ship"})):
                 assert await call(session, tool, **arguments), tool
 
-            assert await call_error(session, "search_code", query="x", limit=0) == \
-                "limit must be between 1 and 50, got 0"
-            text = await call_error(session, "search_code", query="x", mode="fuzzy")
-            assert text.startswith("mode must be one of")
-            assert "\n" not in text
-            text = await call_error(session, "recent_changes", limit=500)
-            assert text == "limit must be between 1 and 200, got 500"
-            assert "pydantic" not in text
-            assert "http" not in text
+            with capture_logs() as logs:
+                assert await call_error(session, "search_code", query="x", limit=0) == \
+                    "limit must be between 1 and 50, got 0"
+                text = await call_error(session, "search_code", query="x", mode="fuzzy")
+                assert text.startswith("mode must be one of")
+                assert "\n" not in text
+                text = await call_error(session, "recent_changes", limit=500)
+                assert text == "limit must be between 1 and 200, got 500"
+                assert "pydantic" not in text
+                assert "http" not in text
+                unknown = await call_error(session, "search_code", query="x", project="nope")
+                outside = await call_error(session, "read_code", path="/etc/passwd")
+            refused = [(e["tool"], e["reason"], e["log_level"]) for e in logs if e["event"] == "tool_refused"]
+            assert refused[0] == ("search_code", "limit must be between 1 and 50, got 0", "warning")
+            assert refused[-2:] == [("search_code", unknown, "warning"), ("read_code", outside, "warning")]
+            assert len(refused) == 5
+            assert not [e for e in logs if e["log_level"] in ("error", "critical")]
+            assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
 
             resources = {str(r.uri) for r in (await session.list_resources()).resources}
             assert "codequarry://projects" in resources
@@ -357,9 +368,13 @@ async def test_the_bridge_exits_when_its_client_closes_stdin(
             assert code == 0
 
 
-async def test_a_stopped_daemon_gives_an_error_at_once_and_a_restarted_one_is_reconnected(
+async def test_a_stopped_daemon_gives_an_error_at_once_and_a_starting_one_is_waited_for(
         make_settings: Callable[..., Settings], alpha: Path, tmp_path: Path, runtime_dir: Path,
         hash_embedder: HashEmbedder) -> None:
+    """A restart: while the new daemon holds the data dir's lock but does not serve yet, a
+    bridge started then and a request of a connected bridge wait for it, then are answered."""
+    from codequarry.daemon_lock import IndexLock
+
     settings = make_settings([{"id": "alpha", "path": str(alpha)}])
     with ExitStack() as stack:
         async with running_daemon(settings, hash_embedder) as daemon:
@@ -372,10 +387,25 @@ async def test_a_stopped_daemon_gives_an_error_at_once_and_a_restarted_one_is_re
         assert gone["error"]["code"] == -32000
         assert "did not answer" in gone["error"]["message"]
         assert bridge.process.poll() is None
-        async with running_daemon(settings, hash_embedder):
-            again = await bridge.request(4, "tools/call", {"name": "get_status", "arguments": {}})
-            assert tool_result(again)["daemon"]["running"] is True
-            assert "result" in await bridge.request(5, "tools/list")
+        # the restart: the lock first, as run_daemon takes it, then serving
+        with IndexLock(settings.lock_path, "daemon", wait=False):
+            late = stack.enter_context(raw_bridge(bridge_env(settings), tmp_path, tmp_path / "late.err"))
+            late.send({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+                "protocolVersion": "2025-06-18", "capabilities": {},
+                "clientInfo": {"name": "late", "version": "1"}}})
+            bridge.send({"jsonrpc": "2.0", "id": 4, "method": "tools/call",
+                         "params": {"name": "get_status", "arguments": {}}})
+
+            async def both_wait() -> bool:
+                said = (tmp_path / "late.err").read_text() + (tmp_path / "bridge.err").read_text()
+                return said.count("is starting; waiting") == 2 or late.process.poll() is not None
+            await until(both_wait, what="both bridges to wait for the starting daemon")
+            assert late.process.poll() is None, (tmp_path / "late.err").read_text()
+            async with running_daemon(settings, hash_embedder):
+                assert "result" in await late.expect(lambda m: m.get("id") == 1)
+                again = await bridge.expect(lambda m: m.get("id") == 4)
+                assert tool_result(again)["daemon"]["running"] is True
+                assert "result" in await bridge.request(5, "tools/list")
     assert "reconnected to the daemon" in (tmp_path / "bridge.err").read_text()
 
 

@@ -59,6 +59,12 @@ def test_the_fast_parser_has_the_full_parsers_options_choices_and_defaults(comma
     assert fastcli.PROJECT_ID.pattern == models._PROJECT_ID.pattern
 
 
+def test_search_takes_the_path_filter_as_path_glob_like_mcp_and_as_path() -> None:
+    for parser in (cli.build_parser(), fastcli.build_fast_parser()):
+        for option in ("--path-glob", "--path"):
+            assert parser.parse_args(["search", "q", option, "src/**"]).path_glob == "src/**"
+
+
 @pytest.mark.parametrize(("argv", "command"), [
     (["search", "q"], "search"), (["--log-level", "debug", "status"], "status"),
     (["--config", "search", "status"], "status"), (["--help"], None), (["-h", "search"], None),
@@ -176,6 +182,8 @@ def _comparable(argv: list[str], out: str) -> str:
 
 async def test_with_a_daemon_search_and_status_answer_like_the_full_cli_without_heavy_imports(
         make_settings: Callable[..., Settings], tmp_path: Path) -> None:
+    """...and a reader that closes stdout at once (`| head -1`) ends every printing command
+    quietly with exit code 0, on the fast path, the full CLI and rich's tables alike."""
     repo = write_files(tmp_path / "repo", REPO)
     settings = make_settings([{"id": "demo", "path": str(repo)}])
     async with running_daemon(settings, HashEmbedder()) as daemon:
@@ -206,6 +214,20 @@ async def test_with_a_daemon_search_and_status_answer_like_the_full_cli_without_
                 assert "project demo" in fast[1].split("\n")[0]  # stated once
                 assert "\npkg/geometry.py:" in fast[1]
                 assert "torus_volume" in fast[1]
+        for argv in (["status"], COMMANDS[0], COMMANDS[3], ["symbol", "torus_volume"], ["client-config"]):
+            assert await anyio.to_thread.run_sync(_to_a_closed_pipe, settings, argv) == (0, ""), argv
+
+
+def _to_a_closed_pipe(settings: Settings, argv: list[str]) -> tuple[int, str]:
+    """(exit code, stderr) of the `codequarry` script writing to a pipe nobody reads."""
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        done = subprocess.run([str(Path(sys.executable).with_name("codequarry")), *argv], env=_env(settings),
+                              stdout=write, stderr=subprocess.PIPE, text=True, timeout=120, check=False)
+    finally:
+        os.close(write)
+    return done.returncode, done.stderr
 
 
 async def test_an_edited_config_is_validated_again_and_an_invalid_one_fails_like_the_full_cli(

@@ -65,6 +65,8 @@ BETA = {
         "    \"\"\"Handle the quokka event.\"\"\"\n"
         "    return event.payload\n"),
     "handlers/config.py": "def load_config(path):\n    return open(path).read()\n",
+    # two one-line functions: the chunker merges small neighbours into one chunk
+    "handlers/totals.py": "def wombat_total(): return 1\ndef numbat_total(): return 2\n",
 }
 
 
@@ -126,6 +128,7 @@ async def test_path_globs_restrict_results_to_matching_paths(runtime: Runtime, m
     under_src = await search(runtime, "config", "alpha", mode=mode, path_glob="src/**")
     assert under_src.results
     assert all(hit.path.startswith("src/") for hit in under_src.results)
+    assert under_src.to_json()["path_glob"] == "src/**"  # the answer says what it covers
     markdown = await search(runtime, "config", "alpha", mode=mode, path_glob="*.md")
     assert {hit.path for hit in markdown.results} == {"docs/guide.md", "README.md"}
 
@@ -294,6 +297,15 @@ async def test_hybrid_search_ranks_a_just_chunked_function_first_for_its_exact_n
     await add_unembedded_file(runtime, "src/brand_new.py", "def brand_new_function():\n    return 42\n")
     response = await search(runtime, "brand_new_function", "alpha", mode="hybrid")
     assert response.results[0].path == "src/brand_new.py"
+
+
+@pytest.mark.parametrize("mode", ["lexical", "hybrid"])
+async def test_a_chunk_of_two_small_functions_is_named_after_the_one_the_query_matches(
+        runtime: Runtime, mode: Mode) -> None:
+    for name in ("numbat_total", "wombat_total"):
+        hit = (await search(runtime, name, "beta", mode=mode)).results[0]
+        assert (hit.path, hit.start_line, hit.end_line) == ("handlers/totals.py", 1, 2)
+        assert (hit.symbol, hit.kind) == (name, "function")
 
 
 async def test_a_result_carries_project_path_lines_symbol_language_score_and_snippet(

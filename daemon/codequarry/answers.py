@@ -21,7 +21,7 @@ from typing import Literal
 from codequarry.answer_text import FULL_LINE_CHARS, clip, result_text
 from codequarry.chunking.words import split_identifier
 from codequarry.errors import UsageError
-from codequarry.models import SearchHit
+from codequarry.models import SearchHit, SymbolDefinition
 from codequarry.store.project import UnitPiece
 
 Detail = Literal["paths", "snippet", "full"]
@@ -66,6 +66,7 @@ class Unit:
     hits: list[tuple[int, int]] = field(default_factory=list)
     lines: dict[int, str] = field(default_factory=dict)  # line number -> text, from the index
     support: list[float] = field(default_factory=list)  # scores of its other matching chunks
+    definitions: tuple[SymbolDefinition, ...] = ()  # inside it, when it holds several
     # `hits` as a set (add_hit fills both): a unit reached by 100 chunks checked each against a list
     _hit_set: set[tuple[int, int]] = field(default_factory=set, repr=False, compare=False)
 
@@ -179,15 +180,16 @@ class RealPaths:
         return real
 
 
-def query_words(query: str) -> set[str]:
-    """Lowercase identifiers of the query and their parts, without filler words."""
+def query_words(query: str, shortest: int = 2) -> set[str]:
+    """Lowercase identifiers of the query and their parts, without filler words, of at
+    least `shortest` characters."""
     words: set[str] = set()
     for token in re.findall(r"[A-Za-z_][A-Za-z0-9_]*", query):
         parts = split_identifier(token)
         words.add(token.lower())
         words.update(parts)
         words.add("".join(parts))
-    return {w for w in words if len(w) > 1 and w not in _STOPWORDS}
+    return {w for w in words if len(w) >= shortest and w not in _STOPWORDS}
 
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -215,6 +217,33 @@ def _line_score(line: str, words: set[str]) -> int:
     for token in _IDENTIFIER.findall(line):
         found.update(_token_forms(token) & words)
     return len(found)
+
+
+def name_by_match(unit: Unit, query: str) -> None:
+    """Name a unit holding several definitions side by side (small neighbours merged into
+    one chunk: `def a(): ...` / `def b(): ...`) after the one whose lines match the query's
+    words best, symbol and kind; lines outside them count for its current name, which wins
+    ties. A unit of one definition (its nested ones included) keeps its name."""
+    outer: list[SymbolDefinition] = []
+    for definition in unit.definitions:  # outer before nested
+        if not outer or definition.start_line > outer[-1].end_line:
+            outer.append(definition)
+    words = query_words(query, shortest=1)  # `b` names a function as well as `parse`
+    if len(outer) < 2 or not words:
+        return
+    scores = {n: _line_score(line, words) for n, line in unit.lines.items()
+              if unit.start_line <= n <= unit.end_line}
+    inside = {n for d in outer for n in range(d.start_line, d.end_line + 1)}
+    current = sum(score for n, score in scores.items() if n not in inside)
+    best: tuple[int, SymbolDefinition] | None = None
+    for definition in outer:
+        score = sum(scores.get(n, 0) for n in range(definition.start_line, definition.end_line + 1))
+        if definition.qualified_name == unit.symbol:
+            current += score
+        elif best is None or score > best[0]:
+            best = (score, definition)
+    if best is not None and best[0] > current:
+        unit.symbol, unit.kind = best[1].qualified_name, best[1].kind
 
 
 def _ranges(numbers: Sequence[int]) -> list[tuple[int, int]]:

@@ -9,7 +9,9 @@ record in the data dir first). stdout carries protocol frames only; notes go to 
 
 It follows its client and its daemon: it exits as soon as stdin closes; a request the
 daemon cannot answer (stopped, crashed) gets a JSON-RPC error at once; a restarted daemon
-is re-initialized with the client's own `initialize` and the request is sent again.
+is re-initialized with the client's own `initialize` and the request is sent again. A
+daemon that is starting (it holds the data dir's lock and lives, but has not recorded its
+socket yet) is waited for, STARTING_WAIT_SECONDS at most, at start and on a request.
 """
 
 from __future__ import annotations
@@ -31,12 +33,16 @@ from typing import Any, BinaryIO
 from urllib.parse import quote
 
 from codequarry import paths
+from codequarry.daemon_lock import daemon_holder
 from codequarry.errors import ConfigError, DaemonNotRunning
 
 CWD_HEADER = "x-codequarry-cwd"  # the client's working directory, percent-encoded
 SESSION_HEADER = "mcp-session-id"
 VERSION_HEADER = "mcp-protocol-version"
 AUTOSTART_SECONDS = 60.0
+# a starting daemon: PostgreSQL, the model and the MCP server (a few seconds; more on a
+# first start or a migration); a client gets its answer or the error after this at most
+STARTING_WAIT_SECONDS = 60.0
 CONNECT_SECONDS = 5.0
 EXIT_GRACE_SECONDS = 0.5
 DAEMON_GONE = -32000  # JSON-RPC "server error": the daemon does not answer
@@ -79,18 +85,62 @@ def load_target(config_path: Path | None) -> BridgeTarget:
 
 def run_bridge(target: BridgeTarget, stdin: BinaryIO | None = None, stdout: BinaryIO | None = None) -> int:
     """Forward until stdin closes; 0 then. Raises DaemonNotRunning when no daemon answers
-    at start and [mcp] autostart is off."""
-    if not _answers(target.find_socket()):
-        if not target.autostart:
-            refusal = DaemonNotRunning(
-                f"no codequarry daemon answers on {target.find_socket()}; start one with "
-                "`codequarry daemon` (or `codequarry service install` to start it at login, or "
-                "set [mcp] autostart = true)")
+    at start (nor within STARTING_WAIT_SECONDS when one is starting) and [mcp] autostart
+    is off."""
+    if not await_daemon(target):
+        refusal = _refusal(target)
+        if refusal is not None:
             _answer_first_request(stdin or sys.stdin.buffer, stdout or sys.stdout.buffer, str(refusal))
             raise refusal
         start_daemon(target)
     Forwarder(target, stdout or sys.stdout.buffer).run(stdin or sys.stdin.buffer)
     return 0
+
+
+def _refusal(target: BridgeTarget) -> DaemonNotRunning | None:
+    """Why the bridge cannot serve; None when it should start a daemon itself (autostart)."""
+    starting = starting_daemon(target)
+    if starting is not None:  # waited for in vain: starting another would only be refused
+        return DaemonNotRunning(
+            f"the codequarry daemon (pid {starting}) holds {target.data_dir} but did not answer "
+            f"on {target.find_socket()} within {STARTING_WAIT_SECONDS:.0f} s; see its log")
+    if target.autostart:
+        return None
+    return DaemonNotRunning(
+        f"no codequarry daemon answers on {target.find_socket()}; start one with `codequarry "
+        "daemon` (or `codequarry service install` to start it at login, or set [mcp] autostart "
+        "= true)")
+
+
+def starting_daemon(target: BridgeTarget) -> int | None:
+    """The pid of a daemon that is starting: it holds the data dir's lock and lives but has
+    not recorded its socket yet. None otherwise; a daemon that recorded its socket and does
+    not answer is stopping (or hung), and waiting for it would only delay the error."""
+    pid = daemon_holder(paths.lock_path(target.data_dir))
+    record = paths.read_daemon_record(target.data_dir)
+    if pid is None or (record is not None and record.get("pid") == pid):
+        return None
+    return pid
+
+
+def await_daemon(target: BridgeTarget, closing: threading.Event | None = None) -> bool:
+    """True once a daemon answers: at once, or after waiting (said once on stderr, polled
+    every 0.1 s, STARTING_WAIT_SECONDS at most) while one is starting. False when none
+    answers and none is starting, after the wait, or when `closing` is set."""
+    closing = closing or threading.Event()
+    deadline: float | None = None
+    while not _answers(target.find_socket()):
+        pid = starting_daemon(target)
+        if pid is None or closing.is_set():
+            return False
+        if deadline is None:
+            deadline = time.monotonic() + STARTING_WAIT_SECONDS
+            print(f"codequarry mcp: the daemon (pid {pid}) is starting; waiting for it "
+                  f"(up to {STARTING_WAIT_SECONDS:.0f} s)", file=sys.stderr)
+        elif time.monotonic() > deadline:
+            return False
+        closing.wait(0.1)
+    return True
 
 
 def _answer_first_request(stdin: BinaryIO, stdout: BinaryIO, message: str) -> None:
@@ -367,9 +417,9 @@ class Forwarder:
         with self._session_lock:
             if self.generation != generation:
                 return True  # another thread already did it
-            self.socket = self.target.find_socket()
-            if self.initialize is None or not _answers(self.socket):
+            if self.initialize is None or not await_daemon(self.target, self.closing):
                 return False
+            self.socket = self.target.find_socket()
             self.session_id = None
             replay = dict(self.initialize, id=f"codequarry-bridge-{next(self._ids)}")
             try:

@@ -1,7 +1,8 @@
 """The `codequarry` command line.
 
 Exit codes: 0 success, 1 failure, 2 bad usage or config. Errors are one line on stderr;
-set CODEQUARRY_DEBUG=1 for a traceback. Heavy modules are imported inside the commands
+set CODEQUARRY_DEBUG=1 for a traceback. A reader that closes stdout early (`| head`)
+ends a command quietly (codequarry.fastcli.main). Heavy modules are imported inside the commands
 that need them, so `codequarry search` asking a running daemon starts quickly.
 """
 
@@ -51,6 +52,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         _fail(str(exc), exc.exit_code)
     except KeyboardInterrupt:
         _fail("interrupted", 130)
+    except BrokenPipeError:
+        raise  # the reader of stdout left (`| head`): fastcli.main ends quietly
     except Exception as exc:
         if os.environ.get("CODEQUARRY_DEBUG"):
             raise
@@ -424,12 +427,17 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_daemon(args: argparse.Namespace, settings: Settings) -> int:
+    from codequarry.daemon_lock import lock_for_daemon
     from codequarry.logs import configure_logging
-    from codequarry.service import run_daemon
 
     level = args.log_level if args.log_level != "warning" else "info"
     configure_logging(level, args.log_file)
-    return run_daemon(settings)
+    # the lock before the daemon's imports (~0.7 s): from then on a client that starts
+    # sees a daemon starting and waits for it (bridge.starting_daemon)
+    lock = lock_for_daemon(settings.lock_path)
+    from codequarry.service import run_daemon
+
+    return run_daemon(settings, lock)
 
 
 def cmd_mcp(args: argparse.Namespace, settings: Settings) -> int:

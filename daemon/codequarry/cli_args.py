@@ -41,8 +41,9 @@ def add_search_arguments(parser: argparse.ArgumentParser) -> None:
                         help="project to search (repeatable; default: all projects)")
     parser.add_argument("--mode", choices=["hybrid", "semantic", "lexical"], default="hybrid")
     parser.add_argument("--language", action="append", default=[], help="only this language (repeatable)")
-    parser.add_argument("--path", dest="path_glob", metavar="GLOB",
-                        help="only paths matching this glob, e.g. 'src/**' or '*.py'")
+    parser.add_argument("--path-glob", "--path", dest="path_glob", metavar="GLOB",
+                        help="only paths matching this glob, e.g. 'src/**' or '*.py' (MCP's "
+                             "path_glob; --path is the same option)")
     parser.add_argument("--limit", type=int, default=10, help="number of results, 1-50 (default 10)")
     parser.add_argument("--detail", choices=["paths", "snippet", "full"], default="snippet",
                         help="paths: locations only; snippet (default): each unit's most relevant "

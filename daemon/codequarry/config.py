@@ -206,7 +206,7 @@ class Settings:
 
     @property
     def lock_path(self) -> Path:
-        return self.data_dir / "daemon.lock"
+        return paths.lock_path(self.data_dir)
 
     @property
     def socket_path(self) -> Path:

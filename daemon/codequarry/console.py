@@ -17,9 +17,18 @@ from codequarry.client import DaemonClient
 from codequarry.errors import CodequarryError
 from codequarry.index_state import IndexFollower
 
-stderr = Console(stderr=True)
+
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        """The reader left (`| head`): rich would exit 1 here; fastcli.main decides, as for
+        any other output."""
+        self.quiet = True
+        raise  # the BrokenPipeError being handled
+
+
+stderr = _Console(stderr=True)
 # piped output is not cut to 80 columns: a table row stays on one line
-stdout = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+stdout = _Console(highlight=False, width=None if sys.stdout.isatty() else 200)
 
 
 PLAIN_EVERY_SECONDS = 5.0  # a progress line at least this often when stderr is no terminal

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import sys
 import time
 from pathlib import Path
 from types import TracebackType
 
 from codequarry.errors import DaemonRunning
+from codequarry.paths import alive
 
 _held: set[str] = set()  # lock files this process holds
 
@@ -32,6 +34,43 @@ def labelled_holder(lock: IndexLock, seconds: float = 2.0) -> str:
     while not (label := lock.holder()) and time.monotonic() < deadline:
         time.sleep(0.02)
     return label or "another process"
+
+
+def daemon_holder(path: Path) -> int | None:
+    """The pid of the daemon that holds the lock at `path`; None when the lock is free, held
+    by a one-shot command, or not yet labelled. Never blocks and never disturbs a holder."""
+    try:
+        label = path.read_text().strip()
+    except OSError:
+        return None
+    found = re.fullmatch(r"codequarry daemon \(pid (\d+)\)", label)
+    if found is None or not alive(int(found[1])):
+        return None  # after a kill -9 the kernel freed the lock but the label stayed
+    try:
+        handle = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        # a shared lock is refused while the daemon holds its exclusive one; granted, it
+        # means the label is stale (its pid reused), and it is given back at once
+        fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return int(found[1])
+    finally:
+        os.close(handle)  # closing releases a shared lock we were granted
+    return None
+
+
+def lock_for_daemon(path: Path) -> IndexLock:
+    """The daemon's hold on the lock at `path` (entered; leave it with __exit__). Raises
+    DaemonRunning while another daemon holds it; a one-shot command holding it is waited for."""
+    lock = IndexLock(path, "daemon", wait=False)
+    try:
+        return lock.__enter__()
+    except DaemonRunning:
+        if "daemon" in labelled_holder(lock):
+            raise
+    return IndexLock(path, "daemon", wait=True).__enter__()  # an index run: wait for it
 
 
 class IndexLock:

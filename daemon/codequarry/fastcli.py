@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import re
-import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -46,12 +45,27 @@ class _Fallback(Exception):
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Entry point of the `codequarry` script; exits with the command's exit code."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    if _command_of(args) not in ("daemon", "mcp"):
-        # `codequarry search ... | head`: end quietly when the reader goes, as Unix tools do
-        # (never in the daemon, which must outlive a closed terminal)
-        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    """Entry point of the `codequarry` script; exits with the command's exit code. When
+    the reader of stdout leaves early (`codequarry status | head -1`), the command ends
+    quietly: no traceback, exit code 0 (the reader has what it wanted), or the command's
+    own code if it already had one (the Python docs' recipe for BrokenPipeError; SIGPIPE's
+    default would exit 141 and fail a `set -o pipefail` script)."""
+    code: Any = 0
+    try:
+        try:
+            _main(list(sys.argv[1:] if argv is None else argv))
+        except SystemExit as exit_:
+            code = exit_.code
+            raise
+        finally:
+            sys.stdout.flush()  # here, not at exit: a reader gone shows up in this try
+    except BrokenPipeError:
+        # Python flushes stdout again at exit: make that a no-op
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(code)
+
+
+def _main(args: list[str]) -> None:
     if _is_help(args):
         _print_help(args)
         sys.exit(0)

@@ -61,9 +61,12 @@ def get_logger(name: str) -> structlog.stdlib.BoundLogger:
 def quiet_fastmcp_logging() -> None:
     """fastmcp installs its own (rich) handlers and logs a full traceback for every tool
     that raises: send its records to ours instead (one format for the whole log), each as
-    one line naming the error."""
+    one line naming the error. Its warning about a tool's invalid arguments is left out:
+    codequarry.mcp_errors logs the call's refusal with the reason in words."""
 
     def one_line(record: logging.LogRecord) -> bool:
+        if record.name.startswith("fastmcp") and str(record.msg).startswith("Invalid arguments for tool"):
+            return False
         if record.name.startswith("fastmcp") and record.exc_info and record.exc_info[1] is not None:
             error = record.exc_info[1]
             record.msg, record.args = f"{record.getMessage()}: {type(error).__name__}: {error}", None

@@ -9,7 +9,6 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from fastmcp import FastMCP
-from fastmcp.exceptions import ToolError
 from fastmcp.server.dependencies import get_http_headers
 from fastmcp.tools import ToolResult
 from mcp_types import ToolAnnotations
@@ -18,24 +17,18 @@ from pydantic import Field, TypeAdapter
 from codequarry.api import DaemonApi
 from codequarry.client import CWD_HEADER
 from codequarry.code_tools import render_code, render_references, render_symbols
-from codequarry.errors import CodequarryError
-from codequarry.logs import get_logger
+from codequarry.mcp_errors import tool_error
 from codequarry.mcp_schemas import CodeAnswer, ReferencesAnswer, SymbolAnswer
 
 PROJECT_HELP = "Default: the client's project, else all."
-
-log = get_logger(__name__)
 
 
 async def _answer(what: str, operation: Awaitable[dict[str, Any]],
                   render: Callable[[dict[str, Any]], str]) -> ToolResult:
     try:
         answer = await operation
-    except CodequarryError as exc:
-        raise ToolError(str(exc)) from None
     except Exception as exc:
-        log.error("tool_failed", tool=what, error=f"{type(exc).__name__}: {exc}")
-        raise ToolError(f"{what} failed: {type(exc).__name__}: {exc}") from None
+        raise tool_error(what, exc) from None
     return ToolResult(content=render(answer), structured_content=answer)
 
 

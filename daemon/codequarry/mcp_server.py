@@ -26,7 +26,6 @@ os.environ.setdefault("FASTMCP_TELEMETRY_MODE", "off")
 import anyio
 import mcp_types
 from fastmcp import Context, FastMCP
-from fastmcp.exceptions import ToolError
 from fastmcp.exceptions import ValidationError as FastMCPValidationError
 from fastmcp.server.dependencies import get_http_headers
 from fastmcp.server.middleware import CallNext, Middleware, MiddlewareContext
@@ -48,6 +47,7 @@ from codequarry.client import CWD_HEADER
 from codequarry.errors import CodequarryError, UsageError
 from codequarry.logs import get_logger
 from codequarry.mcp_code_tools import register_code_tools
+from codequarry.mcp_errors import refused, tool_error
 from codequarry.mcp_listing import CompactToolList
 from codequarry.mcp_schemas import (
     ChangesAnswer,
@@ -81,14 +81,11 @@ def _api(ctx: Context) -> DaemonApi:
 
 
 async def _call(what: str, operation: Awaitable[Any]) -> Any:
-    """Run a tool body; user-caused problems become tool errors, bugs are logged once."""
+    """Run a tool body; its failure becomes a tool error (codequarry.mcp_errors)."""
     try:
         return await operation
-    except CodequarryError as exc:
-        raise ToolError(str(exc)) from None
     except Exception as exc:
-        log.error("tool_failed", tool=what, error=f"{type(exc).__name__}: {exc}")
-        raise ToolError(f"{what} failed: {type(exc).__name__}: {exc}") from None
+        raise tool_error(what, exc) from None
 
 
 def client_cwd() -> str | None:
@@ -133,11 +130,12 @@ class OneLineArgumentErrors(Middleware):
             return await call_next(context)
         except FastMCPValidationError as exc:
             cause = exc.__cause__
+            name = context.message.name
             if not isinstance(cause, PydanticValidationError):
-                raise ToolError(str(exc).splitlines()[0]) from None
-            tool = await self.server.get_tool(context.message.name)
+                raise refused(name, str(exc).splitlines()[0]) from None
+            tool = await self.server.get_tool(name)
             schema = tool.parameters if tool is not None else {}
-            raise ToolError(argument_error(cause, schema)) from None
+            raise refused(name, argument_error(cause, schema)) from None
 
 
 def argument_error(error: PydanticValidationError, schema: dict[str, Any]) -> str:

@@ -154,7 +154,8 @@ class SearchHit:
 @dataclass(frozen=True, slots=True)
 class SearchResponse:
     """A page of search results. `next_offset` is the offset of the next page, None when
-    there is none; `shared` holds fields that every result has (project, language, kind)."""
+    there is none; `shared` holds fields that every result has (project, language, kind)
+    and the path glob asked for (path_glob)."""
 
     results: list[SearchHit]
     freshness: Freshness

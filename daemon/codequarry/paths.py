@@ -76,6 +76,11 @@ def _short_hash(path: Path) -> str:
 RECORD_NAME = "daemon.json"
 
 
+def lock_path(data_dir: Path) -> Path:
+    """`<data dir>/daemon.lock`: the one-writer lock (codequarry.daemon_lock)."""
+    return data_dir / "daemon.lock"
+
+
 def daemon_record_path(data_dir: Path) -> Path:
     """`<data dir>/daemon.json`: {socket, pid, version, started_at, data_dir} of the running daemon."""
     return data_dir / RECORD_NAME
@@ -103,7 +108,7 @@ def read_daemon_record(data_dir: Path) -> dict[str, Any] | None:
         socket = str(record["socket"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    if not socket or not _alive(pid):
+    if not socket or not alive(pid):
         return None
     return dict(record)
 
@@ -163,7 +168,8 @@ def _shorten(candidate: Path, data_dir: Path) -> Path:
     return Path(tempfile.gettempdir()) / f"{APP}-{uid}" / _short_hash(data_dir) / "mcp.sock"
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Whether process `pid` exists (it may belong to another user)."""
     if pid <= 0:
         return False
     try:

@@ -29,6 +29,7 @@ from codequarry.answers import (
     Detail,
     RealPaths,
     Unit,
+    name_by_match,
     query_words,
     rank_units,
     shape,
@@ -278,6 +279,8 @@ class Searcher:
         need = request.offset + request.limit + 1  # one more tells whether a next page exists
         units = await self._hits(ranked, stores, need, spans)
         page = units[request.offset : request.offset + request.limit]
+        for unit in page:
+            name_by_match(unit, request.query)
         shared: dict[str, str] = {}
         if len(request.projects) == 1:
             shared["project"] = request.projects[0]
@@ -287,6 +290,8 @@ class Searcher:
         kinds = {unit.kind for unit in page}
         if len(kinds) == 1:  # e.g. ten methods: "kind method" once
             shared["kind"] = kinds.pop()
+        if request.path_glob:  # the filter asked, echoed: an answer says what it covers
+            shared["path_glob"] = request.path_glob
         if not units and (filters.languages or filters.path_regex):
             if sum([await store.count_files(filters) for store in stores]) == 0:
                 asked = [f"language {', '.join(filters.languages)}"] if filters.languages else []
@@ -483,7 +488,8 @@ class Searcher:
         for key in order[:need]:
             found = runs[best[key].project].get(best[key].chunk_id)
             if found is not None:  # else replaced meanwhile
-                units[key].add_chunks(found[2])
+                units[key].add_chunks(found.pieces)
+                units[key].definitions = found.definitions
                 out.append(units[key])
         return out
 

@@ -26,7 +26,7 @@ from anyio.abc import TaskGroup
 
 from codequarry import __version__, paths
 from codequarry.config import ProjectConfig, Settings
-from codequarry.daemon_lock import IndexLock, labelled_holder
+from codequarry.daemon_lock import IndexLock, lock_for_daemon
 from codequarry.embedding import Embedder
 from codequarry.errors import CodequarryError, DaemonRunning
 from codequarry.logs import get_logger
@@ -225,20 +225,14 @@ def sd_notify(message: str) -> bool:
     return True
 
 
-def run_daemon(settings: Settings) -> int:
-    """Run until SIGTERM/SIGINT; 0 after a clean stop."""
+def run_daemon(settings: Settings, lock: IndexLock | None = None) -> int:
+    """Run until SIGTERM/SIGINT; 0 after a clean stop. `lock`: the data dir's lock, taken
+    already (daemon_lock.lock_for_daemon; released here), else taken here."""
     from codequarry.warmup import import_in_background
 
     # issue 13: overlaps the PostgreSQL start; then what the first tool call would import
     import_in_background("codequarry.mcp_server", *FASTMCP_FIRST_CALL_IMPORTS)
-    lock = IndexLock(settings.lock_path, "daemon", wait=False)
-    try:
-        lock.__enter__()
-    except DaemonRunning:
-        if "daemon" in labelled_holder(lock):
-            raise
-        lock = IndexLock(settings.lock_path, "daemon", wait=True)  # an index run: wait for it
-        lock.__enter__()
+    lock = lock or lock_for_daemon(settings.lock_path)
     try:
         daemon = Daemon(settings)
         try:

@@ -30,7 +30,7 @@ from codequarry.store.project import (
     HitSpan,
     ProjectStore,
     SearchContext,
-    UnitPiece,
+    UnitText,
     Vector,
     VectorSpace,
     ef_search_sql,
@@ -197,7 +197,7 @@ async def semantic(queries: Sequence[tuple[ProjectStore, Vector, VectorSpace]], 
 
 
 async def unit_chunks(queries: Sequence[tuple[ProjectStore, Sequence[int]]]
-                      ) -> dict[str, dict[int, tuple[int, int, list[UnitPiece]]]]:
+                      ) -> dict[str, dict[int, UnitText]]:
     """ProjectStore.unit_chunks(ids) of each (store, ids), by project id."""
     return await _by_ids(queries, ProjectStore.unit_chunks_statement, unit_chunks_of)
 

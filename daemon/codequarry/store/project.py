@@ -934,8 +934,9 @@ class ProjectStore:
 
     # ---- units, definitions and references (answers for agents) -----------------------
 
-    async def unit_chunks(self, ids: Sequence[int]) -> dict[int, tuple[int, int, list[UnitPiece]]]:
-        """Chunk id -> (unit start, unit end, the unit's chunks in order) for each of `ids`.
+    async def unit_chunks(self, ids: Sequence[int]) -> dict[int, UnitText]:
+        """Chunk id -> UnitText (unit start, unit end, the unit's chunks in order, the
+        definitions inside it when there are several) for each of `ids`.
 
         A chunk's unit is the definition or top-level block it belongs to (chunks.unit_start
         / unit_end, from the chunker); its chunks are those of the file within that span.
@@ -986,8 +987,14 @@ class ProjectStore:
         return ((
                 "WITH hit AS (SELECT id, path, coalesce(unit_start, start_line) AS us, "
                 f"coalesce(unit_end, end_line) AS ue FROM {self.s}.chunks WHERE id = ANY(:ids)), "
-                "unit AS (SELECT path, us, ue, array_agg(id) AS hits FROM hit GROUP BY path, us, ue) "
+                "span AS (SELECT path, us, ue, array_agg(id) AS hits FROM hit GROUP BY path, us, ue), "
+                # a unit holding several definitions side by side (small neighbours merged
+                # into one chunk) is named after the one the query matches: answers.py
+                "unit AS (SELECT s.*, d.* FROM span s LEFT JOIN LATERAL (SELECT "
+                f"{_DEFINITION_ARRAYS} FROM {self.s}.definitions WHERE path = s.path "
+                "AND start_line >= s.us AND end_line <= s.ue HAVING count(*) > 1) d ON true) "
                 "SELECT u.hits, u.us, u.ue, (c.start_line >= u.us AND c.end_line <= u.ue) AS inside, "
+                "u.starts, u.ends, u.kinds, u.names, u.qualified, "
                 f"c.id, c.path, c.start_line, c.content FROM unit u JOIN {self.s}.chunks c "
                 "ON c.path = u.path "
                 "AND ((c.start_line >= u.us AND c.end_line <= u.ue) OR c.id = ANY(u.hits)) "
@@ -1169,6 +1176,12 @@ class Hits(NamedTuple):
     spans: dict[int, HitSpan]  # where each lies; a chunk gone meanwhile has none
 
 
+_DEFINITION_ORDER = "ORDER BY start_line, end_line DESC"  # outer before nested
+_DEFINITION_ARRAYS = ", ".join(f"array_agg({column} {_DEFINITION_ORDER}) AS {alias}" for column, alias in (
+    ("start_line", "starts"), ("end_line", "ends"), ("kind", "kinds"), ("name", "names"),
+    ("qualified_name", "qualified")))
+
+
 class UnitPiece(NamedTuple):
     """A chunk of a unit, as much as an answer shows of it: its text from its first line
     (1-based). A named tuple: an answer reads up to thousands (a frozen dataclass is built
@@ -1179,11 +1192,21 @@ class UnitPiece(NamedTuple):
     content: str
 
 
-def unit_chunks_of(rows: Sequence[Any]) -> dict[int, tuple[int, int, list[UnitPiece]]]:
+class UnitText(NamedTuple):
+    """What an answer shows of a unit: its span, its chunks (UnitPiece, in order) and,
+    when it holds more than one, the definitions inside it (outer before nested)."""
+
+    start_line: int
+    end_line: int
+    pieces: list[UnitPiece]
+    definitions: tuple[SymbolDefinition, ...]
+
+
+def unit_chunks_of(rows: Sequence[Any]) -> dict[int, UnitText]:
     """ProjectStore.unit_chunks' answer from the rows of its statement (in their order):
     per hit, its unit's chunks, and itself should it lie outside its unit's span. Hits of
     one unit share one list."""
-    units: dict[int, tuple[int, int, list[UnitPiece]]] = {}
+    units: dict[int, UnitText] = {}
     start = 0
     while start < len(rows):
         first = rows[start]
@@ -1194,10 +1217,14 @@ def unit_chunks_of(rows: Sequence[Any]) -> dict[int, tuple[int, int, list[UnitPi
         group = rows[start:end]
         members = [UnitPiece(row.id, row.start_line, row.content) for row in group]
         every = all(row.inside for row in group)
+        definitions = tuple(SymbolDefinition(name, qualified, kind, start_line, end_line)
+                            for start_line, end_line, kind, name, qualified in zip(
+                                first.starts or (), first.ends or (), first.kinds or (),
+                                first.names or (), first.qualified or (), strict=True))
         for hit in first.hits:
             own = members if every else [m for m, row in zip(members, group, strict=True)
                                          if row.inside or row.id == hit]
-            units[hit] = (first.us, first.ue, own)
+            units[hit] = UnitText(first.us, first.ue, own, definitions)
         start = end
     return units
 
