@@ -110,18 +110,19 @@ def _is_help(args: list[str]) -> bool:
 
 def _print_help(args: list[str]) -> None:
     """The full parser's help text, kept in the user's cache directory per version, width
-    and source of cli.py, so that a second `--help` skips importing the full CLI."""
+    and sources of the parser (cli.py, cli_args.py), so that a second `--help` skips
+    importing the full CLI."""
     import hashlib
     import shutil
 
     from codequarry import __version__
 
-    cli_source = Path(__file__).with_name("cli.py")
-    try:
-        mtime = os.stat(cli_source).st_mtime_ns
+    sources = [Path(__file__).with_name(name) for name in ("cli.py", "cli_args.py")]
+    try:  # both define the parser: an option changed in a checkout shows at once
+        mtimes = [os.stat(source).st_mtime_ns for source in sources]
     except OSError:
-        mtime = 0
-    key = hashlib.sha256(json.dumps([__version__, mtime, shutil.get_terminal_size().columns,
+        mtimes = []
+    key = hashlib.sha256(json.dumps([__version__, mtimes, shutil.get_terminal_size().columns,
                                      args]).encode()).hexdigest()[:24]
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "codequarry" / "help"
     try:
