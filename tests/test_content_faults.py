@@ -298,6 +298,20 @@ async def test_status_lists_at_most_200_skipped_files_and_counts_all(
         capsys.readouterr().out)
 
 
+def test_status_names_ten_unreadable_files_and_counts_the_rest(capsys: pytest.CaptureFixture[str]) -> None:
+    unreadable = [{"path": f"u{i:02}.py", "error": "Permission denied"} for i in range(12)]
+    report = {"daemon": {"running": True, "pid": 1}, "data_dir": "d", "config": "c", "projects": [{
+        "project": "demo", "state": "watching", "files": 12, "skipped_files": 0, "chunks": 0,
+        "vector_coverage": 1.0, "pending_files": 12, "last_event_at": None, "index_lag_seconds": 0.0,
+        "errors": [], "unreadable_files": 12, "unreadable": unreadable, "failed": []}]}
+    print_status(report)
+    out = capsys.readouterr().out
+    assert "demo: 12 files cannot be read (retried in the background):" in out
+    assert "u09.py: Permission denied" in out
+    assert "u10.py" not in out
+    assert "... and 2 more; list them with: codequarry status --project demo --json" in out
+
+
 # ---- 9. secure defaults -----------------------------------------------------------------------------
 
 SECRETS = {".env": "API_TOKEN=topsecretvalue\n", "deploy/server.key": "topsecretvalue key\n",

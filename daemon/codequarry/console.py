@@ -174,17 +174,8 @@ SKIPPED_SHOWN = 10
 
 def _print_skipped(project: dict[str, Any]) -> None:
     """Name the first skipped files of a project with their reasons, and how to list all."""
-    total = project.get("skipped_files", 0)
-    listed = project.get("skipped", [])
-    if not total:
-        return
-    stdout.print(f"{project['project']}: {total} skipped file{'s' if total != 1 else ''} "
-                 "(not searchable):")
-    for entry in listed[:SKIPPED_SHOWN]:
-        stdout.print(f"  {entry['path']}: {entry['reason']}", markup=False)
-    if total > min(len(listed), SKIPPED_SHOWN):
-        stdout.print(f"  ... and {total - min(len(listed), SKIPPED_SHOWN)} more; list them with: "
-                     f"codequarry status --project {project['project']} --json", markup=False)
+    _print_files(project, project.get("skipped_files", 0), project.get("skipped", []),
+                 "skipped", "(not searchable)", "reason")
 
 
 def _print_stuck(project: dict[str, Any]) -> None:
@@ -193,8 +184,21 @@ def _print_stuck(project: dict[str, Any]) -> None:
                       ("failed", "could not be indexed (a bug, please report it)")):
         listed = project.get(key, [])
         total = project.get(f"{key}_files", len(listed))  # the list is bounded
-        if listed:
-            stdout.print(f"{project['project']}: {total} file{'s' if total != 1 else ''} {what}:",
-                         markup=False)
-        for entry in listed[:SKIPPED_SHOWN]:
-            stdout.print(f"  {entry['path']}: {entry['error']}", markup=False)
+        _print_files(project, total, listed, "", what, "error")
+
+
+def _print_files(project: dict[str, Any], total: int, listed: list[dict[str, str]], kind: str,
+                 what: str, why: str) -> None:
+    """`P: N [kind] files what:`, then the first SKIPPED_SHOWN of `listed` with their `why`,
+    and how many more there are and where to see them."""
+    if not total:
+        return
+    name = project["project"]
+    stdout.print(f"{name}: {total} {kind + ' ' if kind else ''}file{'s' if total != 1 else ''} {what}:",
+                 markup=False)
+    shown = listed[:SKIPPED_SHOWN]
+    for entry in shown:
+        stdout.print(f"  {entry['path']}: {entry[why]}", markup=False)
+    if total > len(shown):
+        stdout.print(f"  ... and {total - len(shown)} more; list them with: "
+                     f"codequarry status --project {name} --json", markup=False)
