@@ -131,7 +131,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sets", nargs="+", default=["asked-java-tune", "asked-python-tune"],
-                        choices=["asked-java-tune", "asked-python-tune"])
+                        choices=["asked-java-tune", "asked-python-tune", "asked-java2-tune"])
     parser.add_argument("--home", default="eval")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "embed_variants.json")
     args = parser.parse_args()

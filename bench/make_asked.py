@@ -6,6 +6,7 @@ with the definition that answers it.
     python bench/make_asked.py corpus NAME      # copy the sources into $OUT/asked-NAME/corpus (git)
     python bench/make_asked.py list NAME        # every definition: path::qualified.name lines first-doc-line
     python bench/make_asked.py build NAME       # data/asked/NAME.jsonl -> asked-NAME-{tune,report}.jsonl
+    python bench/make_asked.py stats NAME       # questions without the answer's name / with an identifier
 
 The hand-written source is `bench/data/asked/NAME.jsonl`, one question a line:
 `{"query": "...", "answers": ["path::Qualified.name", ...]}`. `build` resolves every
@@ -23,6 +24,7 @@ import ast
 import json
 import os
 import random
+import re
 import shutil
 import sys
 from collections.abc import Iterator
@@ -49,6 +51,10 @@ SOURCES: dict[str, tuple[str, Path, list[str]]] = {
         "getpass.py", "locale.py", "zipapp.py", "plistlib.py", "wave.py"]),
     "java": ("java", Path("/usr/lib/jvm/temurin-25-jdk-amd64/lib/src.zip"), [
         "java.base/java/net/*.java", "java.base/java/util/zip/*.java"]),
+    # fresh code for a held-out Java set (java6): none of java.net or java.util.zip
+    "java2": ("java", Path("/usr/lib/jvm/temurin-25-jdk-amd64/lib/src.zip"), [
+        "java.base/java/io/*.java", "java.base/java/nio/file/*.java", "java.base/java/text/*.java",
+        "java.logging/java/util/logging/*.java", "java.base/java/util/regex/*.java"]),
 }
 
 
@@ -65,7 +71,8 @@ def make_corpus(name: str) -> None:
     root.mkdir(parents=True)
     count = 0
     for rel, data in iter_sources(source, lang, includes, []):
-        rel = rel.removeprefix("java.base/")
+        if lang == "java" and rel.startswith("java."):
+            rel = rel.split("/", 1)[1]  # drop the module directory: java/io/File.java
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_bytes(data)
         count += 1
@@ -154,9 +161,40 @@ def build(name: str) -> None:
         print(f"{target}: {len(chosen)} questions", file=sys.stderr)
 
 
+def _stem(word: str) -> str:
+    return word[:-1] if len(word) > 3 and word.endswith("s") and not word.endswith("ss") else word
+
+
+def _words(text: str) -> set[str]:
+    """Lower-case words of `text`, identifiers also split (renameTo -> renameto, rename, to),
+    a plural "s" dropped."""
+    out = set()
+    for token in re.findall(r"[A-Za-z]+", text):
+        out.add(_stem(token.lower()))
+        out |= {_stem(p.lower()) for p in re.findall(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+", token)}
+    return out
+
+
+# an identifier: camelCase or PascalCase with an inner capital, a dotted name, a call, snake_case
+CODE_TOKEN = re.compile(r"\b[a-z]+[A-Z]\w*|\b[A-Z][a-z]+[A-Z]\w*|\b[a-z]\w*\.[a-z]\w*\.\w+"
+                        r"|\w\(\)|\b[a-z]+_[a-z_]+\b")
+
+
+def stats(name: str) -> None:
+    """Print how many questions share no word with any answer's own name (its last dotted
+    component, split into words) and how many hold a code-like token."""
+    written = [json.loads(line) for line in (DATA / "asked" / f"{name}.jsonl").read_text().splitlines()
+               if line.strip()]
+    unnamed = sum(1 for item in written if not _words(item["query"]) & set().union(*(
+        _words(answer.partition("#")[0].split("::")[1].split(".")[-1]) for answer in item["answers"])))
+    code = sum(1 for item in written if CODE_TOKEN.search(item["query"]))
+    print(f"{name}: {len(written)} questions, {unnamed} ({unnamed / len(written):.1%}) with no word of the "
+          f"answer's name, {code} ({code / len(written):.1%}) with a code-like token")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("action", choices=("corpus", "list", "build"))
+    parser.add_argument("action", choices=("corpus", "list", "build", "stats"))
     parser.add_argument("name", choices=sorted(SOURCES))
     args = parser.parse_args()
     if args.action == "corpus":
@@ -164,6 +202,8 @@ def main() -> None:
     elif args.action == "list":
         for rel, qual, start, end, doc in definitions(args.name):
             print(f"{rel}::{qual} {start}-{end} {doc}")
+    elif args.action == "stats":
+        stats(args.name)
     else:
         build(args.name)
 

@@ -74,8 +74,9 @@ async def collect(qrels: Path, project: str) -> list[Candidates]:
         for query in queries:
             notes: list[str] = []
             context = await store.search_context(code_words(query.text), _symbol_names(query.text))
-            semantic = await searcher._semantic(query.text, [store], Filters(), FETCH, model, notes)
-            lexical = await searcher._lexical(query.text, [store], Filters(), FETCH, {project: context})
+            read: dict[str, dict[int, Any]] = {}  # the rankings' own spans; hit_spans below reads all
+            semantic = await searcher._semantic(query.text, [store], Filters(), FETCH, model, notes, read)
+            lexical = await searcher._lexical(query.text, [store], Filters(), FETCH, {project: context}, read)
             ids = sorted({r.chunk_id for r in semantic} | {r.chunk_id for r in lexical})
             spans = await store.hit_spans(ids)
             out.append(

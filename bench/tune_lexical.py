@@ -213,7 +213,7 @@ async def latency(sets: dict[str, list[Query]], stores: dict[str, ProjectStore])
                     elif label == "97bc076":
                         await shipped_97bc076(stores[name], query.text, limit=fetch)
                     else:
-                        await searcher._lexical(query.text, [stores[name]], Filters(), fetch)
+                        await searcher._lexical(query.text, [stores[name]], Filters(), fetch, {}, {})
                     if not warm:
                         times[label].append(time.perf_counter() - started)
     out = {label: summary(v) for label, v in times.items()}
