@@ -175,6 +175,7 @@ async def test_editing_one_function_rechunks_only_that_file_and_embeds_only_the_
         assert len(changed) == 1  # sphere_area only; torus_volume and cube_volume are unchanged
         chunked = chunk_spy(runtime, monkeypatch)
         before = len(hash_embedder.embedded_texts)
+        rows_before = await chunk_rows(project, "pkg/shapes.py")
 
         (repo / "pkg/shapes.py").write_text(SHAPES_EDITED)
         await index(runtime, "demo")
@@ -184,7 +185,50 @@ async def test_editing_one_function_rechunks_only_that_file_and_embeds_only_the_
         stored = await project.store.file_chunks("pkg/shapes.py")
         assert [row[0] for row in stored] == [c.content_hash for c in new_chunks]
         assert all(has_vector for *_, has_vector in stored)
+        # the unchanged chunks kept their rows and vectors; only the edited one is new
+        rows_after = await chunk_rows(project, "pkg/shapes.py")
+        assert {h: rows_after[h] for h in old_hashes & rows_after.keys()} == {
+            h: rows_before[h] for h in old_hashes & rows_after.keys()}
+        assert len(old_hashes & rows_after.keys()) == len(new_chunks) - 1
+        assert {row[0] for row in rows_after.values()}.isdisjoint(
+            row[0] for h, row in rows_before.items() if h not in rows_after)
         assert await project.store.consistency_problems() == []
+
+
+async def test_an_edit_in_the_middle_of_a_file_moves_the_later_chunks_to_their_new_lines(
+        settings: Settings, repo: Path, hash_embedder: HashEmbedder) -> None:
+    write_files(repo, {"pkg/shapes.py": SHAPES})
+    grown = SHAPES.replace("    squared = radius * radius\n",
+                           "    # two lines more\n    squared = radius * radius\n    squared += 0\n")
+    async with open_runtime(settings, hash_embedder) as runtime:
+        project = await runtime.indexer.add_project(settings.config.project("demo"))
+        await index(runtime, "demo")
+        rows_before = await chunk_rows(project, "pkg/shapes.py")
+        (repo / "pkg/shapes.py").write_text(grown)
+        await index(runtime, "demo")
+
+        new_chunks = runtime.indexer.chunker.chunk_file("pkg/shapes.py", grown)[1]
+        stored = await project.store.file_chunks("pkg/shapes.py")
+        assert [row[:3] for row in stored] == [(c.content_hash, c.start_line, c.end_line) for c in new_chunks]
+        cube = next(c for c in new_chunks if c.symbol == "cube_volume")
+        # its row (id and vector) stayed, moved two lines down
+        rows_after = await chunk_rows(project, "pkg/shapes.py")
+        assert rows_after[cube.content_hash] == rows_before[cube.content_hash]
+        request = SearchRequest("cube_volume", ("demo",), "lexical")
+        hit = (await runtime.searcher.search(request, runtime.indexer.model_id)).results[0]
+        assert (hit.symbol, hit.start_line, hit.end_line) == ("cube_volume", cube.start_line, cube.end_line)
+        assert grown.split("\n")[hit.start_line - 1] == "def cube_volume(side):"
+        assert await project.store.consistency_problems() == []
+
+
+async def chunk_rows(project: Project, path: str) -> dict[str, tuple[int, str]]:
+    """content hash -> (row id, its vector as text) of a file's chunks."""
+    space = await project.store.space(fresh=True)
+    async with project.store.engine.connect() as conn:
+        rows = await conn.execute(text(
+            f"SELECT c.content_hash, c.id, v.embedding::text FROM {project.store.s}.chunks c "
+            f"JOIN {project.store.s}.{space.table} v ON v.chunk_id = c.id WHERE c.path = :p"), {"p": path})
+        return {row[0]: (row[1], row[2]) for row in rows}
 
 
 async def test_renaming_a_file_embeds_nothing_and_forgets_the_old_path(
