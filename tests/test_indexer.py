@@ -21,7 +21,7 @@ from codequarry.config import Settings
 from codequarry.embedding.base import Vectors
 from codequarry.errors import CodequarryError, EmbedderMismatch, EmbedderUnavailable
 from codequarry.indexer import Project, ScanSummary
-from codequarry.models import ChangeKind, Lane
+from codequarry.models import ChangeKind, Lane, SearchHit
 from codequarry.oneshot import _index as oneshot_index
 from codequarry.runtime import Runtime, open_runtime, status_report
 from codequarry.search import SearchRequest
@@ -215,11 +215,26 @@ async def test_an_edit_in_the_middle_of_a_file_moves_the_later_chunks_to_their_n
         # its row (id and vector) stayed, moved two lines down
         rows_after = await chunk_rows(project, "pkg/shapes.py")
         assert rows_after[cube.content_hash] == rows_before[cube.content_hash]
-        request = SearchRequest("cube_volume", ("demo",), "lexical")
-        hit = (await runtime.searcher.search(request, runtime.indexer.model_id)).results[0]
+        hit = await first_hit(runtime, "cube_volume")
         assert (hit.symbol, hit.start_line, hit.end_line) == ("cube_volume", cube.start_line, cube.end_line)
         assert grown.split("\n")[hit.start_line - 1] == "def cube_volume(side):"
         assert await project.store.consistency_problems() == []
+
+        # two functions swapped: one keeps its row, the other is written again, words and all
+        head, torus, sphere, cube_text = grown.split("\n\n\n")
+        swapped = "\n\n\n".join([head, torus, cube_text.rstrip("\n"), sphere]) + "\n"
+        (repo / "pkg/shapes.py").write_text(swapped)
+        await index(runtime, "demo")
+        for chunk in runtime.indexer.chunker.chunk_file("pkg/shapes.py", swapped)[1]:
+            hit = await first_hit(runtime, chunk.symbol or "")
+            assert (hit.symbol, hit.start_line, hit.end_line) == (
+                chunk.symbol, chunk.start_line, chunk.end_line)
+        assert await project.store.consistency_problems() == []
+
+
+async def first_hit(runtime: Runtime, words: str) -> SearchHit:
+    request = SearchRequest(words, ("demo",), "lexical")
+    return (await runtime.searcher.search(request, runtime.indexer.model_id)).results[0]
 
 
 async def test_the_embedder_waits_while_live_files_wait_to_be_chunked_but_never_for_good(

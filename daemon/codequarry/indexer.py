@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -504,8 +504,10 @@ class Indexer:
                 below = await project.store.indexed_files(prefix=path + "/")
                 known.update(below)
                 paths.extend(below)
+        # the words of a chunk whose content is stored already are kept with its row
+        stored = await project.store.chunk_hashes([p for p in paths if p in known])
         steps = await anyio.to_thread.run_sync(
-            lambda: [self._plan(project, path, known.get(path)) for path in paths])
+            lambda: [self._plan(project, path, known.get(path), stored.get(path, ())) for path in paths])
         kinds = dict(items)
         for step in steps:
             if isinstance(step, _Unreadable):  # the event stays pending until a retry reads it
@@ -555,8 +557,10 @@ class Indexer:
             self._wake_embedder()
         return [u for u in updates if u.path not in held]
 
-    def _plan(self, project: Project, path: str, before: IndexedFile | None) -> _Step:
-        """Decide what one path needs; runs in a worker thread (reads and chunks)."""
+    def _plan(self, project: Project, path: str, before: IndexedFile | None,
+              stored: Collection[str] = ()) -> _Step:
+        """Decide what one path needs; runs in a worker thread (reads and chunks). `stored`:
+        the content hashes of its chunks in the store, whose words need no computing."""
         max_bytes = self.settings.config.index.max_file_bytes
         try:
             stat = stat_file(project.root, path, max_bytes, project.rules)
@@ -592,7 +596,9 @@ class Indexer:
                               skip_reason=f"chunker error: {describe(exc)}")
         chunks = analysed.chunks
         return FileUpdate(path, stat.size, stat.mtime_ns, source.content_hash, analysed.language,
-                          chunks=tuple(chunks), search_texts=tuple(search_text(path, c) for c in chunks),
+                          chunks=tuple(chunks),
+                          search_texts=tuple(None if c.content_hash in stored else search_text(path, c)
+                                             for c in chunks),
                           definitions=tuple(analysed.definitions))
 
     # ---- the embed worker ----------------------------------------------------------------

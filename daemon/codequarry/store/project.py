@@ -23,6 +23,7 @@ import numpy as np
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from codequarry.chunking import search_text
 from codequarry.models import (
     ChangeEvent,
     ChangeKind,
@@ -242,6 +243,16 @@ class ProjectStore:
             return {}
         return {row[0]: IndexedFile(*row) for row in zip(*columns, strict=True)}
 
+    async def chunk_hashes(self, paths: Sequence[str]) -> dict[str, set[str]]:
+        """The content hashes of the stored chunks of each of `paths` that has chunks."""
+        if not paths:
+            return {}
+        async with self.reader.connect() as conn:
+            rows = await conn.execute(text(
+                f"SELECT path, array_agg(content_hash) FROM {self.s}.chunks WHERE path = ANY(:paths) "
+                "GROUP BY path"), {"paths": list(paths)})
+            return {row[0]: set(row[1]) for row in rows}
+
     async def file_chunks(self, path: str) -> list[tuple[str, int, int, bool]]:
         """(content_hash, start_line, end_line, has_vector) of a file's chunks, in order."""
         space = await self.space()
@@ -420,6 +431,8 @@ class ProjectStore:
             for ordinal, (chunk, words) in enumerate(zip(update.chunks, update.search_texts, strict=True)):
                 if ordinal in keeps:
                     continue
+                if words is None:  # a stored twin the indexer expected to be kept was not
+                    words = search_text(update.path, chunk)
                 rows.append({
                     "path": update.path, "ordinal": ordinal, "start": chunk.start_line,
                     "end": chunk.end_line, "language": chunk.language, "symbol": chunk.symbol,
