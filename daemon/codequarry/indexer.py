@@ -764,8 +764,8 @@ class Indexer:
 
     async def _yield_to_live_chunking(self) -> None:
         """Wait while live files wait to be chunked, at most LIVE_YIELD_SECONDS. The model
-        and the chunker want the same cores: on two loaded cores, embedding beside a burst
-        of edits cost the last edit ~1 s before words found it (bench/README.md)."""
+        and the chunker want the same cores: on two cores, embedding beside a burst of 100
+        edits cost its last edit ~1 s before words found it (bench/README.md, burst6)."""
         with anyio.move_on_after(LIVE_YIELD_SECONDS):
             while self.live_chunking():  # noqa: ASYNC110 (a queue and a flag, polled briefly)
                 await anyio.sleep(0.02)
