@@ -14,13 +14,14 @@ import anyio
 import pytest
 from sqlalchemy import text
 
+from codequarry import indexer as indexer_module
 from codequarry.api import project_state
 from codequarry.chunking import ChunkedFile, embedding_text
 from codequarry.config import Settings
 from codequarry.embedding.base import Vectors
 from codequarry.errors import CodequarryError, EmbedderMismatch, EmbedderUnavailable
 from codequarry.indexer import Project, ScanSummary
-from codequarry.models import ChangeKind
+from codequarry.models import ChangeKind, Lane, SearchHit
 from codequarry.oneshot import _index as oneshot_index
 from codequarry.runtime import Runtime, open_runtime, status_report
 from codequarry.search import SearchRequest
@@ -175,6 +176,7 @@ async def test_editing_one_function_rechunks_only_that_file_and_embeds_only_the_
         assert len(changed) == 1  # sphere_area only; torus_volume and cube_volume are unchanged
         chunked = chunk_spy(runtime, monkeypatch)
         before = len(hash_embedder.embedded_texts)
+        rows_before = await chunk_rows(project, "pkg/shapes.py")
 
         (repo / "pkg/shapes.py").write_text(SHAPES_EDITED)
         await index(runtime, "demo")
@@ -184,7 +186,93 @@ async def test_editing_one_function_rechunks_only_that_file_and_embeds_only_the_
         stored = await project.store.file_chunks("pkg/shapes.py")
         assert [row[0] for row in stored] == [c.content_hash for c in new_chunks]
         assert all(has_vector for *_, has_vector in stored)
+        # the unchanged chunks kept their rows and vectors; only the edited one is new
+        rows_after = await chunk_rows(project, "pkg/shapes.py")
+        assert {h: rows_after[h] for h in old_hashes & rows_after.keys()} == {
+            h: rows_before[h] for h in old_hashes & rows_after.keys()}
+        assert len(old_hashes & rows_after.keys()) == len(new_chunks) - 1
+        assert {row[0] for row in rows_after.values()}.isdisjoint(
+            row[0] for h, row in rows_before.items() if h not in rows_after)
         assert await project.store.consistency_problems() == []
+
+
+async def test_an_edit_in_the_middle_of_a_file_moves_the_later_chunks_to_their_new_lines(
+        settings: Settings, repo: Path, hash_embedder: HashEmbedder) -> None:
+    write_files(repo, {"pkg/shapes.py": SHAPES})
+    grown = SHAPES.replace("    squared = radius * radius\n",
+                           "    # two lines more\n    squared = radius * radius\n    squared += 0\n")
+    async with open_runtime(settings, hash_embedder) as runtime:
+        project = await runtime.indexer.add_project(settings.config.project("demo"))
+        await index(runtime, "demo")
+        rows_before = await chunk_rows(project, "pkg/shapes.py")
+        (repo / "pkg/shapes.py").write_text(grown)
+        await index(runtime, "demo")
+
+        new_chunks = runtime.indexer.chunker.chunk_file("pkg/shapes.py", grown)[1]
+        stored = await project.store.file_chunks("pkg/shapes.py")
+        assert [row[:3] for row in stored] == [(c.content_hash, c.start_line, c.end_line) for c in new_chunks]
+        cube = next(c for c in new_chunks if c.symbol == "cube_volume")
+        # its row (id and vector) stayed, moved two lines down
+        rows_after = await chunk_rows(project, "pkg/shapes.py")
+        assert rows_after[cube.content_hash] == rows_before[cube.content_hash]
+        hit = await first_hit(runtime, "cube_volume")
+        assert (hit.symbol, hit.start_line, hit.end_line) == ("cube_volume", cube.start_line, cube.end_line)
+        assert grown.split("\n")[hit.start_line - 1] == "def cube_volume(side):"
+        assert await project.store.consistency_problems() == []
+
+        # two functions swapped: one keeps its row, the other is written again, words and all
+        head, torus, sphere, cube_text = grown.split("\n\n\n")
+        swapped = "\n\n\n".join([head, torus, cube_text.rstrip("\n"), sphere]) + "\n"
+        (repo / "pkg/shapes.py").write_text(swapped)
+        await index(runtime, "demo")
+        for chunk in runtime.indexer.chunker.chunk_file("pkg/shapes.py", swapped)[1]:
+            hit = await first_hit(runtime, chunk.symbol or "")
+            assert (hit.symbol, hit.start_line, hit.end_line) == (
+                chunk.symbol, chunk.start_line, chunk.end_line)
+        assert await project.store.consistency_problems() == []
+
+
+async def first_hit(runtime: Runtime, words: str) -> SearchHit:
+    request = SearchRequest(words, ("demo",), "lexical")
+    return (await runtime.searcher.search(request, runtime.indexer.model_id)).results[0]
+
+
+async def test_the_embedder_waits_while_live_files_wait_to_be_chunked_but_never_for_good(
+        settings: Settings, hash_embedder: HashEmbedder, monkeypatch: pytest.MonkeyPatch) -> None:
+    async with open_runtime(settings, hash_embedder) as runtime:
+        indexer = runtime.indexer
+        await indexer.add_project(settings.config.project("demo"))
+        indexer.queue.offer("demo", "pkg/util.py", ChangeKind.MODIFIED, Lane.LIVE)  # no chunk worker runs
+        assert indexer.live_chunking()
+        waited = anyio.Event()
+
+        async def embed_turn() -> None:
+            await indexer._yield_to_live_chunking()
+            waited.set()
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(embed_turn)
+            await anyio.wait_all_tasks_blocked()
+            assert not waited.is_set()  # the live file is still waiting: the embedder too
+            await indexer.queue.take(1)  # the chunk worker has written it
+            with anyio.fail_after(10):
+                await waited.wait()
+        # a stream of live edits holds it back at most LIVE_YIELD_SECONDS per batch
+        indexer.queue.offer("demo", "pkg/util.py", ChangeKind.MODIFIED, Lane.LIVE)
+        monkeypatch.setattr(indexer_module, "LIVE_YIELD_SECONDS", 0.05)
+        with anyio.fail_after(10):
+            await indexer._yield_to_live_chunking()
+        assert indexer.live_chunking()
+
+
+async def chunk_rows(project: Project, path: str) -> dict[str, tuple[int, str]]:
+    """content hash -> (row id, its vector as text) of a file's chunks."""
+    space = await project.store.space(fresh=True)
+    async with project.store.engine.connect() as conn:
+        rows = await conn.execute(text(
+            f"SELECT c.content_hash, c.id, v.embedding::text FROM {project.store.s}.chunks c "
+            f"JOIN {project.store.s}.{space.table} v ON v.chunk_id = c.id WHERE c.path = :p"), {"p": path})
+        return {row[0]: (row[1], row[2]) for row in rows}
 
 
 async def test_renaming_a_file_embeds_nothing_and_forgets_the_old_path(

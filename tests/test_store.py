@@ -34,6 +34,10 @@ GEOMETRY = (
 )
 UTIL = "def parse_config(path):\n    \"\"\"Read a config file.\"\"\"\n    return open(path).read()\n"
 README = "# Demo\n\nA small demo repository about shapes.\n"
+STEPS = "".join(  # three chunks, one per function
+    f"def step_{n}(value):\n" + "".join(f"    value = value * {n} + {k}  # stage {k} of step {n}\n"
+                                        for k in range(12)) + "    return value\n\n\n"
+    for n in range(3))
 
 
 def update(path: str, source: str, mtime_ns: int = 1) -> FileUpdate:
@@ -213,7 +217,7 @@ async def test_a_new_model_fills_its_own_table_beside_the_active_one_and_is_prom
     project = await store.ensure_project("demo", "/repo")
     assert await project.set_model(hash_embedder.model_id, hash_embedder.dims) == ""  # the first model
     assert await project.set_model(hash_embedder.model_id, hash_embedder.dims) is None  # no change
-    await project.apply([update("geo.py", GEOMETRY), update("util.py", UTIL)],
+    await project.apply([update("steps.py", STEPS), update("util.py", UTIL)],
                         model_id=hash_embedder.model_id)
     await embed_all(store, project, hash_embedder)
     chunks, embedded = await project.vector_counts()
@@ -235,6 +239,13 @@ async def test_a_new_model_fills_its_own_table_beside_the_active_one_and_is_prom
 
     await embed_all(store, project, smaller)  # the embed worker fills the next table
     assert await project.vector_counts() == (chunks, chunks)
+    # an edit meanwhile: its unchanged chunks keep their vectors in both tables
+    edited = update("steps.py", STEPS.replace("stage 3 of step 1", "stage three"), mtime_ns=2)
+    assert await project.apply([edited], model_id=smaller.model_id) == [edited.chunks[1].content_hash]
+    assert await project.vector_counts() == (chunks, chunks - 1)
+    assert [c.symbol for c in await project.unembedded(100)] == ["step_1"]
+    assert await project.finish_vectors() is None
+    await embed_all(store, project, smaller)
     assert await project.finish_vectors() == "promoted"
     assert await project.model() == ("hash:test:32", 32)
     space = await project.space(fresh=True)

@@ -283,7 +283,9 @@ class SearchText:
 class FileUpdate:
     """The new state of one file, written with its chunks in one transaction.
 
-    `search_texts` runs parallel to `chunks`. A skipped file has a reason and no chunks.
+    `search_texts` runs parallel to `chunks`; None where a chunk of the file as stored has
+    the same content hash: its row, words included, is kept (ProjectStore.apply computes
+    them when it is not). A skipped file has a reason and no chunks.
     """
 
     path: str
@@ -293,5 +295,5 @@ class FileUpdate:
     language: str | None = None
     skip_reason: str | None = None
     chunks: tuple[Chunk, ...] = ()
-    search_texts: tuple[SearchText, ...] = ()
+    search_texts: tuple[SearchText | None, ...] = ()
     definitions: tuple[SymbolDefinition, ...] = ()

@@ -23,6 +23,7 @@ import numpy as np
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from codequarry.chunking import search_text
 from codequarry.models import (
     ChangeEvent,
     ChangeKind,
@@ -32,6 +33,7 @@ from codequarry.models import (
     IndexedFile,
     SymbolDefinition,
 )
+from codequarry.store.chunk_match import StoredChunk, kept_rows, moves
 from codequarry.store.migrations import quote_ident
 
 Vector = np.ndarray[Any, np.dtype[np.float32]]
@@ -241,6 +243,16 @@ class ProjectStore:
             return {}
         return {row[0]: IndexedFile(*row) for row in zip(*columns, strict=True)}
 
+    async def chunk_hashes(self, paths: Sequence[str]) -> dict[str, set[str]]:
+        """The content hashes of the stored chunks of each of `paths` that has chunks."""
+        if not paths:
+            return {}
+        async with self.reader.connect() as conn:
+            rows = await conn.execute(text(
+                f"SELECT path, array_agg(content_hash) FROM {self.s}.chunks WHERE path = ANY(:paths) "
+                "GROUP BY path"), {"paths": list(paths)})
+            return {row[0]: set(row[1]) for row in rows}
+
     async def file_chunks(self, path: str) -> list[tuple[str, int, int, bool]]:
         """(content_hash, start_line, end_line, has_vector) of a file's chunks, in order."""
         space = await self.space()
@@ -299,29 +311,29 @@ class ProjectStore:
                     chunker_version: int = 0) -> list[str]:
         """Replace the chunks and definitions of `updates`, drop `deleted`, in one transaction.
 
-        Vectors are copied from the embedding cache where it has them (for `model_id`, the
-        active model); returns the content hashes still to embed. `renames` (new path ->
-        old path) turns the pending created-events of those paths into renamed-events.
+        A stored chunk whose content reappears in its file's new chunks keeps its row (id,
+        words, vectors), moved to its new place (see chunk_match.py); the rest are deleted
+        and the new ones inserted. Their vectors are copied from the embedding cache where
+        it has them (for `model_id`, the active model); returns the content hashes still to
+        embed. `renames` (new path -> old path) turns the pending created-events of those
+        paths into renamed-events.
         """
         paths = [u.path for u in updates] + list(deleted)
         if not paths:
             return []
         async with self.engine.begin() as conn:
             space = await self._locked_space(conn)
-            removed_vectors = 0
             if space.table:
                 # lock the rows first (in id order, as savers do): a vector saved for one of
-                # them meanwhile is committed before this returns, so the count below holds
-                # it (else the counters kept a vector the delete removed), and none can be
-                # added until this commits
+                # them meanwhile is committed before this returns, so the count in
+                # _delete_chunks holds it (else the counters kept a vector the delete
+                # removed), and none can be added until this commits
                 await conn.execute(text(
                     f"SELECT count(*) FROM (SELECT id FROM {self.s}.chunks WHERE path = ANY(:paths) "
                     "ORDER BY id FOR UPDATE) locked"), {"paths": paths})
-                removed_vectors = int((await conn.execute(text(
-                    f"SELECT count(*) FROM {self._table(space)} v JOIN {self.s}.chunks c "
-                    "ON c.id = v.chunk_id WHERE c.path = ANY(:paths)"), {"paths": paths})).scalar() or 0)
-            removed = (await conn.execute(text(
-                f"DELETE FROM {self.s}.chunks WHERE path = ANY(:paths)"), {"paths": paths})).rowcount or 0
+            kept = await self._kept_rows(conn, updates)
+            removed, removed_vectors = await self._delete_chunks(conn, space, paths, kept)
+            await self._move_chunks(conn, updates, kept)
             await conn.execute(text(f"DELETE FROM {self.s}.definitions WHERE path = ANY(:paths)"),
                                {"paths": paths})
             if deleted:
@@ -341,7 +353,7 @@ class ProjectStore:
                     [{"path": u.path, "size": u.size, "mtime_ns": u.mtime_ns, "hash": u.content_hash,
                       "language": u.language, "skip": u.skip_reason, "count": len(u.chunks),
                       "now": now, "cv": chunker_version} for u in updates])
-            inserted = await self._insert_chunks(conn, updates)
+            inserted = await self._insert_chunks(conn, updates, kept)
             await self._insert_definitions(conn, updates)
             missing: list[str] = []
             cached = 0
@@ -373,10 +385,54 @@ class ProjectStore:
             await _finish_events(conn, self.s, paths, None)
         return missing
 
-    async def _insert_chunks(self, conn: AsyncConnection, updates: Sequence[FileUpdate]) -> int:
+    async def _kept_rows(self, conn: AsyncConnection,
+                         updates: Sequence[FileUpdate]) -> dict[str, dict[int, StoredChunk]]:
+        """Path -> (new ordinal -> the stored row it keeps) of the updates with chunks."""
+        written = [u.path for u in updates if u.chunks]
+        stored: dict[str, list[StoredChunk]] = {}
+        if written:
+            rows = await conn.execute(text(
+                "SELECT path, id, content_hash, ordinal, start_line, end_line, unit_start, unit_end "
+                f"FROM {self.s}.chunks WHERE path = ANY(:paths) ORDER BY path, ordinal"), {"paths": written})
+            for row in rows:
+                stored.setdefault(row[0], []).append(StoredChunk(*row[1:]))
+        return {u.path: kept_rows(stored[u.path], u.chunks) for u in updates if u.path in stored}
+
+    async def _delete_chunks(self, conn: AsyncConnection, space: VectorSpace, paths: Sequence[str],
+                             kept: dict[str, dict[int, StoredChunk]]) -> tuple[int, int]:
+        """Delete the chunk rows of `paths` that are not kept; returns (rows deleted, of
+        them with a vector in the active table)."""
+        params = {"paths": list(paths), "kept": [row.id for rows in kept.values() for row in rows.values()]}
+        going = "c.path = ANY(:paths) AND NOT c.id = ANY(:kept)"
+        removed_vectors = 0
+        if space.table:
+            removed_vectors = int((await conn.execute(text(
+                f"SELECT count(*) FROM {self._table(space)} v JOIN {self.s}.chunks c "
+                f"ON c.id = v.chunk_id WHERE {going}"), params)).scalar() or 0)
+        removed = (await conn.execute(text(f"DELETE FROM {self.s}.chunks c WHERE {going}"), params)).rowcount
+        return removed or 0, removed_vectors
+
+    async def _move_chunks(self, conn: AsyncConnection, updates: Sequence[FileUpdate],
+                           kept: dict[str, dict[int, StoredChunk]]) -> None:
+        """Give kept rows whose place changed their new ordinal, lines and unit span; their
+        words and vectors stay as they are."""
+        rows = [move._asdict() for u in updates if u.path in kept for move in moves(kept[u.path], u.chunks)]
+        if rows:
+            await conn.execute(text(
+                f"UPDATE {self.s}.chunks SET ordinal = :ordinal, start_line = :start_line, "
+                "end_line = :end_line, unit_start = :unit_start, unit_end = :unit_end WHERE id = :id"), rows)
+
+    async def _insert_chunks(self, conn: AsyncConnection, updates: Sequence[FileUpdate],
+                             kept: dict[str, dict[int, StoredChunk]]) -> int:
+        """Insert the chunks of `updates` that no kept row stands for; returns how many."""
         rows = []
         for update in updates:
+            keeps = kept.get(update.path, {})
             for ordinal, (chunk, words) in enumerate(zip(update.chunks, update.search_texts, strict=True)):
+                if ordinal in keeps:
+                    continue
+                if words is None:  # a stored twin the indexer expected to be kept was not
+                    words = search_text(update.path, chunk)
                 rows.append({
                     "path": update.path, "ordinal": ordinal, "start": chunk.start_line,
                     "end": chunk.end_line, "language": chunk.language, "symbol": chunk.symbol,
