@@ -14,14 +14,13 @@ import anyio
 import pytest
 from sqlalchemy import text
 
-from codequarry import indexer as indexer_module
 from codequarry.api import project_state
 from codequarry.chunking import ChunkedFile, embedding_text
 from codequarry.config import Settings
 from codequarry.embedding.base import Vectors
 from codequarry.errors import CodequarryError, EmbedderMismatch, EmbedderUnavailable
 from codequarry.indexer import Project, ScanSummary
-from codequarry.models import ChangeKind, Lane, SearchHit
+from codequarry.models import ChangeKind, SearchHit
 from codequarry.oneshot import _index as oneshot_index
 from codequarry.runtime import Runtime, open_runtime, status_report
 from codequarry.search import SearchRequest
@@ -235,34 +234,6 @@ async def test_an_edit_in_the_middle_of_a_file_moves_the_later_chunks_to_their_n
 async def first_hit(runtime: Runtime, words: str) -> SearchHit:
     request = SearchRequest(words, ("demo",), "lexical")
     return (await runtime.searcher.search(request, runtime.indexer.model_id)).results[0]
-
-
-async def test_the_embedder_waits_while_live_files_wait_to_be_chunked_but_never_for_good(
-        settings: Settings, hash_embedder: HashEmbedder, monkeypatch: pytest.MonkeyPatch) -> None:
-    async with open_runtime(settings, hash_embedder) as runtime:
-        indexer = runtime.indexer
-        await indexer.add_project(settings.config.project("demo"))
-        indexer.queue.offer("demo", "pkg/util.py", ChangeKind.MODIFIED, Lane.LIVE)  # no chunk worker runs
-        assert indexer.live_chunking()
-        waited = anyio.Event()
-
-        async def embed_turn() -> None:
-            await indexer._yield_to_live_chunking()
-            waited.set()
-
-        async with anyio.create_task_group() as tasks:
-            tasks.start_soon(embed_turn)
-            await anyio.wait_all_tasks_blocked()
-            assert not waited.is_set()  # the live file is still waiting: the embedder too
-            await indexer.queue.take(1)  # the chunk worker has written it
-            with anyio.fail_after(10):
-                await waited.wait()
-        # a stream of live edits holds it back at most LIVE_YIELD_SECONDS per batch
-        indexer.queue.offer("demo", "pkg/util.py", ChangeKind.MODIFIED, Lane.LIVE)
-        monkeypatch.setattr(indexer_module, "LIVE_YIELD_SECONDS", 0.05)
-        with anyio.fail_after(10):
-            await indexer._yield_to_live_chunking()
-        assert indexer.live_chunking()
 
 
 async def chunk_rows(project: Project, path: str) -> dict[str, tuple[int, str]]:

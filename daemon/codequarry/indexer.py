@@ -56,9 +56,6 @@ BACKLOG_POOL = 1024  # sorted by length: the bigger the pool, the less padding
 RETRY_FIRST = 1.0  # seconds before the first retry after an environment fault; doubles
 RETRY_MAX = 8.0  # short: a freed disk or a restarted server is used within seconds
 READ_RETRY_MAX = 60.0
-# the longest the embedder waits, per batch, for live files to be chunked first (see
-# _yield_to_live_chunking): bounded, so a stream of edits never starves the vectors
-LIVE_YIELD_SECONDS = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,7 +151,6 @@ class Indexer:
         self._rescan_wake = anyio.Event()
         self._compared = anyio.Event()  # set (and replaced) whenever a reconcile compared or ended
         self._busy = 0
-        self._chunking_live = False  # a batch of the live lane is being chunked and written
         self._reconciling: set[str] = set()
         self._embedding = False
         self._saved = anyio.Event()  # set when no vectors are being saved
@@ -422,7 +418,6 @@ class Indexer:
             if project is None:
                 continue
             self._busy += 1
-            self._chunking_live = lane == Lane.LIVE
             try:
                 await self._process(project, lane, items)
                 backoff = RETRY_FIRST
@@ -437,7 +432,6 @@ class Indexer:
                     await self._one_by_one(project, lane, items, exc)
             finally:
                 self._busy -= 1
-                self._chunking_live = False
 
     def _requeue(self, project_id: str, items: Sequence[tuple[str, ChangeKind]], lane: Lane) -> None:
         refused = False
@@ -740,7 +734,6 @@ class Indexer:
             if rechunks:
                 self._release_rechunks(project_id, by_hash)
             return True
-        await self._yield_to_live_chunking()
         started = time.perf_counter()
         try:
             fresh = await self._embed(project_id, todo)
@@ -761,18 +754,6 @@ class Indexer:
         assert self._saves is not None  # embed_worker opened it
         self._saves.start_soon(self._save, project, fresh, batch, chunks if rechunks else None)
         return True
-
-    async def _yield_to_live_chunking(self) -> None:
-        """Wait while live files wait to be chunked, at most LIVE_YIELD_SECONDS. The model
-        and the chunker want the same cores: on two cores, embedding beside a burst of 100
-        edits cost its last edit ~1 s before words found it (bench/README.md, burst6)."""
-        with anyio.move_on_after(LIVE_YIELD_SECONDS):
-            while self.live_chunking():  # noqa: ASYNC110 (a queue and a flag, polled briefly)
-                await anyio.sleep(0.02)
-
-    def live_chunking(self) -> bool:
-        """Are live files waiting to be chunked, or being chunked?"""
-        return self._chunking_live or self.queue.has_live_work()
 
     async def _embed(self, project_id: str, chunks: list[Chunk]) -> dict[str, Vectors]:
         """Vectors of `chunks` by content hash. A batch the embedder fails on for good (not
