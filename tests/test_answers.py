@@ -320,6 +320,9 @@ async def test_read_code_reads_the_current_disk_text_bounded_with_line_numbers(
     # (today's spans come from chunks: a merged class header line may lead the method)
     assert "    def deposit(self, amount):" in by_symbol["content"].split("\n")[:2]
     assert by_symbol["content"].endswith("self.total = compute_quokka_total(self.total, amount)")
+    whole = await tools(runtime).read_code("src/ledger.py")  # counted as `wc -l` does
+    assert whole["total_lines"] == (repo / "src/ledger.py").read_text().count("\n")
+    assert whole["content"].split("\n")[-1] != ""
     bounded = await tools(runtime).read_code("src/ledger.py", max_tokens=100)
     assert bounded["end_line"] < bounded["total_lines"]
     assert bounded["next_start_line"] == bounded["end_line"] + 1
@@ -356,6 +359,9 @@ async def test_find_references_lists_whole_identifier_occurrences_grouped_by_fil
     text = render_references(answer)
     assert "(* = definition)" in text.split("\n")[0]
     assert "  48* def compute_quokka_total(previous, amount):" in text.split("\n")
+    assert text.startswith(f"{answer['total']} references to compute_quokka_total in {len(files)} files")
+    lone = {"total": 1, "name": "beta_two", "file_count": 1, "files": [], "notes": []}
+    assert render_references(lone) == "1 reference to beta_two in 1 file"
 
 
 # ---- through the MCP SDK client -----------------------------------------------------------

@@ -303,7 +303,10 @@ def _read_lines(path: Path) -> list[str]:
         raise UsageError(f"{path.name} is larger than {MAX_READ_BYTES} bytes")
     if b"\0" in data[:8192]:
         raise UsageError(f"{path.name} is a binary file")
-    return data.decode("utf-8", errors="replace").split("\n")
+    lines = data.decode("utf-8", errors="replace").split("\n")
+    if len(lines) > 1 and not lines[-1]:
+        lines.pop()  # the newline ending the last line starts no line of its own (as `wc -l`)
+    return lines
 
 
 def _clip(text: str, chars: int = LINE_CHARS) -> str:
@@ -363,11 +366,13 @@ def render_code(answer: dict[str, Any], cli: bool = False) -> str:
 
 
 def render_references(answer: dict[str, Any]) -> str:
-    """`N references to NAME in M files`, then per file its path and numbered lines ("*"
+    """`N reference(s) to NAME in M file(s)`, then per file its path and numbered lines ("*"
     after the number marks a line that defines the name: a word would read as code, as in
     Python's `def`)."""
     defines = any(ref["definition"] for entry in answer["files"] for ref in entry["lines"])
-    lines = [f"{answer['total']} references to {answer['name']} in {answer['file_count']} files"
+    total, files = answer["total"], answer["file_count"]
+    lines = [f"{total} reference{'s' if total != 1 else ''} to {answer['name']} in {files} "
+             f"file{'s' if files != 1 else ''}"
              + (" (* = definition)" if defines else "")]
     projects = {f["project"] for f in answer["files"]}
     for entry in answer["files"]:
