@@ -5,9 +5,10 @@ mcp`, initialized). Each run: SIGTERM to the daemon; 0.2 s later a new bridge B 
 `initialize`; 0.3 s later A calls `get_status`; as soon as the old daemon has exited a new
 `codequarry daemon` is started (what `systemctl restart` does). Times are seconds from
 the SIGTERM: the old daemon's exit, the new one answering its health route, and B's and
-A's answers with whether each was a result or an error.
+A's answers with whether each was a result or an error. --no-restart: one SIGTERM and no
+new daemon (when do the clients get their errors).
 
-    python bench/restart_bench.py [--runs 3]
+    python bench/restart_bench.py [--runs 3] [--no-restart]
 """
 
 from __future__ import annotations
@@ -62,7 +63,8 @@ def timed_answer(process: subprocess.Popen[bytes], request_id: int, t0: float,
 
 
 def one_restart(home: Path, daemon: subprocess.Popen[bytes], a: subprocess.Popen[bytes],
-                request_id: int, client: DaemonClient) -> tuple[dict[str, Any], subprocess.Popen[bytes]]:
+                request_id: int, client: DaemonClient,
+                restart: bool = True) -> tuple[dict[str, Any], subprocess.Popen[bytes]]:
     out: dict[str, Any] = {}
     t0 = time.perf_counter()
     daemon.send_signal(signal.SIGTERM)
@@ -79,9 +81,11 @@ def one_restart(home: Path, daemon: subprocess.Popen[bytes], a: subprocess.Popen
     threads[1].start()
     daemon.wait(60)
     out["old_daemon_exited"] = round(time.perf_counter() - t0, 2)
-    fresh = start_daemon(home)
-    wait_serving(client, fresh)
-    out["new_daemon_answers"] = round(time.perf_counter() - t0, 2)
+    fresh = daemon
+    if restart:
+        fresh = start_daemon(home)
+        wait_serving(client, fresh)
+        out["new_daemon_answers"] = round(time.perf_counter() - t0, 2)
     for thread in threads:
         thread.join(90)
     assert b.stdin is not None
@@ -94,6 +98,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--results", default="restart")
+    parser.add_argument("--no-restart", action="store_true",
+                        help="one run: SIGTERM only, no new daemon (the clients' errors, and when)")
     args = parser.parse_args()
     with codequarry_home("restart") as home:
         client = DaemonClient(load_settings().socket_path)
@@ -105,8 +111,8 @@ def main() -> None:
             send(a, INITIALIZE)
             answer(a, 1)
             send(a, {"jsonrpc": "2.0", "method": "notifications/initialized"})
-            for i in range(args.runs):
-                run, daemon = one_restart(home, daemon, a, 100 + i, client)
+            for i in range(1 if args.no_restart else args.runs):
+                run, daemon = one_restart(home, daemon, a, 100 + i, client, not args.no_restart)
                 run["load_average"] = [round(x, 2) for x in os.getloadavg()]
                 runs.append(run)
                 print(json.dumps(run), flush=True)
@@ -128,7 +134,7 @@ def main() -> None:
          f"restart: new client answered {answered['new_client_initialize']}/{len(runs)}, "
          f"connected client answered {answered['connected_client_call']}/{len(runs)}; "
          f"old daemon exits at {[r['old_daemon_exited'] for r in runs]} s, new answers at "
-         f"{[r['new_daemon_answers'] for r in runs]} s after SIGTERM")
+         f"{[r.get('new_daemon_answers') for r in runs]} s after SIGTERM")
 
 
 if __name__ == "__main__":
