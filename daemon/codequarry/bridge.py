@@ -46,8 +46,8 @@ AUTOSTART_SECONDS = 60.0
 # A client gets its answer or the error after this at most
 STARTING_WAIT_SECONDS = 60.0
 # after a daemon that was waited for exits: `systemctl restart`, launchd or a user's
-# restart starts the next one at once, and it takes the lock within about a second
-# (before its imports, cli.cmd_daemon); a daemon that was only stopped costs this delay
+# restart starts the next one at once, and it takes the lock before its imports
+# (cli.cmd_daemon; ~0.2 s on a loaded 2-core machine); a daemon only stopped costs this delay
 RESTART_GRACE_SECONDS = 3.0
 CONNECT_SECONDS = 5.0
 EXIT_GRACE_SECONDS = 0.5

@@ -169,9 +169,9 @@ LONG_REQUEST_SECONDS = 900.0  # verify and eval read a whole project
 @contextmanager
 def store_access(settings: Settings, role: str) -> Iterator[DaemonClient | None]:
     """How a command that needs the store reaches it: a client of the daemon when one runs
-    or is starting (waited for, up to DAEMON_WAIT_SECONDS; so is one stopping), else None while this process
-    holds the data dir's lock, so that it may open the store itself and no daemon starts
-    its database meanwhile. A one-shot command holding the lock is waited for."""
+    or is starting or stopping (waited for, up to DAEMON_WAIT_SECONDS), else None while
+    this process holds the data dir's lock, so that it may open the store itself and no
+    daemon starts its database meanwhile. A one-shot command holding the lock is waited for."""
     from codequarry.client import DaemonClient
     from codequarry.daemon_lock import IndexLock, labelled_holder
     from codequarry.daemon_phase import daemon_phase
