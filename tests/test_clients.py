@@ -11,7 +11,7 @@ import queue
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
@@ -368,39 +368,52 @@ async def test_the_bridge_exits_when_its_client_closes_stdin(
             assert code == 0
 
 
-async def test_a_stopped_daemon_gives_an_error_at_once_and_a_starting_one_is_waited_for(
+async def test_a_stopped_daemon_gives_an_error_at_once_and_a_restart_is_waited_for(
         make_settings: Callable[..., Settings], alpha: Path, tmp_path: Path, runtime_dir: Path,
         hash_embedder: HashEmbedder) -> None:
-    """A restart: while the new daemon holds the data dir's lock but does not serve yet, a
-    bridge started then and a request of a connected bridge wait for it, then are answered."""
+    """A restart, with the real lock and record: while the old daemon holds the data dir's
+    lock and is recorded but does not answer (stopping), then exits, then the new one holds
+    the lock and does not serve yet (starting), a bridge started then and a request of a
+    connected bridge wait, then are answered by the new daemon."""
+    from codequarry import paths
     from codequarry.daemon_lock import IndexLock
 
     settings = make_settings([{"id": "alpha", "path": str(alpha)}])
+    initialize = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "late", "version": "1"}}}
     with ExitStack() as stack:
         async with running_daemon(settings, hash_embedder) as daemon:
             bridge = stack.enter_context(raw_bridge(bridge_env(settings), tmp_path, tmp_path / "bridge.err"))
             await bridge.initialize()
             await searchable(daemon, "alpha", len(ALPHA))
             assert tool_result(await bridge.request(2, "tools/call", {"name": "get_status", "arguments": {}}))
-        # the daemon is gone: an error result, not silence
+        # the daemon is gone (no process holds the lock): an error result, not silence
         gone = await bridge.request(3, "tools/call", {"name": "get_status", "arguments": {}}, within=30)
         assert gone["error"]["code"] == -32000
         assert "did not answer" in gone["error"]["message"]
         assert bridge.process.poll() is None
-        # the restart: the lock first, as run_daemon takes it, then serving
-        with IndexLock(settings.lock_path, "daemon", wait=False):
-            late = stack.enter_context(raw_bridge(bridge_env(settings), tmp_path, tmp_path / "late.err"))
-            late.send({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-                "protocolVersion": "2025-06-18", "capabilities": {},
-                "clientInfo": {"name": "late", "version": "1"}}})
-            bridge.send({"jsonrpc": "2.0", "id": 4, "method": "tools/call",
-                         "params": {"name": "get_status", "arguments": {}}})
 
-            async def both_wait() -> bool:
-                said = (tmp_path / "late.err").read_text() + (tmp_path / "bridge.err").read_text()
-                return said.count("is starting; waiting") == 2 or late.process.poll() is not None
-            await until(both_wait, what="both bridges to wait for the starting daemon")
-            assert late.process.poll() is None, (tmp_path / "late.err").read_text()
+        def said(phrase: str, times: int = 2) -> Callable[[], Awaitable[bool]]:
+            async def check() -> bool:
+                logs = [tmp_path / "late.err", tmp_path / "bridge.err"]
+                return sum(p.read_text().count(phrase) for p in logs if p.exists()) == times
+            return check
+
+        # the old daemon stopping: it holds the lock, its record stays until its store stopped
+        old = IndexLock(settings.lock_path, "daemon", wait=False).__enter__()
+        paths.write_daemon_record(settings.data_dir, settings.listen_socket_path, os.getpid(), "old", 0.0)
+        late = stack.enter_context(raw_bridge(bridge_env(settings), tmp_path, tmp_path / "late.err"))
+        late.send(initialize)
+        bridge.send({"jsonrpc": "2.0", "id": 4, "method": "tools/call",
+                     "params": {"name": "get_status", "arguments": {}}})
+        await until(said("is stopping; waiting"), what="both bridges to wait for the stopping daemon")
+        assert late.process.poll() is None, (tmp_path / "late.err").read_text()
+        # it exits; within the grace the next one takes the lock, then serves
+        paths.remove_daemon_record(settings.data_dir, os.getpid())
+        old.__exit__(None, None, None)
+        await until(said("daemon exited; waiting"), what="both bridges to see it exit")
+        with IndexLock(settings.lock_path, "daemon", wait=False):
+            await until(said("is starting; waiting"), what="both to wait for the next one")
             async with running_daemon(settings, hash_embedder):
                 assert "result" in await late.expect(lambda m: m.get("id") == 1)
                 again = await bridge.expect(lambda m: m.get("id") == 4)
@@ -409,7 +422,56 @@ async def test_a_stopped_daemon_gives_an_error_at_once_and_a_starting_one_is_wai
     assert "reconnected to the daemon" in (tmp_path / "bridge.err").read_text()
 
 
+def test_a_hung_daemon_gets_the_error_after_the_bound_naming_its_pid_and_log(
+        make_settings: Callable[..., Settings], tmp_path: Path, runtime_dir: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A daemon process that holds the lock and never answers is waited for only up to the
+    bound; then the client's initialize gets an error naming its pid and where its log is."""
+    import io
+
+    from codequarry import bridge
+    from codequarry.daemon_lock import IndexLock
+    from codequarry.errors import DaemonNotRunning
+
+    settings = make_settings([])
+    monkeypatch.setattr(bridge, "STARTING_WAIT_SECONDS", 0.3)  # the real bound is a minute
+    target = bridge.BridgeTarget(settings.config_path, settings.data_dir, None, autostart=True)
+    stdout = io.BytesIO()
+    request = io.BytesIO(b'{"jsonrpc":"2.0","id":9,"method":"initialize"}\n')
+    with IndexLock(settings.lock_path, "daemon", wait=False), pytest.raises(DaemonNotRunning) as refused:
+        bridge.run_bridge(target, request, stdout)
+    message = str(refused.value)
+    answer = json.loads(stdout.getvalue())
+    assert answer["id"] == 9
+    assert answer["error"]["message"] == message
+    assert f"the codequarry daemon (pid {os.getpid()})" in message
+    assert "did not answer" in message
+    assert "log" in message
+
+
 # ---- the CLI and the log ---------------------------------------------------------------------
+
+
+def test_the_cli_says_whether_the_daemon_it_waits_for_is_stopping_or_starting(
+        make_settings: Callable[..., Settings], runtime_dir: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """The real lock and record: recorded and silent is a daemon stopping, unrecorded one
+    starting; a hung one gets the error after the bound."""
+    from codequarry import cli, paths
+    from codequarry.daemon_lock import IndexLock
+    from codequarry.errors import DaemonNotRunning
+
+    settings = make_settings([])
+    monkeypatch.setattr(cli, "DAEMON_WAIT_SECONDS", 0.1)  # the real bound is two minutes
+    with IndexLock(settings.lock_path, "daemon", wait=False):
+        paths.write_daemon_record(settings.data_dir, settings.socket_path, os.getpid(), "t", 0.0)
+        with pytest.raises(DaemonNotRunning, match="did not answer"), cli.store_access(settings, "status"):
+            pass
+        assert "codequarry: daemon stopping, waiting…" in capsys.readouterr().err
+        paths.remove_daemon_record(settings.data_dir, os.getpid())
+        with pytest.raises(DaemonNotRunning, match="did not answer"), cli.store_access(settings, "status"):
+            pass
+        assert "codequarry: daemon starting, waiting…" in capsys.readouterr().err
 
 
 def test_plain_progress_lines_name_files_chunks_vectors_and_an_eta(

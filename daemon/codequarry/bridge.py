@@ -10,8 +10,9 @@ record in the data dir first). stdout carries protocol frames only; notes go to 
 It follows its client and its daemon: it exits as soon as stdin closes; a request the
 daemon cannot answer (stopped, crashed) gets a JSON-RPC error at once; a restarted daemon
 is re-initialized with the client's own `initialize` and the request is sent again. A
-daemon that is starting (it holds the data dir's lock and lives, but has not recorded its
-socket yet) is waited for, STARTING_WAIT_SECONDS at most, at start and on a request.
+daemon process that holds the data dir's lock but does not answer, starting or stopping
+(daemon_phase), is waited for, at start and on a request: STARTING_WAIT_SECONDS at most,
+and when it exits meanwhile (a restart), RESTART_GRACE_SECONDS for the next one.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from typing import Any, BinaryIO
 from urllib.parse import quote
 
 from codequarry import paths
-from codequarry.daemon_lock import daemon_holder
+from codequarry.daemon_phase import daemon_phase
 from codequarry.errors import ConfigError, DaemonNotRunning
 
 CWD_HEADER = "x-codequarry-cwd"  # the client's working directory, percent-encoded
@@ -41,8 +42,13 @@ SESSION_HEADER = "mcp-session-id"
 VERSION_HEADER = "mcp-protocol-version"
 AUTOSTART_SECONDS = 60.0
 # a starting daemon: PostgreSQL, the model and the MCP server (a few seconds; more on a
-# first start or a migration); a client gets its answer or the error after this at most
+# first start or a migration); a stopping one: its drain and PostgreSQL's stop (2-4 s).
+# A client gets its answer or the error after this at most
 STARTING_WAIT_SECONDS = 60.0
+# after a daemon that was waited for exits: `systemctl restart`, launchd or a user's
+# restart starts the next one at once, and it takes the lock before its imports
+# (cli.cmd_daemon; ~0.2 s on a loaded 2-core machine); a daemon only stopped costs this delay
+RESTART_GRACE_SECONDS = 3.0
 CONNECT_SECONDS = 5.0
 EXIT_GRACE_SECONDS = 0.5
 DAEMON_GONE = -32000  # JSON-RPC "server error": the daemon does not answer
@@ -99,11 +105,9 @@ def run_bridge(target: BridgeTarget, stdin: BinaryIO | None = None, stdout: Bina
 
 def _refusal(target: BridgeTarget) -> DaemonNotRunning | None:
     """Why the bridge cannot serve; None when it should start a daemon itself (autostart)."""
-    starting = starting_daemon(target)
-    if starting is not None:  # waited for in vain: starting another would only be refused
-        return DaemonNotRunning(
-            f"the codequarry daemon (pid {starting}) holds {target.data_dir} but did not answer "
-            f"on {target.find_socket()} within {STARTING_WAIT_SECONDS:.0f} s; see its log")
+    phase = daemon_phase(target.data_dir)
+    if phase.pid is not None:  # waited for in vain: starting another would only be refused
+        return DaemonNotRunning(_hung(target, phase.pid))
     if target.autostart:
         return None
     return DaemonNotRunning(
@@ -112,33 +116,45 @@ def _refusal(target: BridgeTarget) -> DaemonNotRunning | None:
         "= true)")
 
 
-def starting_daemon(target: BridgeTarget) -> int | None:
-    """The pid of a daemon that is starting: it holds the data dir's lock and lives but has
-    not recorded its socket yet. None otherwise; a daemon that recorded its socket and does
-    not answer is stopping (or hung), and waiting for it would only delay the error."""
-    pid = daemon_holder(paths.lock_path(target.data_dir))
-    record = paths.read_daemon_record(target.data_dir)
-    if pid is None or (record is not None and record.get("pid") == pid):
-        return None
-    return pid
+def _hung(target: BridgeTarget, pid: int) -> str:
+    return (f"the codequarry daemon (pid {pid}) holds {target.data_dir} but did not answer on "
+            f"{target.find_socket()} within {STARTING_WAIT_SECONDS:.0f} s; see its log "
+            f"(`--log-file`, {target.data_dir / 'daemon.log'} when the bridge started it, or "
+            "`journalctl --user -u codequarry`)")
 
 
 def await_daemon(target: BridgeTarget, closing: threading.Event | None = None) -> bool:
-    """True once a daemon answers: at once, or after waiting (said once on stderr, polled
-    every 0.1 s, STARTING_WAIT_SECONDS at most) while one is starting. False when none
-    answers and none is starting, after the wait, or when `closing` is set."""
+    """True once a daemon answers: at once, or after waiting (polled every 0.1 s) while a
+    daemon process holds the data dir's lock without answering, starting or stopping
+    (said on stderr), STARTING_WAIT_SECONDS at most in all; when the holder exits during
+    the wait (a restart), RESTART_GRACE_SECONDS more for the next one to take the lock.
+    False when none answers and none holds the lock, after those bounds, or when
+    `closing` is set."""
     closing = closing or threading.Event()
     deadline: float | None = None
+    gone_since: float | None = None
+    said: tuple[int, str] | None = None
     while not _answers(target.find_socket()):
-        pid = starting_daemon(target)
-        if pid is None or closing.is_set():
+        phase = daemon_phase(target.data_dir)
+        now = time.monotonic()
+        if closing.is_set() or (deadline is not None and now > deadline):
             return False
-        if deadline is None:
-            deadline = time.monotonic() + STARTING_WAIT_SECONDS
-            print(f"codequarry mcp: the daemon (pid {pid}) is starting; waiting for it "
-                  f"(up to {STARTING_WAIT_SECONDS:.0f} s)", file=sys.stderr)
-        elif time.monotonic() > deadline:
-            return False
+        if phase.pid is None:
+            if deadline is None:
+                return False  # nobody was there to wait for: the error at once
+            if gone_since is None:
+                gone_since, said = now, None
+                print(f"codequarry mcp: the daemon exited; waiting {RESTART_GRACE_SECONDS:.0f} s "
+                      "for the next one", file=sys.stderr)
+            if now - gone_since > RESTART_GRACE_SECONDS:
+                return False
+        else:
+            gone_since = None
+            deadline = deadline or now + STARTING_WAIT_SECONDS
+            if said != (phase.pid, phase.name):
+                said = (phase.pid, phase.name)
+                print(f"codequarry mcp: the daemon (pid {phase.pid}) is {phase.name}; waiting "
+                      f"(up to {max(0.0, deadline - now):.0f} s)", file=sys.stderr)
         closing.wait(0.1)
     return True
 
@@ -250,6 +266,7 @@ class Forwarder:
         self.initialize: dict[str, Any] | None = None  # the client's, replayed after a restart
         self.initialized = False
         self.generation = 0  # bumped by every (re-)initialization
+        self.hung: int | None = None  # a daemon that holds the lock and was waited for in vain
         self.cancelled: set[Any] = set()
         self.closing = threading.Event()
         self._write_lock = threading.Lock()
@@ -336,9 +353,10 @@ class Forwarder:
             return
 
     def _gone(self, request_id: Any) -> dict[str, Any]:
-        return {"jsonrpc": "2.0", "id": request_id, "error": {
-            "code": DAEMON_GONE, "message": f"the codequarry daemon did not answer on {self.socket} "
-            "(stopped or restarting); start it with `codequarry daemon` and call again"}}
+        message = _hung(self.target, self.hung) if self.hung is not None else (
+            f"the codequarry daemon did not answer on {self.socket} (stopped or restarting); "
+            "start it with `codequarry daemon` and call again")
+        return {"jsonrpc": "2.0", "id": request_id, "error": {"code": DAEMON_GONE, "message": message}}
 
     def _headers(self) -> dict[str, str]:
         headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream",
@@ -418,7 +436,9 @@ class Forwarder:
             if self.generation != generation:
                 return True  # another thread already did it
             if self.initialize is None or not await_daemon(self.target, self.closing):
+                self.hung = daemon_phase(self.target.data_dir).pid  # waited for in vain
                 return False
+            self.hung = None
             self.socket = self.target.find_socket()
             self.session_id = None
             replay = dict(self.initialize, id=f"codequarry-bridge-{next(self._ids)}")

@@ -169,11 +169,12 @@ LONG_REQUEST_SECONDS = 900.0  # verify and eval read a whole project
 @contextmanager
 def store_access(settings: Settings, role: str) -> Iterator[DaemonClient | None]:
     """How a command that needs the store reaches it: a client of the daemon when one runs
-    or is starting (waited for, up to DAEMON_WAIT_SECONDS), else None while this process
-    holds the data dir's lock, so that it may open the store itself and no daemon starts
-    its database meanwhile. A one-shot command holding the lock is waited for."""
+    or is starting or stopping (waited for, up to DAEMON_WAIT_SECONDS), else None while
+    this process holds the data dir's lock, so that it may open the store itself and no
+    daemon starts its database meanwhile. A one-shot command holding the lock is waited for."""
     from codequarry.client import DaemonClient
     from codequarry.daemon_lock import IndexLock, labelled_holder
+    from codequarry.daemon_phase import daemon_phase
 
     client = DaemonClient(settings.socket_path)
     deadline: float | None = None
@@ -201,7 +202,9 @@ def store_access(settings: Settings, role: str) -> Iterator[DaemonClient | None]
                     raise DaemonNotRunning(
                         f"the daemon holds {settings.data_dir} but did not answer on "
                         f"{settings.socket_path} within {DAEMON_WAIT_SECONDS:.0f}s; see its log") from None
-                announce("daemon starting, waiting…")
+                # "gone" too when it exited meanwhile: the next loop takes the lock
+                stopping = daemon_phase(settings.data_dir).name == "stopping"
+                announce(f"daemon {'stopping' if stopping else 'starting'}, waiting…")
             else:  # a one-shot command: polled, not blocked on, so a daemon starting meanwhile wins
                 announce(f"waiting for {holder} to finish")
             time.sleep(0.2)
@@ -433,7 +436,7 @@ def cmd_daemon(args: argparse.Namespace, settings: Settings) -> int:
     level = args.log_level if args.log_level != "warning" else "info"
     configure_logging(level, args.log_file)
     # the lock before the daemon's imports (~0.7 s): from then on a client that starts
-    # sees a daemon starting and waits for it (bridge.starting_daemon)
+    # sees a daemon starting and waits for it (daemon_phase)
     lock = lock_for_daemon(settings.lock_path)
     from codequarry.service import run_daemon
 

@@ -106,6 +106,14 @@ class Daemon:
     # ---- lifespan ------------------------------------------------------------------
 
     async def serve(self) -> None:
+        try:
+            await self._serve()
+        finally:
+            # only once the store has stopped: until then a client that finds the socket
+            # silent sees a daemon stopping, not starting (daemon_phase)
+            paths.remove_daemon_record(self.settings.data_dir, os.getpid())
+
+    async def _serve(self) -> None:
         async with open_runtime(self._settings, self._embedder) as runtime:
             self.runtime = runtime
             async with anyio.create_task_group() as tasks:
@@ -187,7 +195,6 @@ class Daemon:
             tasks.start_soon(tcp.serve)
 
     def _remove_socket(self) -> None:
-        paths.remove_daemon_record(self.settings.data_dir, os.getpid())
         with contextlib.suppress(FileNotFoundError):
             self.settings.listen_socket_path.unlink()
 
