@@ -25,7 +25,7 @@ import time
 from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import anyio
 import httpx2
@@ -47,7 +47,7 @@ def note(message: str) -> None:
 
 
 @contextlib.asynccontextmanager
-async def session(mode: str, socket_path: Path, cwd: Path) -> AsyncIterator[None]:
+async def session(mode: str, socket_path: Path, cwd: Path, errlog: TextIO) -> AsyncIterator[None]:
     """An initialised MCP SDK session of `mode`, left open; its teardown errors ignored
     (the daemon is gone by then)."""
     if mode == "none":
@@ -61,10 +61,10 @@ async def session(mode: str, socket_path: Path, cwd: Path) -> AsyncIterator[None
             read, write, *_ = await stack.enter_async_context(
                 streamable_http_client("http://localhost/mcp", http_client=http))
         else:
-            params = StdioServerParameters(command=CODEQUARRY, args=["mcp"], cwd=cwd,
-                                           env={k: os.environ[k] for k in ("HOME", "CODEQUARRY_HOME",
-                                                "CODEQUARRY_CONFIG", "XDG_RUNTIME_DIR")})
-            read, write = await stack.enter_async_context(stdio_client(params, errlog=open(os.devnull, "w")))
+            env = {k: os.environ[k] for k in
+                   ("HOME", "CODEQUARRY_HOME", "CODEQUARRY_CONFIG", "XDG_RUNTIME_DIR")}
+            params = StdioServerParameters(command=CODEQUARRY, args=["mcp"], cwd=cwd, env=env)
+            read, write = await stack.enter_async_context(stdio_client(params, errlog=errlog))
         client = await stack.enter_async_context(ClientSession(read, write))
         await client.initialize()
         await anyio.sleep(0.3)  # the SDK opens its GET stream after `initialized`
@@ -85,7 +85,17 @@ def idle(client: DaemonClient) -> bool:
                 and entry["vector_coverage"] >= 1.0 and status["daemon"].get("model"))
 
 
-async def one_run(mode: str, home: Path, run: int, repo: Path) -> dict[str, Any]:
+async def stop_with_session(mode: str, process: subprocess.Popen[bytes], socket_path: Path, repo: Path,
+                            errlog: TextIO) -> tuple[float, float]:
+    """SIGTERM with the session open: (wall time of the signal, seconds to the exit)."""
+    async with session(mode, socket_path, repo, errlog):
+        signalled_wall, signalled = time.time(), time.perf_counter()
+        process.send_signal(signal.SIGTERM)
+        await anyio.to_thread.run_sync(process.wait, 60)
+        return signalled_wall, time.perf_counter() - signalled
+
+
+def one_run(mode: str, home: Path, run: int, repo: Path, errlog: TextIO) -> dict[str, Any]:
     settings = load_settings()
     client = DaemonClient(settings.socket_path)
     log = home / "logs" / f"daemon-{mode}-{run}.log"
@@ -93,17 +103,12 @@ async def one_run(mode: str, home: Path, run: int, repo: Path) -> dict[str, Any]
                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
     try:
-        while not await anyio.to_thread.run_sync(client.running):
+        while not client.running() or not idle(client):  # idle: nothing to drain
             if process.poll() is not None:
                 raise RuntimeError(f"the daemon exited with {process.returncode}: see {log}")
-            await anyio.sleep(0.05)
-        while not await anyio.to_thread.run_sync(idle, client):  # idle: nothing to drain
-            await anyio.sleep(0.1)
-        async with session(mode, settings.socket_path, repo):
-            signalled_wall, signalled = time.time(), time.perf_counter()
-            process.send_signal(signal.SIGTERM)
-            await anyio.to_thread.run_sync(process.wait, 60)
-            exited = time.perf_counter() - signalled
+            time.sleep(0.05)
+        signalled_wall, exited = anyio.run(stop_with_session, mode, process, settings.socket_path,
+                                           repo, errlog)
     finally:
         if process.poll() is None:
             process.kill()
@@ -118,12 +123,13 @@ async def one_run(mode: str, home: Path, run: int, repo: Path) -> dict[str, Any]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--modes", default="none,socket,bridge")
     parser.add_argument("--name", default="stop", help="results file bench/results/NAME.json")
     args = parser.parse_args()
-    with codequarry_home("stop") as home:
+    with codequarry_home("stop") as home, open(os.devnull, "w") as errlog:
         repo = home / "repo"
         for rel, text in FILES.items():
             (repo / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -134,18 +140,20 @@ def main() -> None:
         for mode in args.modes.split(","):
             runs = []
             for run in range(args.runs):
-                runs.append(anyio.run(one_run, mode, home, run, repo))
+                runs.append(one_run(mode, home, run, repo, errlog))
                 note(f"{mode} #{run}: {runs[-1]}")
-            figures[mode] = {"exit_p50_s": round(statistics.median(r["exit"] for r in runs), 3),
-                             "exit_max_s": max(r["exit"] for r in runs),
-                             "daemon_stopped_p50_s": round(statistics.median(r["daemon_stopped"] for r in runs), 3),
+            median = {key: round(statistics.median(r[key] for r in runs), 3)
+                      for key in ("exit", "daemon_stopped")}
+            figures[mode] = {"exit_p50_s": median["exit"], "exit_max_s": max(r["exit"] for r in runs),
+                             "daemon_stopped_p50_s": median["daemon_stopped"],
                              "runs_with_error_records": sum(bool(r["error_records"]) for r in runs),
                              "runs": runs}
         figures["load_after"] = os.getloadavg()
     line = "  ".join(f"{m}: exit p50 {figures[m]['exit_p50_s']}s max {figures[m]['exit_max_s']}s, "
                      f"errors in {figures[m]['runs_with_error_records']}/{args.runs}"
                      for m in args.modes.split(","))
-    emit(args.name, figures, line + f"  (load {figures['load_before'][0]:.2f} -> {figures['load_after'][0]:.2f})")
+    load = f"  (load {figures['load_before'][0]:.2f} -> {figures['load_after'][0]:.2f})"
+    emit(args.name, figures, line + load)
 
 
 if __name__ == "__main__":
