@@ -9,12 +9,10 @@ import asyncio
 import errno
 import functools
 import json
-import logging
 import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -40,7 +38,7 @@ from .conftest import SlowEmbedder, until, write_files
 from .conftest import running_daemon as running
 from .fakes import HashEmbedder
 from .ollama_standin import OllamaStandIn
-from .test_mcp import uds_session
+from .test_mcp import sdk_notification_stream, uds_session
 
 CODEQUARRY = str(Path(sys.executable).with_name("codequarry"))
 
@@ -569,20 +567,8 @@ def start_daemon(env: dict[str, str], log: Path) -> subprocess.Popen[str]:
 async def sigterm_with_a_session_open(daemon: subprocess.Popen[str], socket_path: Path,
                                      wait_seconds: float) -> int:
     """SIGTERM while an official MCP SDK session is open on the socket, idle, with its
-    notification stream (the GET the SDK opens after `initialized`) established; the
-    daemon's exit code."""
-    established = threading.Event()
-
-    class Established(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            if "GET SSE connection established" in record.getMessage():
-                established.set()
-
-    sdk = logging.getLogger("mcp.client.streamable_http")  # the SDK says so at debug level
-    handler, level = Established(logging.DEBUG), sdk.level
-    sdk.addHandler(handler)
-    sdk.setLevel(logging.DEBUG)
-    try:
+    notification stream established; the daemon's exit code."""
+    with sdk_notification_stream() as established:
         async with uds_session(socket_path):
             async def stream_open() -> bool:
                 return established.is_set()
@@ -590,9 +576,6 @@ async def sigterm_with_a_session_open(daemon: subprocess.Popen[str], socket_path
             await until(stream_open, 30, "the session's GET stream")
             daemon.send_signal(signal.SIGTERM)
             return await anyio.to_thread.run_sync(daemon.wait, wait_seconds)
-    finally:
-        sdk.removeHandler(handler)
-        sdk.setLevel(level)
 
 
 @pytest.mark.usefixtures("seeded_store")
