@@ -38,6 +38,7 @@ from .conftest import SlowEmbedder, until, write_files
 from .conftest import running_daemon as running
 from .fakes import HashEmbedder
 from .ollama_standin import OllamaStandIn
+from .test_mcp import sdk_notification_stream, uds_session
 
 CODEQUARRY = str(Path(sys.executable).with_name("codequarry"))
 
@@ -563,8 +564,22 @@ def start_daemon(env: dict[str, str], log: Path) -> subprocess.Popen[str]:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
+async def sigterm_with_a_session_open(daemon: subprocess.Popen[str], socket_path: Path,
+                                     wait_seconds: float) -> int:
+    """SIGTERM while an official MCP SDK session is open on the socket, idle, with its
+    notification stream established; the daemon's exit code."""
+    with sdk_notification_stream() as established:
+        async with uds_session(socket_path):
+            async def stream_open() -> bool:
+                return established.is_set()
+
+            await until(stream_open, 30, "the session's GET stream")
+            daemon.send_signal(signal.SIGTERM)
+            return await anyio.to_thread.run_sync(daemon.wait, wait_seconds)
+
+
 @pytest.mark.usefixtures("seeded_store")
-def test_sigterm_stops_the_daemon_cleanly_removes_the_socket_and_stops_postgres(
+def test_sigterm_with_an_mcp_session_open_stops_cleanly_removes_the_socket_and_stops_postgres(
         tmp_path: Path, repo: Path, process_env: dict[str, str]) -> None:
     with OllamaStandIn() as ollama:
         drain = 10.0  # the default
@@ -587,8 +602,8 @@ def test_sigterm_stops_the_daemon_cleanly_removes_the_socket_and_stops_postgres(
             assert "only one daemon per data directory" in second.stderr
             assert client.running()
 
-            daemon.send_signal(signal.SIGTERM)
-            code = daemon.wait(timeout=drain + 30)  # bounds a hang; the log says how it stopped
+            # bounds a hang; the log says how it stopped
+            code = anyio.run(sigterm_with_a_session_open, daemon, settings.socket_path, drain + 30)
         finally:
             if daemon.poll() is None:
                 daemon.kill()
@@ -600,12 +615,21 @@ def test_sigterm_stops_the_daemon_cleanly_removes_the_socket_and_stops_postgres(
         assert not settings.socket_path.exists()
         assert not postgres_processes(settings.pgdata), "the embedded PostgreSQL is still running"
         # the log file is JSON lines (ours and the libraries'), and says the stop completed
-        events = [json.loads(line)["event"] for line in
-                  (tmp_path / "logs" / "daemon.log").read_text().splitlines()]
+        records = [json.loads(line) for line in (tmp_path / "logs" / "daemon.log").read_text().splitlines()]
+        events = [record["event"] for record in records]
         assert "daemon_stopping" in events
         assert events.index("daemon_stopped") > events.index("daemon_stopping")
         assert "drain_timed_out" not in events  # the work drained by itself (no timed assertion:
         # on a loaded machine the interpreter's exit alone may take seconds)
+        # the session's open stream was ended first, so uvicorn had nothing to cancel (before,
+        # it waited its 2 s bound, then logged "Cancel 1 running task(s)" and a traceback)
+        errors = [record["event"] for record in records if record["level"] in ("error", "critical")]
+        assert errors == []
+        closed = next(r for r in records if r["event"] == "mcp_streams_closed")
+        assert closed["sessions"] == 1
+        assert events.index("daemon_stopping") < events.index("mcp_streams_closed") \
+            < events.index("embedded_postgres_stopping") < events.index("daemon_stopped")
+        assert events[-1] == "daemon_stopped"  # nothing after it: the process just exits
 
 
 @pytest.mark.usefixtures("seeded_store")

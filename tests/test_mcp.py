@@ -5,6 +5,7 @@ client, plain HTTP on the optional TCP listener, and the MCP Inspector CLI."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import pwd
 import shutil
@@ -12,9 +13,10 @@ import socket
 import stat
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -29,6 +31,7 @@ from mcp.client.streamable_http import streamable_http_client
 from codequarry.api import DaemonApi
 from codequarry.client import DaemonClient
 from codequarry.config import Settings, load_settings
+from codequarry.embedding.base import Vectors
 from codequarry.mcp_server import build_server
 from codequarry.service import Daemon
 
@@ -75,6 +78,29 @@ async def uds_session(socket_path: Path,
             ClientSession(read, write) as session:
         await session.initialize()
         yield session
+
+
+@contextmanager
+def sdk_notification_stream() -> Iterator[threading.Event]:
+    """An event set once an MCP SDK client in this process has its session's GET stream
+    (server-initiated messages; opened after `initialized`) established: the SDK says so
+    at debug level once the daemon's response headers arrived."""
+    established = threading.Event()
+
+    class Established(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "GET SSE connection established" in record.getMessage():
+                established.set()
+
+    sdk = logging.getLogger("mcp.client.streamable_http")
+    handler, level = Established(logging.DEBUG), sdk.level
+    sdk.addHandler(handler)
+    sdk.setLevel(logging.DEBUG)
+    try:
+        yield established
+    finally:
+        sdk.removeHandler(handler)
+        sdk.setLevel(level)
 
 
 def bridge_env(settings: Settings) -> dict[str, str]:
@@ -158,6 +184,58 @@ async def test_tools_are_listed_and_search_code_returns_results_and_freshness_ov
                 assert status["projects"][0]["files"] == len(ALPHA)
                 assert status["daemon"]["running"] is True
         assert "Traceback" not in (tmp_path / "bridge.err").read_text()
+
+
+class SlowQueries(HashEmbedder):
+    """The deterministic embedder, whose query embedding takes `delay` seconds."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.delay = 0.0
+        self.queries = 0
+
+    async def embed_query(self, text: str) -> Vectors:
+        self.queries += 1
+        await anyio.sleep(self.delay)
+        return await super().embed_query(text)
+
+
+async def test_a_stop_with_a_session_open_answers_the_call_in_flight_and_logs_no_error(
+        make_settings: Callable[..., Settings], alpha: Path, runtime_dir: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    settings = make_settings([{"id": "alpha", "path": str(alpha)}])
+    embedder, answers = SlowQueries(), []
+    with sdk_notification_stream() as established:
+        async with running_daemon(settings, embedder) as daemon:
+            await searchable(daemon, "alpha", len(ALPHA))
+            async with uds_session(settings.socket_path) as session:
+                await session.list_tools()  # else the SDK asks for them again after the answer
+
+                async def stream_open() -> bool:
+                    return established.is_set()
+
+                await until(stream_open, 30, "the session's GET stream")
+                embedder.delay = 1.0
+                async with anyio.create_task_group() as tasks:
+                    async def ask() -> None:
+                        answers.append(await call(session, "search_code", query="flash the lighthouse lamp",
+                                                  project="alpha", mode="semantic"))
+
+                    tasks.start_soon(ask)
+
+                    async def in_flight() -> bool:
+                        return embedder.queries > 0
+
+                    await until(in_flight, 30, "the call to reach the daemon")
+                    daemon.request_stop()
+
+                async def socket_removed() -> bool:  # the servers stopped, the session still open
+                    return not settings.socket_path.exists()
+
+                await until(socket_removed, 30, "the daemon to stop serving")
+    assert answers[0]["results"][0]["path"] == "src/lighthouse.py"
+    # before, uvicorn waited 2 s for the never-ending GET stream, then cancelled it: two errors
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
 
 
 async def test_the_in_memory_client_reaches_the_daemon_through_the_server_lifespan(

@@ -3,7 +3,8 @@
 Start: the data dir's lock first (the daemon owns its embedded PostgreSQL), then store,
 embedder and workers; the supervisor's runner per project (each watches, then scans and
 reconciles once its watcher is live); the MCP socket; then READY for systemd. Shutdown on the first
-SIGTERM/SIGINT: stop serving and watching, let the batch in flight finish (bounded by
+SIGTERM/SIGINT: stop serving (end the MCP sessions' open notification streams, let requests
+in flight finish within 2 s) and watching, let the batch in flight finish (bounded by
 drain_timeout_seconds), cancel the rest, stop the embedded PostgreSQL. A second signal
 cancels at once. Work not done is not lost: it is found again by the next start's scan.
 """
@@ -42,11 +43,21 @@ FASTMCP_FIRST_CALL_IMPORTS = ("key_value.aio.adapters.pydantic", "key_value.aio.
 
 
 class _UnixServer(uvicorn.Server):
-    """uvicorn without its own signal handlers: the daemon owns signals."""
+    """uvicorn without its own signal handlers (the daemon owns signals), whose shutdown
+    ends the MCP sessions' notification streams before waiting for requests to end."""
 
     def __init__(self, config: uvicorn.Config) -> None:
         super().__init__(config)
         self.stopped = anyio.Event()
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        from codequarry.mcp_streams import close_notification_streams
+
+        for server in self.servers:  # refuse new connections first (uvicorn does it again)
+            server.close()
+        sessions = close_notification_streams(self.config.app)
+        log.info("mcp_streams_closed", sessions=sessions)
+        await super().shutdown(sockets)
 
     async def serve(self, sockets: list[socket.socket] | None = None) -> None:
         try:

@@ -174,6 +174,7 @@ class EmbeddedPostgres:
         if server is None or not self.owned:
             return
         self.owned = False
+        log.info("embedded_postgres_stopping", pgdata=str(self.pgdata))  # pg_ctl waits for it
         try:
             server.stop()
         except Exception as exc:  # stopping is best effort: the next owner adopts the server
