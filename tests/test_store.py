@@ -12,6 +12,7 @@ import anyio
 import numpy as np
 import pytest
 from sqlalchemy import text
+from structlog.testing import capture_logs
 
 from codequarry.chunking import Chunker, embedding_text, search_text
 from codequarry.config import Settings
@@ -366,9 +367,13 @@ def test_a_new_embedded_server_gets_its_shared_buffers_at_once_an_existing_one_a
     def shared_buffers() -> str:
         return server.psql("SHOW shared_buffers;").split()[2]
 
-    server.start(shared_buffers_mb=64)
+    with capture_logs() as logs:
+        server.start(shared_buffers_mb=64)
     try:
         assert shared_buffers() == "64MB"
+        # the log says why a server that is starting stops
+        assert [e["why"] for e in logs if e["event"] == "embedded_postgres_stopping"] == [
+            "restart: shared_buffers applies at start"]
     finally:
         server.stop()
     server.start(shared_buffers_mb=48)  # written to the config, but the server is already up

@@ -77,7 +77,7 @@ class EmbeddedPostgres:
             else:
                 log.info("embedded_postgres_configured", shared_buffers_mb=shared_buffers_mb, restart=fresh)
                 if fresh and self.owned:  # nobody else can be using a server created just now
-                    self.stop()
+                    self.stop(why="restart: shared_buffers applies at start")
                     info = self._attach()
         return self._sqlalchemy_url(info)
 
@@ -168,13 +168,14 @@ class EmbeddedPostgres:
         result: str = self._server.psql(command)
         return result
 
-    def stop(self) -> None:
-        """Detach; the server is stopped only if this process owns it (see the module doc)."""
+    def stop(self, why: str = "shutdown") -> None:
+        """Detach; the server is stopped only if this process owns it (see the module doc).
+        `why` goes to the log line."""
         server, self._server = self._server, None
         if server is None or not self.owned:
             return
         self.owned = False
-        log.info("embedded_postgres_stopping", pgdata=str(self.pgdata))  # pg_ctl waits for it
+        log.info("embedded_postgres_stopping", pgdata=str(self.pgdata), why=why)  # pg_ctl waits for it
         try:
             server.stop()
         except Exception as exc:  # stopping is best effort: the next owner adopts the server
