@@ -131,6 +131,16 @@ def test_symbol_prints_the_definition_and_its_span(indexed: Indexed) -> None:
     assert missing.returncode == 1
 
 
+def test_refs_lists_the_lines_of_an_identifier_by_file(indexed: Indexed) -> None:
+    result = indexed.cli.run("refs", "circle_area", "--project", "cli-demo")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split("\n")[:3] == ["1 reference to circle_area in 1 file (* = definition)",
+                                             "pkg/shapes.py (1)", "  4* def circle_area(radius):"]
+    other = indexed.cli.run("refs", "circle_area", "--path-glob", "*.md", "--json")
+    assert json.loads(other.stdout)["total"] == 0
+    assert other.returncode == 1
+
+
 def test_show_prints_numbered_lines_from_disk_and_refuses_outside_paths(indexed: Indexed) -> None:
     result = indexed.cli.run("show", str(indexed.repo / "pkg/shapes.py") + ":4-5")
     assert result.returncode == 0, result.stderr

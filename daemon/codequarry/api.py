@@ -21,8 +21,7 @@ from codequarry.errors import UsageError
 from codequarry.index_state import project_state
 from codequarry.models import validate_project_id
 from codequarry.runtime import Runtime, status_report
-from codequarry.search import MODES, Mode, SearchRequest, glob_to_regex, normalise_language
-from codequarry.store.project import Filters
+from codequarry.search import MODES, Mode, SearchRequest, filters_of
 
 MAX_CHANGES = 200
 # a search needing a query vector right after a start waits this long for the model to load
@@ -315,9 +314,8 @@ class DaemonApi:
     async def find_references(self, name: str, project: str | None = None,
                               language: str | None = None, path_glob: str | None = None,
                               limit: int = 100, cwd: str | None = None) -> dict[str, Any]:
-        languages = (normalise_language(language),) if language else ()
-        filters = Filters(languages, glob_to_regex(path_glob) if path_glob else None)
-        return await self.code_tools().find_references(name, self._scope(project, cwd), filters, limit)
+        return await self.code_tools().find_references(name, self._scope(project, cwd),
+                                                       filters_of(language, path_glob), limit)
 
 def _search_cache_stats(searcher: object) -> dict[str, Any]:
     """Issue 13: the result cache's counters (hit rate), when the searcher has a cache."""

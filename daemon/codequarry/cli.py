@@ -99,6 +99,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=10, help="number of definitions (default 10)")
     p.add_argument("--json", action="store_true", help="print JSON")
 
+    p = command("refs", cmd_refs, "List the lines where an identifier occurs (whole identifiers, "
+                "from the index), grouped by file; '*' marks a line that defines it.")
+    p.add_argument("name", help="an identifier, e.g. parse_config (a qualified name uses its last part)")
+    p.add_argument("--project", help="only this project (default: the one holding the current "
+                                     "directory, else all)")
+    p.add_argument("--language", help="only files of this language")
+    p.add_argument("--path-glob", help="only paths matching this glob, e.g. 'src/**'")
+    p.add_argument("--limit", type=int, default=100, help="number of lines (default 100)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
     p = command("show", cmd_show, "Print code from disk with line numbers: a file, a line or "
                 "a range of a registered project, or a definition (--symbol).")
     p.add_argument("location", nargs="?", metavar="PATH[:LINE[-LINE]]",
@@ -310,6 +320,16 @@ def cmd_symbol(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if answer["definitions"] else 1
 
 
+def cmd_refs(args: argparse.Namespace, settings: Settings) -> int:
+    body = {"name": args.name, "project": args.project, "language": args.language,
+            "path_glob": args.path_glob, "limit": args.limit, "cwd": os.getcwd()}
+    answer = _ask_tools(settings, "/api/references", body)
+    from codequarry.code_tools import render_references
+
+    print(json.dumps(answer, indent=2) if args.json else render_references(answer))
+    return 0 if answer["total"] else 1
+
+
 def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
     if not args.location and not args.symbol:
         raise UsageError("give PATH[:LINE[-LINE]] or --symbol NAME")
@@ -342,6 +362,7 @@ def _tools_here(settings: Settings, route: str, body: dict[str, Any]) -> Any:
     import anyio
 
     from codequarry.code_tools import CodeTools
+    from codequarry.search import filters_of
     from codequarry.store.db import Store
 
     projects = settings.config.projects
@@ -356,6 +377,9 @@ def _tools_here(settings: Settings, route: str, body: dict[str, Any]) -> Any:
             tools = CodeTools(store, projects)
             if route == "/api/symbol":
                 return await tools.find_symbol(body["name"], body["kind"], scope, body["limit"])
+            if route == "/api/references":
+                filters = filters_of(body["language"], body["path_glob"])
+                return await tools.find_references(body["name"], scope, filters, body["limit"])
             return await tools.read_code(body["path"], body["start_line"], body["end_line"],
                                          body["symbol"], scope[0] if scope else None, body["max_tokens"])
         finally:

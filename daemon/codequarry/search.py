@@ -129,6 +129,13 @@ class _Ranked(NamedTuple):  # a search makes ~500: a named tuple is built in C
     score: float
 
 
+def filters_of(language: str | None, path_glob: str | None) -> Filters:
+    """The Filters of one optional language name and one optional path glob. Raises
+    UsageError on an unknown language or a malformed glob."""
+    return Filters((normalise_language(language),) if language else (),
+                   glob_to_regex(path_glob) if path_glob else None)
+
+
 def glob_to_regex(glob: str) -> str:
     """A path glob as a PostgreSQL regex: `*` stays within a directory, `**` crosses
     them, and a glob without "/" matches the file name at any depth (like .gitignore)."""
