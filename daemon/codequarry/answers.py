@@ -219,16 +219,16 @@ def _line_score(line: str, words: set[str]) -> int:
     return len(found)
 
 
-def name_by_match(unit: Unit, query: str) -> None:
+def name_by_match(unit: Unit, words: set[str]) -> None:
     """Name a unit holding several definitions side by side (small neighbours merged into
     one chunk: `def a(): ...` / `def b(): ...`) after the one whose lines match the query's
-    words best, symbol and kind; lines outside them count for its current name, which wins
-    ties. A unit of one definition (its nested ones included) keeps its name."""
+    `words` (query_words(query, shortest=1): `b` names a function as well as `parse`) best,
+    symbol and kind; lines outside them count for its current name, which wins ties. A
+    unit of one definition (its nested ones included) keeps its name."""
     outer: list[SymbolDefinition] = []
     for definition in unit.definitions:  # outer before nested
         if not outer or definition.start_line > outer[-1].end_line:
             outer.append(definition)
-    words = query_words(query, shortest=1)  # `b` names a function as well as `parse`
     if len(outer) < 2 or not words:
         return
     scores = {n: _line_score(line, words) for n, line in unit.lines.items()

@@ -286,8 +286,9 @@ class Searcher:
         need = request.offset + request.limit + 1  # one more tells whether a next page exists
         units = await self._hits(ranked, stores, need, spans)
         page = units[request.offset : request.offset + request.limit]
+        words = query_words(request.query, shortest=1)  # once for the page
         for unit in page:
-            name_by_match(unit, request.query)
+            name_by_match(unit, words)
         shared: dict[str, str] = {}
         if len(request.projects) == 1:
             shared["project"] = request.projects[0]
