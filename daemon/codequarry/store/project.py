@@ -323,15 +323,7 @@ class ProjectStore:
             return []
         async with self.engine.begin() as conn:
             space = await self._locked_space(conn)
-            if space.table:
-                # lock the rows first (in id order, as savers do): a vector saved for one of
-                # them meanwhile is committed before this returns, so the count in
-                # _delete_chunks holds it (else the counters kept a vector the delete
-                # removed), and none can be added until this commits
-                await conn.execute(text(
-                    f"SELECT count(*) FROM (SELECT id FROM {self.s}.chunks WHERE path = ANY(:paths) "
-                    "ORDER BY id FOR UPDATE) locked"), {"paths": paths})
-            kept = await self._kept_rows(conn, updates)
+            kept = await self._kept_rows(conn, paths, updates)
             removed, removed_vectors = await self._delete_chunks(conn, space, paths, kept)
             await self._move_chunks(conn, updates, kept)
             await conn.execute(text(f"DELETE FROM {self.s}.definitions WHERE path = ANY(:paths)"),
@@ -385,18 +377,21 @@ class ProjectStore:
             await _finish_events(conn, self.s, paths, None)
         return missing
 
-    async def _kept_rows(self, conn: AsyncConnection,
+    async def _kept_rows(self, conn: AsyncConnection, paths: Sequence[str],
                          updates: Sequence[FileUpdate]) -> dict[str, dict[int, StoredChunk]]:
-        """Path -> (new ordinal -> the stored row it keeps) of the updates with chunks."""
-        written = [u.path for u in updates if u.chunks]
+        """Lock the stored chunk rows of `paths`, and return path -> (new ordinal -> the
+        stored row it keeps) of the updates with chunks."""
+        # locked in id order, as savers lock: a vector saved for one of them meanwhile is
+        # committed before this returns, so the count in _delete_chunks holds it (else the
+        # counters kept a vector the delete removed), and none can be added until commit
+        rows = await conn.execute(text(
+            "SELECT path, id, content_hash, ordinal, start_line, end_line, unit_start, unit_end "
+            f"FROM {self.s}.chunks WHERE path = ANY(:paths) ORDER BY id FOR UPDATE"), {"paths": list(paths)})
         stored: dict[str, list[StoredChunk]] = {}
-        if written:
-            rows = await conn.execute(text(
-                "SELECT path, id, content_hash, ordinal, start_line, end_line, unit_start, unit_end "
-                f"FROM {self.s}.chunks WHERE path = ANY(:paths) ORDER BY path, ordinal"), {"paths": written})
-            for row in rows:
-                stored.setdefault(row[0], []).append(StoredChunk(*row[1:]))
-        return {u.path: kept_rows(stored[u.path], u.chunks) for u in updates if u.path in stored}
+        for row in rows:
+            stored.setdefault(row[0], []).append(StoredChunk(*row[1:]))
+        return {u.path: kept_rows(sorted(stored[u.path], key=lambda r: r.ordinal), u.chunks)
+                for u in updates if u.chunks and u.path in stored}
 
     async def _delete_chunks(self, conn: AsyncConnection, space: VectorSpace, paths: Sequence[str],
                              kept: dict[str, dict[int, StoredChunk]]) -> tuple[int, int]:
